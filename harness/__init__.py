@@ -1,0 +1,8 @@
+"""pgrepl-harness: execute a PostgreSQL primary/secondary runbook on real or container hosts."""
+
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RUNBOOKS_DIR = PROJECT_ROOT / "runbooks"
+IMAGES_DIR = PROJECT_ROOT / "images"
+DEFAULT_RUNBOOK = RUNBOOKS_DIR / "postgresql-primary-secondary.md"

@@ -1,0 +1,5 @@
+"""Hosts: one contract (`Host`), two backends (docker exec, SSH)."""
+
+from harness.hosts.base import CommandFailed, CommandTimeout, Host, HostError, HostUnreachable, OsInfo, Result
+
+__all__ = ["CommandFailed", "CommandTimeout", "Host", "HostError", "HostUnreachable", "OsInfo", "Result"]

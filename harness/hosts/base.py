@@ -1,0 +1,195 @@
+"""The host contract: one method to implement (`_transport`), everything else built on it once.
+
+A backend only says how to start a process on the host and feed it stdin (`docker exec -i`,
+`ssh ... bash -s`). Running scripts as another user, timeouts, files and OS detection are
+the same for every backend and live here.
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from functools import cached_property
+
+import sh
+
+from harness.secrets import redact
+
+DEFAULT_TIMEOUT = 120.0
+# Seconds the host-side `timeout` gets to kill a runaway command before we give up on the pipe.
+_KILL_GRACE = 5
+
+
+@dataclass(frozen=True)
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def tail(self, lines: int = 15) -> str:
+        """The last lines of stdout and stderr, for failure messages (redacted)."""
+        text = "\n".join(part for part in (self.stdout.rstrip(), self.stderr.rstrip()) if part)
+        return redact("\n".join(text.splitlines()[-lines:]))
+
+
+class HostError(Exception):
+    """Something went wrong on or with a host; the message names the host."""
+
+
+class HostUnreachable(HostError):
+    """The transport failed (container gone, SSH connection refused): not a failed command."""
+
+
+class CommandFailed(HostError):
+    def __init__(self, host: str, command: str, result: Result):
+        self.host, self.command, self.result = host, command, result
+        super().__init__(
+            f"on {host}: command exited {result.rc}\n"
+            f"--- command ---\n{redact(command).rstrip()}\n--- last output ---\n{result.tail()}"
+        )
+
+
+class CommandTimeout(HostError):
+    pass
+
+
+@dataclass(frozen=True)
+class OsInfo:
+    """What /etc/os-release says, and the runbook family it belongs to."""
+
+    id: str
+    version_id: str
+    pretty_name: str
+    id_like: tuple[str, ...] = ()
+
+    @property
+    def major(self) -> int:
+        return int(self.version_id.split(".")[0] or 0) if self.version_id else 0
+
+    @property
+    def family(self) -> str:
+        """`debian` (Debian, Ubuntu), `el8` (Alibaba Cloud Linux 3, CentOS 8), `el7` (ACL 2, CentOS 7)."""
+        if self.id in ("debian", "ubuntu") or "debian" in self.id_like:
+            return "debian"
+        if self.id == "alinux":
+            return {3: "el8", 2: "el7"}.get(self.major, f"el-unknown-{self.major}")
+        if self.id in ("centos", "rhel", "rocky", "almalinux") or "rhel" in self.id_like:
+            return f"el{self.major}"
+        return f"unknown-{self.id}"
+
+    @classmethod
+    def parse(cls, text: str) -> OsInfo:
+        fields: dict[str, str] = {}
+        for line in text.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                fields[key.strip()] = value.strip().strip('"')
+        return cls(
+            id=fields.get("ID", ""),
+            version_id=fields.get("VERSION_ID", ""),
+            pretty_name=fields.get("PRETTY_NAME", ""),
+            id_like=tuple(fields.get("ID_LIKE", "").split()),
+        )
+
+
+class Host(ABC):
+    """A machine the runbook runs on. `name` is its role (primary, secondary)."""
+
+    name: str
+
+    @property
+    @abstractmethod
+    def address(self) -> str:
+        """The private address other hosts of the cluster use to reach this one."""
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """docker://container or ssh://user@host:port - what the transcript shows."""
+
+    @abstractmethod
+    def _transport(self, remote: list[str]) -> list[str]:
+        """argv that runs `remote` (simple tokens) on the host as the login user, stdin attached."""
+
+    def _transport_failed(self, result: Result) -> bool:
+        """True when `result` comes from the transport rather than the command (e.g. ssh rc 255)."""
+        return False
+
+    def run(
+        self,
+        script: str,
+        *,
+        user: str | None = None,
+        check: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Result:
+        """Run a bash script (fed on stdin, never in argv) as the login user or, via sudo, `user`.
+
+        The script runs with `bash -e -o pipefail`; `timeout` is enforced on the host itself,
+        and again locally in case the transport hangs.
+        """
+        remote = ["timeout", "-k", str(_KILL_GRACE), str(int(timeout))]
+        if user is not None:
+            remote += ["sudo", "-n", "-H", "-u", user, "--"]
+        remote += ["bash", "-e", "-o", "pipefail", "-s"]
+        argv = self._transport(remote)
+        started = time.monotonic()
+        try:
+            proc = sh.Command(argv[0])(
+                *argv[1:],
+                _in=script,
+                _ok_code=list(range(256)),
+                _timeout=timeout + 2 * _KILL_GRACE,
+                _return_cmd=True,
+            )
+        except sh.TimeoutException as exc:
+            raise CommandTimeout(
+                f"on {self.name}: no answer within {timeout:.0f} s\n--- command ---\n{redact(script)}"
+            ) from exc
+        result = Result(
+            rc=proc.exit_code,
+            stdout=proc.stdout.decode(errors="replace"),
+            stderr=proc.stderr.decode(errors="replace"),
+            seconds=time.monotonic() - started,
+        )
+        if result.rc in (124, 137) and "timeout" in remote:
+            # coreutils timeout: 124 on TERM, 137 when it had to KILL
+            if check:
+                raise CommandTimeout(
+                    f"on {self.name}: command ran past its {timeout:.0f} s deadline\n"
+                    f"--- command ---\n{redact(script).rstrip()}\n--- last output ---\n{result.tail()}"
+                )
+        if self._transport_failed(result):
+            raise HostUnreachable(f"{self.name} ({self.url}) cannot be reached: {result.tail(5)}")
+        if check and not result.ok:
+            raise CommandFailed(self.name, script, result)
+        return result
+
+    def put_file(self, path: str, content: str | bytes, *, mode: int = 0o644, owner: str = "root") -> None:
+        """Write a file as root (content goes through stdin, so secrets stay out of argv)."""
+        data = content.encode() if isinstance(content, str) else content
+        encoded = base64.b64encode(data).decode()
+        quoted = shlex.quote(path)
+        self.run(
+            f"install -D -m {mode:o} -o {shlex.quote(owner)} -g {shlex.quote(owner)} /dev/null {quoted}\n"
+            f"base64 -d > {quoted} <<'__PGREPL_EOF__'\n{encoded}\n__PGREPL_EOF__\n",
+            user="root",
+        )
+
+    def get_file(self, path: str) -> bytes:
+        return base64.b64decode(self.run(f"base64 -w0 {shlex.quote(path)}", user="root").stdout)
+
+    @cached_property
+    def os(self) -> OsInfo:
+        return OsInfo.parse(self.run("cat /etc/os-release").stdout)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} {self.url}>"

@@ -1,0 +1,150 @@
+"""Docker backend: hosts are local containers booted with systemd, reached by `docker exec -i`."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import docker
+import docker.errors
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.network import Network
+
+from harness.hosts.base import Host, Result
+from harness.labels import LABEL, PID_LABEL, RUN_LABEL, resource_labels
+from harness.waiting import wait_until
+
+# testcontainers' reaper image would have to be pulled, which this machine cannot do; the
+# harness cleans up by its own labels instead (DockerLab.close, remove_resources).
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+LOGIN_USER = "ecs-user"
+# What systemd as PID 1 needs without --privileged (see shared/platform.md).
+SYSTEMD_RUN_KWARGS = {
+    "cap_add": ["SYS_ADMIN", "NET_ADMIN"],
+    "security_opt": ["seccomp=unconfined"],
+    "cgroupns": "private",
+}
+
+
+class DockerHost(Host):
+    def __init__(self, name: str, container: DockerContainer, network: str, login_user: str = LOGIN_USER):
+        self.name = name
+        self.container = container
+        self.network = network
+        self.login_user = login_user
+        self.container_name = container.get_wrapped_container().name
+
+    @property
+    def address(self) -> str:
+        wrapped = self.container.get_wrapped_container()
+        wrapped.reload()
+        return wrapped.attrs["NetworkSettings"]["Networks"][self.network]["IPAddress"]
+
+    @property
+    def url(self) -> str:
+        return f"docker://{self.container_name}"
+
+    def _transport(self, remote: list[str]) -> list[str]:
+        return ["docker", "exec", "-i", "-u", self.login_user, self.container_name, *remote]
+
+    def _transport_failed(self, result: Result) -> bool:
+        return result.rc != 0 and result.stderr.startswith("Error response from daemon")
+
+    def wait_booted(self, timeout: float = 90) -> None:
+        """Wait until systemd has finished booting (running, or degraded with a failed unit)."""
+
+        def booted() -> bool:
+            state = self.run("systemctl is-system-running", check=False, timeout=10).stdout.strip()
+            return state in ("running", "degraded")
+
+        wait_until(
+            booted,
+            timeout=timeout,
+            what=f"systemd to finish booting on {self.name}",
+            seen=lambda: self.run("systemctl list-jobs --no-pager; systemctl --failed --no-pager", check=False).stdout,
+        )
+
+
+class DockerLab:
+    """The containers, private network and volumes of one cluster; close() removes them all."""
+
+    def __init__(self, run_id: str | None = None):
+        self.run_id = run_id or f"{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.labels = resource_labels(self.run_id)
+        self.client = docker.from_env()
+        self.hosts: list[DockerHost] = []
+        self.volumes: list[str] = []
+        self.network = Network(docker_network_kw={"labels": self.labels})
+        self.network.name = f"pgrepl-{self.run_id}"
+        self.network.create()
+
+    def volume(self, name: str) -> str:
+        """A labelled named volume (for example the shared WAL archive); removed by close()."""
+        full = f"pgrepl-{self.run_id}-{name}"
+        self.client.volumes.create(full, labels=self.labels)
+        self.volumes.append(full)
+        return full
+
+    def start_host(self, name: str, image: str, *, mounts: dict[str, str] | None = None) -> DockerHost:
+        container = (
+            DockerContainer(image)
+            .with_name(f"pgrepl-{self.run_id}-{name}")
+            .with_network(self.network)
+            .with_tmpfs_mount("/run")
+            .with_tmpfs_mount("/run/lock")
+            .with_kwargs(hostname=name, labels=self.labels, **SYSTEMD_RUN_KWARGS)
+        )
+        for volume, path in (mounts or {}).items():
+            container.with_volume_mapping(volume, path, mode="rw")
+        container.start()
+        host = DockerHost(name, container, self.network.name)
+        self.hosts.append(host)
+        return host
+
+    def close(self) -> None:
+        remove_resources({RUN_LABEL: self.run_id}, client=self.client)
+
+
+def remove_resources(selector: dict[str, str] | None = None, *, client: docker.DockerClient | None = None) -> int:
+    """Remove containers, then networks and volumes, carrying the harness label (and `selector`)."""
+    client = client or docker.from_env()
+    filters = {"label": [LABEL] + [f"{key}={value}" for key, value in (selector or {}).items()]}
+    removed = 0
+    for container in client.containers.list(all=True, filters=filters):
+        container.remove(force=True, v=True)
+        removed += 1
+    for collection in (client.networks, client.volumes):
+        for resource in collection.list(filters=filters):
+            try:
+                resource.remove()
+                removed += 1
+            except docker.errors.NotFound:
+                pass
+    return removed
+
+
+def remove_orphans() -> int:
+    """Remove resources left by harness processes that no longer exist (killed runs)."""
+    client = docker.from_env()
+    removed = 0
+    runs: dict[str, str] = {}
+    for container in client.containers.list(all=True, filters={"label": [LABEL]}):
+        runs[container.labels.get(RUN_LABEL, "")] = container.labels.get(PID_LABEL, "")
+    for network in client.networks.list(filters={"label": [LABEL]}):
+        runs.setdefault(network.attrs["Labels"].get(RUN_LABEL, ""), network.attrs["Labels"].get(PID_LABEL, ""))
+    for run_id, pid in runs.items():
+        if run_id and pid.isdigit() and not _alive(int(pid)):
+            removed += remove_resources({RUN_LABEL: run_id}, client=client)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,187 @@
+"""Image profiles (images/NAME/image.toml) and the one code path that builds them.
+
+An image is built from images/NAME/Dockerfile plus images/common/, with the docker SDK. Its
+tag carries a hash of that context and of the base image, so an unchanged Dockerfile is not
+rebuilt. When the base image is neither local nor pullable (no registry here), a Debian base
+is made from the Debian archive with debootstrap and imported under the base's name, so the
+same Dockerfile builds with or without a registry.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from harness import IMAGES_DIR
+from harness.labels import LABEL
+
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+
+class ImageUnavailable(Exception):
+    """This image cannot be built on this machine; the message names what is missing."""
+
+
+@dataclass(frozen=True)
+class ImageProfile:
+    name: str
+    description: str
+    base: str
+    family: str
+    pg_major: int
+    package_source: str = "pgdg"
+    debootstrap_suite: str | None = None
+    debootstrap_script: str | None = None
+    apt_ignore_valid_until: bool = False
+    directory: Path = field(default=IMAGES_DIR, repr=False)
+
+    @classmethod
+    def load(cls, name: str) -> ImageProfile:
+        path = IMAGES_DIR / name / "image.toml"
+        if not path.is_file():
+            known = ", ".join(available_images()) or "none"
+            raise ValueError(f"unknown image {name!r}: no {path} (known: {known})")
+        data = tomllib.loads(path.read_text())
+        return cls(name=name, directory=path.parent, **data)
+
+    def context_files(self) -> dict[str, bytes]:
+        """The build context: this image's directory and images/common/."""
+        files: dict[str, bytes] = {}
+        for root, prefix in ((self.directory, ""), (IMAGES_DIR / "common", "common/")):
+            for path in sorted(root.rglob("*")):
+                if path.is_file():
+                    files[prefix + path.relative_to(root).as_posix()] = path.read_bytes()
+        return files
+
+
+def available_images() -> list[str]:
+    return sorted(p.parent.name for p in IMAGES_DIR.glob("*/image.toml"))
+
+
+def _client() -> docker.DockerClient:
+    return docker.from_env()
+
+
+@contextmanager
+def _build_lock(name: str) -> Iterator[None]:
+    """Serialise builds of one image across pytest-xdist workers and parallel commands."""
+    with open(Path(tempfile.gettempdir()) / f"pgrepl-build-{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def ensure_image(profile: ImageProfile, *, log=print) -> str:
+    """Return the tag of the built image, building it (and its base) only when needed."""
+    client = _client()
+    with _build_lock(profile.name):
+        base_id = ensure_base(profile, client, log=log)
+        files = profile.context_files()
+        digest = hashlib.sha256(base_id.encode())
+        for name, data in files.items():
+            digest.update(name.encode() + b"\0" + data + b"\0")
+        tag = f"pgrepl/{profile.name}:{digest.hexdigest()[:12]}"
+        try:
+            client.images.get(tag)
+            return tag
+        except docker.errors.ImageNotFound:
+            pass
+        log(f"building image {tag} from images/{profile.name}/Dockerfile")
+        context = io.BytesIO()
+        with tarfile.open(fileobj=context, mode="w") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(data), 0o755 if name.endswith(".sh") else 0o644
+                tar.addfile(info, io.BytesIO(data))
+        context.seek(0)
+        try:
+            client.images.build(
+                fileobj=context,
+                custom_context=True,
+                tag=tag,
+                buildargs={"BASE": profile.base},
+                labels={LABEL: "image", f"{LABEL}.image": profile.name},
+                rm=True,
+                forcerm=True,
+                pull=False,
+            )
+        except docker.errors.BuildError as exc:
+            output = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)
+            raise ImageUnavailable(
+                f"image {profile.name}: docker build failed: {exc.msg}\n{output[-3000:]}"
+            ) from exc
+        return tag
+
+
+def ensure_base(profile: ImageProfile, client: docker.DockerClient, *, log=print) -> str:
+    """Make sure the base image exists locally; return its id."""
+    try:
+        return client.images.get(profile.base).id
+    except docker.errors.ImageNotFound:
+        pass
+    try:
+        log(f"pulling base image {profile.base}")
+        return client.images.pull(profile.base).id
+    except docker.errors.APIError as exc:
+        pull_error = str(exc).splitlines()[0][:200]
+    if not profile.debootstrap_suite:
+        raise ImageUnavailable(
+            f"image {profile.name}: base image {profile.base} is not local and cannot be pulled "
+            f"({pull_error}); no offline recipe exists for it"
+        )
+    return _debootstrap_base(profile, client, log=log)
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this machine's apt already uses."""
+    for path in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+        if not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        match = re.search(r"^URIs:\s*(\S+/debian)\s*$", text, re.M) or re.search(
+            r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+/debian)\s", text, re.M
+        )
+        if match:
+            return match.group(1)
+    return DEFAULT_MIRROR
+
+
+def _debootstrap_base(profile: ImageProfile, client: docker.DockerClient, *, log=print) -> str:
+    if shutil.which("debootstrap") is None:
+        raise ImageUnavailable(
+            f"image {profile.name}: base {profile.base} must be made offline but debootstrap is "
+            "missing (apt-get install debootstrap)"
+        )
+    mirror = debian_mirror()
+    log(f"making base image {profile.base} with debootstrap {profile.debootstrap_suite} from {mirror}")
+    with tempfile.TemporaryDirectory(prefix="pgrepl-rootfs-") as rootfs:
+        argv = ["debootstrap", "--variant=minbase", profile.debootstrap_suite, rootfs, mirror]
+        if profile.debootstrap_script:
+            argv.append(profile.debootstrap_script)
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ImageUnavailable(
+                f"image {profile.name}: debootstrap {profile.debootstrap_suite} failed:\n{done.stdout[-2000:]}"
+            )
+        if profile.apt_ignore_valid_until:
+            conf = Path(rootfs) / "etc/apt/apt.conf.d/99pgrepl-snapshot"
+            conf.write_text('Acquire::Check-Valid-Until "false";\n')
+        tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
+        imported = subprocess.run(["docker", "import", "-", profile.base], stdin=tar.stdout, capture_output=True)
+        tar.wait()
+        if imported.returncode != 0:
+            raise ImageUnavailable(f"image {profile.name}: docker import failed: {imported.stderr.decode()[-500:]}")
+    return client.images.get(profile.base).id

@@ -1,0 +1,109 @@
+"""Run a runbook's blocks on the hosts they name, in order, stopping at the first failure."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from harness.hosts.base import Host, HostError, Result
+from harness.runbook.parse import Block, Runbook
+from harness.runbook.render import script
+from harness.secrets import redact
+
+STEP_TIMEOUT = 600.0
+
+
+@dataclass
+class StepRecord:
+    step: str
+    host: str
+    seconds: float
+    outcome: str  # ok | failed | reused
+    note: str = ""
+
+
+@dataclass
+class Transcript:
+    records: list[StepRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def steps(self) -> list[str]:
+        return [r.step for r in self.records]
+
+    def render(self) -> str:
+        width = max((len(r.step) for r in self.records), default=4)
+        lines = [f"{'step':<{width}}  {'host':<9}  {'seconds':>7}  outcome"]
+        for r in self.records:
+            lines.append(f"{r.step:<{width}}  {r.host:<9}  {r.seconds:7.2f}  {r.outcome}{'  ' + r.note if r.note else ''}")
+        lines += [f"note: {n}" for n in self.notes]
+        return redact("\n".join(lines))
+
+
+class StepFailed(AssertionError):
+    """A runbook step failed; the message names the step, the host, the line and what to fix."""
+
+    def __init__(self, block: Block, where: str, host: Host, command: str, result: Result | None, why: str):
+        self.block, self.host_name = block, host.name
+        output = result.tail() if result is not None else ""
+        super().__init__(
+            redact(
+                f"runbook step {block.step!r} failed on {host.name} ({host.url}): {why}\n"
+                f"  block: {where} (section: {block.heading})\n"
+                f"--- command ---\n{command.rstrip()}\n"
+                f"--- last output ---\n{output}\n"
+                f"fix: correct the block at {where}, or the earlier step that should have prepared this one"
+            )
+        )
+
+
+class Executor:
+    """Executes blocks: each on the host it names, rendered with the live values."""
+
+    def __init__(
+        self,
+        runbook: Runbook,
+        hosts: Mapping[str, Host],
+        values: Mapping[str, str],
+        *,
+        log: Callable[[str], None] = lambda line: None,
+    ):
+        self.runbook, self.hosts, self.values, self.log = runbook, hosts, values, log
+        self.transcript = Transcript()
+
+    def run(self, blocks: list[Block]) -> Transcript:
+        for block in blocks:
+            self.run_block(block)
+        return self.transcript
+
+    def note(self, text: str) -> None:
+        self.transcript.notes.append(text)
+        self.log(redact(f"note: {text}"))
+
+    def run_block(self, block: Block) -> Result:
+        host = self.hosts[block.host]
+        where = block.where(self.runbook.path)
+        command = script(block, self.runbook.bindings, self.values)
+        skipped = self.runbook.alternatives(block)
+        if skipped:
+            self.note(f"step {block.step}: ran variant {block.variant!r} instead of {', '.join(skipped)} (the image's choice)")
+        started = time.monotonic()
+        try:
+            result = host.run(command, timeout=STEP_TIMEOUT, check=False)
+        except HostError as exc:
+            self._record(block, host, started, "failed")
+            raise StepFailed(block, where, host, command, None, str(exc)) from exc
+        if not result.ok:
+            self._record(block, host, started, "failed", f"exit {result.rc}")
+            raise StepFailed(block, where, host, command, result, f"exit code {result.rc}")
+        if block.expect and not re.search(block.expect, result.stdout, re.M):
+            self._record(block, host, started, "failed", "output mismatch")
+            raise StepFailed(block, where, host, command, result, f"output does not match expected /{block.expect}/")
+        self._record(block, host, started, "ok")
+        return result
+
+    def _record(self, block: Block, host: Host, started: float, outcome: str, note: str = "") -> None:
+        record = StepRecord(block.step, host.name, time.monotonic() - started, outcome, note)
+        self.transcript.records.append(record)
+        self.log(redact(f"{record.step:<28} {record.host:<9} {record.seconds:6.2f}s {record.outcome} {note}".rstrip()))

@@ -1,0 +1,200 @@
+"""Parse an executable runbook: Markdown whose fenced blocks carry JSON attributes.
+
+    ```sh {"step":"primary-install","host":"primary","os":["debian"]}
+    sudo apt-get install -y postgresql-18
+    ```
+
+Keys: step, host, os (required); part (default "setup"), variant, expect (regex on
+stdout), file (for `conf` blocks: append the body to this file). Unknown keys are kept.
+Blocks without a JSON object in the info string are prose and never run. The table whose
+header is `Example value | Meaning | Bound to` binds example values to live ones.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from markdown_it import MarkdownIt
+
+KINDS = ("sh", "conf")
+FAMILIES = ("debian", "el8", "el7")
+HOSTS = ("primary", "secondary")
+REQUIRED = ("step", "host", "os")
+BINDING_HEADER = ["Example value", "Meaning", "Bound to"]
+
+
+class RunbookError(ValueError):
+    """The runbook itself is malformed; the message names file and line."""
+
+
+@dataclass(frozen=True)
+class Block:
+    step: str
+    host: str
+    os: tuple[str, ...]
+    kind: str
+    body: str
+    line: int
+    part: str = "setup"
+    variant: str | None = None
+    expect: str | None = None
+    file: str | None = None
+    heading: str = ""
+    attrs: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def where(self, path: Path | str) -> str:
+        return f"{path}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Binding:
+    example: str
+    meaning: str
+    target: str
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        """The example value, not glued to more of the same kind of character.
+
+        `18` matches in `postgresql-18` and `postgresql18-server` but not in `2018` or `1.18`;
+        `192.168.1.10` does not match inside `192.168.1.100`.
+        """
+
+        def edge(char: str) -> str:
+            return r"[0-9.]" if char.isdigit() else r"\w"
+
+        return re.compile(
+            f"(?<!{edge(self.example[0])}){re.escape(self.example)}(?!{edge(self.example[-1])})"
+        )
+
+
+@dataclass(frozen=True)
+class Runbook:
+    path: Path
+    blocks: tuple[Block, ...]
+    bindings: tuple[Binding, ...]
+
+    def select(self, *, family: str, parts: tuple[str, ...] = ("setup",), variant: str | None = None) -> list[Block]:
+        """The blocks one OS family runs, in document order; `variant` picks among alternatives."""
+        chosen = [
+            b for b in self.blocks
+            if family in b.os and b.part in parts and (b.variant is None or b.variant == variant)
+        ]
+        if not chosen:
+            raise RunbookError(f"{self.path}: no executable block for OS family {family!r} and parts {parts}")
+        return chosen
+
+    def alternatives(self, block: Block) -> list[str]:
+        """Other variants of the same step for the same family (what was not run)."""
+        return sorted(
+            {b.variant for b in self.blocks
+             if b.step == block.step and b.variant and b.variant != block.variant and set(b.os) & set(block.os)}
+        )
+
+    def parts(self) -> list[str]:
+        return list(dict.fromkeys(b.part for b in self.blocks))
+
+
+def parse_runbook(path: Path | str) -> Runbook:
+    path = Path(path)
+    return parse_text(path.read_text(), path)
+
+
+def parse_text(text: str, path: Path | str = "<runbook>") -> Runbook:
+    path = Path(path)
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    blocks: list[Block] = []
+    bindings: list[Binding] = []
+    heading = ""
+    for index, token in enumerate(tokens):
+        if token.type == "heading_open":
+            heading = tokens[index + 1].content
+        elif token.type == "fence":
+            block = _block(token.info, token.content, token.map[0] + 1 if token.map else 0, heading, path)
+            if block is not None:
+                blocks.append(block)
+        elif token.type == "table_open":
+            bindings.extend(_bindings(tokens, index, path))
+    _check_unique(blocks, path)
+    return Runbook(path=path, blocks=tuple(blocks), bindings=tuple(bindings))
+
+
+def _block(info: str, body: str, line: int, heading: str, path: Path) -> Block | None:
+    kind, _, rest = info.strip().partition(" ")
+    rest = rest.strip()
+    if not rest.startswith("{"):
+        return None
+    where = f"{path}:{line}"
+    try:
+        attrs = json.loads(rest)
+    except json.JSONDecodeError as exc:
+        raise RunbookError(f"{where}: the block's attributes are not valid JSON ({exc.msg}): {rest}") from exc
+    missing = [key for key in REQUIRED if key not in attrs]
+    if missing:
+        raise RunbookError(f"{where}: block lacks {', '.join(missing)} in its attributes {rest}")
+    if kind not in KINDS:
+        raise RunbookError(f"{where}: step {attrs['step']}: block language {kind!r} is not one of {KINDS}")
+    if attrs["host"] not in HOSTS:
+        raise RunbookError(f"{where}: step {attrs['step']}: host {attrs['host']!r} is not one of {HOSTS}")
+    families = attrs["os"] if isinstance(attrs["os"], list) else [attrs["os"]]
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise RunbookError(f"{where}: step {attrs['step']}: unknown OS family {unknown} (known: {FAMILIES})")
+    if (kind == "conf") != ("file" in attrs):
+        raise RunbookError(f"{where}: step {attrs['step']}: a `conf` block needs \"file\", and only it may have one")
+    if "expect" in attrs:
+        try:
+            re.compile(attrs["expect"])
+        except re.error as exc:
+            raise RunbookError(f"{where}: step {attrs['step']}: bad expect regex: {exc}") from exc
+    return Block(
+        step=attrs["step"],
+        host=attrs["host"],
+        os=tuple(families),
+        kind=kind,
+        body=body,
+        line=line,
+        part=attrs.get("part", "setup"),
+        variant=attrs.get("variant"),
+        expect=attrs.get("expect"),
+        file=attrs.get("file"),
+        heading=heading,
+        attrs=attrs,
+    )
+
+
+def _bindings(tokens: list, start: int, path: Path) -> list[Binding]:
+    rows: list[list[str]] = []
+    row: list[str] = []
+    for token in tokens[start:]:
+        if token.type == "table_close":
+            break
+        if token.type == "tr_open":
+            row = []
+        elif token.type == "inline":
+            row.append(token.content.strip())
+        elif token.type == "tr_close":
+            rows.append(row)
+    if not rows or rows[0] != BINDING_HEADER:
+        return []
+    result = []
+    for cells in rows[1:]:
+        if len(cells) != 3 or not all(c.startswith("`") and c.endswith("`") for c in (cells[0], cells[2])):
+            raise RunbookError(f"{path}: binding row {cells} must be `example` | meaning | `target`")
+        result.append(Binding(example=cells[0].strip("`"), meaning=cells[1], target=cells[2].strip("`")))
+    return result
+
+
+def _check_unique(blocks: list[Block], path: Path) -> None:
+    seen: dict[tuple[str, str, str | None], Block] = {}
+    for block in blocks:
+        for family in block.os:
+            key = (block.step, family, block.variant)
+            if key in seen:
+                raise RunbookError(
+                    f"{block.where(path)}: step {block.step!r} for {family} already defined at line {seen[key].line}"
+                )
+            seen[key] = block

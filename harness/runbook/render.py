@@ -1,0 +1,37 @@
+"""Bind a block's example values to live ones and turn it into a script a host runs."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+
+from harness.runbook.parse import Binding, Block, RunbookError
+
+
+def bind(text: str, bindings: tuple[Binding, ...], values: Mapping[str, str]) -> str:
+    """Replace each binding's example value by the live value of its target."""
+    for binding in bindings:
+        if binding.target not in values:
+            known = ", ".join(sorted(values))
+            raise RunbookError(
+                f"binding {binding.example!r} -> {binding.target!r}: no such value (the harness knows: {known})"
+            )
+        text = binding.pattern.sub(lambda _m, v=str(values[binding.target]): v, text)
+    return text
+
+
+def script(block: Block, bindings: tuple[Binding, ...], values: Mapping[str, str]) -> str:
+    """The bash script that performs `block` (a shell block as written; a conf block as an append)."""
+    body = bind(block.body, bindings, values)
+    if block.kind == "sh":
+        return body
+    path = shlex.quote(bind(block.file or "", bindings, values))
+    marker = "__PGREPL_CONF__"
+    if marker in body:
+        raise RunbookError(f"step {block.step}: the block must not contain {marker}")
+    # Append after making sure the file ends with a newline, as an editor would.
+    return (
+        f"sudo test -f {path} || {{ echo 'no such file: {path}' >&2; exit 1; }}\n"
+        f"sudo sed -i -e '$a\\' {path}\n"
+        f"sudo tee -a {path} >/dev/null <<'{marker}'\n{body}{marker}\n"
+    )

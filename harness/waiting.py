@@ -1,0 +1,43 @@
+"""The one place that sleeps: poll a condition until it holds or a deadline passes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from harness.secrets import redact
+
+T = TypeVar("T")
+
+
+class WaitTimeout(AssertionError):
+    """A condition did not hold in time; the message says what was last seen."""
+
+
+def wait_until(
+    probe: Callable[[], T],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    seen: Callable[[], str] | None = None,
+) -> T:
+    """Call `probe` until it returns a truthy value, which is returned.
+
+    On timeout, raise WaitTimeout naming `what` and showing `seen()` (or the last value or
+    exception the probe produced), like PostgreSQL's poll_query_until.
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            last = probe()
+            if last:
+                return last  # type: ignore[return-value]
+        except Exception as exc:  # noqa: BLE001 - reported on timeout
+            last = exc
+        if time.monotonic() >= deadline:
+            detail = seen() if seen is not None else repr(last)
+            raise WaitTimeout(redact(f"timed out after {timeout:.0f} s waiting for {what}; last seen:\n{detail}"))
+        time.sleep(interval)
