@@ -115,6 +115,15 @@ class Host(ABC):
     def url(self) -> str:
         """docker://container or ssh://user@host:port - what the transcript shows."""
 
+    @property
+    def runner_address(self) -> str:
+        """The address this host sees the test runner's connections come from."""
+        return "127.0.0.1"
+
+    def forward(self, port: int) -> tuple[str, int]:
+        """Where the test runner connects to reach `port` on this host."""
+        return self.address, port
+
     @abstractmethod
     def _transport(self, remote: list[str]) -> list[str]:
         """argv that runs `remote` (simple tokens) on the host as the login user, stdin attached."""

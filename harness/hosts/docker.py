@@ -46,6 +46,12 @@ class DockerHost(Host):
     def url(self) -> str:
         return f"docker://{self.container_name}"
 
+    @property
+    def runner_address(self) -> str:
+        """The bridge's gateway: the address the runner has on the cluster's network."""
+        wrapped = self.container.get_wrapped_container()
+        return wrapped.attrs["NetworkSettings"]["Networks"][self.network]["Gateway"]
+
     def _transport(self, remote: list[str]) -> list[str]:
         return ["docker", "exec", "-i", "-u", self.login_user, self.container_name, *remote]
 

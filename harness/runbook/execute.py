@@ -103,6 +103,11 @@ class Executor:
         self._record(block, host, started, "ok")
         return result
 
+    def record_reused(self, block: Block) -> None:
+        """A step whose effect the host already has (restored from a snapshot), not run again."""
+        host = self.hosts[block.host]
+        self._record(block, host, time.monotonic(), "reused", "from snapshot")
+
     def _record(self, block: Block, host: Host, started: float, outcome: str, note: str = "") -> None:
         record = StepRecord(block.step, host.name, time.monotonic() - started, outcome, note)
         self.transcript.records.append(record)

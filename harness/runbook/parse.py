@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from markdown_it import MarkdownIt
@@ -198,3 +198,25 @@ def _check_unique(blocks: list[Block], path: Path) -> None:
                     f"{block.where(path)}: step {block.step!r} for {family} already defined at line {seen[key].line}"
                 )
             seen[key] = block
+
+
+def edit_block(runbook: Runbook, step: str, old: str, new: str) -> Runbook:
+    """A copy of `runbook` with `old` replaced by `new` in every block of `step`.
+
+    For negative controls ("the same runbook without this line"). Raises if `old` is not there,
+    so a control cannot silently test nothing.
+    """
+    touched = [b for b in runbook.blocks if b.step == step and old in b.body]
+    if not touched:
+        raise RunbookError(f"{runbook.path}: no block of step {step!r} contains {old!r}")
+    blocks = tuple(
+        replace(b, body=b.body.replace(old, new)) if b in touched else b for b in runbook.blocks
+    )
+    return replace(runbook, blocks=blocks)
+
+
+def drop_step(runbook: Runbook, step: str) -> Runbook:
+    """A copy of `runbook` without the blocks of `step`."""
+    if not any(b.step == step for b in runbook.blocks):
+        raise RunbookError(f"{runbook.path}: no step {step!r}")
+    return replace(runbook, blocks=tuple(b for b in runbook.blocks if b.step != step))

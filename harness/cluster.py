@@ -1,0 +1,300 @@
+"""The cluster: two nodes (primary, secondary) with PostgreSQL verbs, and the runbook run on them.
+
+In the spirit of PostgreSQL::Test::Cluster: one object per node with verbs, every wait a poll
+with a deadline that shows what it saw when it gives up.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import psycopg
+
+from harness.hosts.base import Host
+from harness.layout import Layout, layout_for
+from harness.runbook import Block, Executor, Runbook, Transcript
+from harness.secrets import Secret, redact
+from harness.waiting import wait_until
+
+HARNESS_ROLE = "pgrepl_harness"
+LSN_FUNCTIONS = {
+    "insert": "pg_current_wal_insert_lsn()",
+    "write": "pg_current_wal_lsn()",
+    "flush": "pg_current_wal_flush_lsn()",
+    "receive": "pg_last_wal_receive_lsn()",
+    "replay": "pg_last_wal_replay_lsn()",
+}
+
+
+class Node:
+    """One PostgreSQL server on one host."""
+
+    def __init__(self, host: Host, layout: Layout, password: Secret):
+        self.host = host
+        self.layout = layout
+        self._password = password
+        self._conn: psycopg.Connection | None = None
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name} on {self.host.url}>"
+
+    # --- SQL -------------------------------------------------------------------------------
+    def connect(self, dbname: str = "postgres", **kwargs) -> psycopg.Connection:
+        """A new autocommit connection as the harness's own role."""
+        host, port = self.host.forward(5432)
+        return psycopg.connect(
+            host=host, port=port, dbname=dbname, user=HARNESS_ROLE, password=str(self._password),
+            autocommit=True, connect_timeout=5, application_name="pgrepl-harness", **kwargs,
+        )
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = self.connect()
+        return self._conn
+
+    def query(self, sql: str, params: tuple | dict | None = None) -> list[tuple]:
+        try:
+            with self._connection().cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall() if cur.description else []
+        except psycopg.OperationalError:
+            self.close()
+            raise
+
+    def scalar(self, sql: str, params: tuple | dict | None = None):
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    def rows_as_text(self, sql: str) -> str:
+        """A query's rows with column names, for failure messages; never raises."""
+        try:
+            with self._connection().cursor() as cur:
+                cur.execute(sql)
+                names = [c.name for c in cur.description or []]
+                return "\n".join([" | ".join(names)] + [" | ".join(map(str, r)) for r in cur.fetchall()]) or "(none)"
+        except Exception as exc:  # noqa: BLE001 - diagnostics only
+            return f"({sql!r} failed: {exc})"
+
+    def psql(self, sql: str, *, check: bool = True) -> str:
+        """Run SQL with psql as the postgres OS user over the local socket (no harness role needed)."""
+        return self.host.run(
+            f"psql -X -A -t -q -v ON_ERROR_STOP=1 <<'__PGREPL_SQL__'\n{sql}\n__PGREPL_SQL__\n",
+            user="postgres", check=check,
+        ).stdout.strip()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # --- state -----------------------------------------------------------------------------
+    def lsn(self, kind: str) -> str | None:
+        return self.scalar(f"SELECT {LSN_FUNCTIONS[kind]}::text")
+
+    def in_recovery(self) -> bool:
+        return bool(self.scalar("SELECT pg_is_in_recovery()"))
+
+    def system_identifier(self) -> int:
+        return int(self.scalar("SELECT system_identifier FROM pg_control_system()"))
+
+    def timeline(self) -> int:
+        return int(self.scalar("SELECT timeline_id FROM pg_control_checkpoint()"))
+
+    def poll_query_until(self, sql: str, expected: object = True, *, timeout: float = 60) -> None:
+        wait_until(
+            lambda: self.scalar(sql) == expected,
+            timeout=timeout,
+            what=f"{sql!r} to return {expected!r} on {self.name}",
+            seen=lambda: self.rows_as_text(sql),
+        )
+
+    def wait_for_catchup(self, standby: Node, *, mode: str = "replay", target_lsn: str | None = None,
+                         timeout: float = 60) -> None:
+        """Wait until `standby`, streaming from this node, has `mode`-ed up to `target_lsn`.
+
+        Like PostgreSQL's wait_for_catchup: target defaults to this node's current write LSN,
+        and the walsender row must be in state 'streaming'.
+        """
+        if mode not in ("sent", "write", "flush", "replay"):
+            raise ValueError(f"mode must be sent, write, flush or replay, not {mode!r}")
+        target = target_lsn or self.lsn("write")
+        sql = (
+            f"SELECT {mode}_lsn >= %s::pg_lsn AND state = 'streaming' FROM pg_stat_replication "
+            "WHERE client_addr = %s::inet"
+        )
+        wait_until(
+            lambda: self.scalar(sql, (target, standby.host.address)),
+            timeout=timeout,
+            what=f"{standby.name} to {mode} up to {target} (from {self.name})",
+            seen=lambda: self.rows_as_text("SELECT * FROM pg_stat_replication"),
+        )
+
+    def wait_for_streaming(self, standby: Node, *, timeout: float = 60) -> None:
+        """Wait until this node has a streaming walsender for `standby`, and it a streaming walreceiver."""
+        wait_until(
+            lambda: self.scalar("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' "
+                                "AND client_addr = %s::inet", (standby.host.address,)),
+            timeout=timeout,
+            what=f"{self.name} to stream to {standby.name}",
+            seen=lambda: self.rows_as_text("SELECT * FROM pg_stat_replication"),
+        )
+        standby.poll_query_until("SELECT status FROM pg_stat_wal_receiver", "streaming", timeout=timeout)
+
+    # --- server log ------------------------------------------------------------------------
+    def log_offset(self) -> int:
+        return int(self.host.run(f"stat -c %s {self.layout.log_file}", user="root").stdout.strip() or 0)
+
+    def log_since(self, offset: int) -> str:
+        return self.host.run(f"tail -c +{offset + 1} {self.layout.log_file}", user="root").stdout
+
+    def wait_for_log(self, pattern: str, offset: int = 0, *, timeout: float = 60) -> re.Match[str]:
+        """Wait until the server log, read from byte `offset`, matches `pattern`."""
+        regex = re.compile(pattern)
+        return wait_until(
+            lambda: regex.search(self.log_since(offset)),
+            timeout=timeout,
+            what=f"/{pattern}/ in {self.name}'s server log",
+            seen=lambda: "\n".join(self.log_since(offset).splitlines()[-20:]),
+        )
+
+    # --- service ---------------------------------------------------------------------------
+    def _systemctl(self, verb: str) -> None:
+        self.close()
+        self.host.run(f"systemctl {verb} {shlex.quote(self.layout.unit)}", user="root")
+
+    def start(self) -> None:
+        self._systemctl("start")
+
+    def stop(self) -> None:
+        self._systemctl("stop")
+
+    def restart(self) -> None:
+        self._systemctl("restart")
+
+    def kill9(self) -> None:
+        """Kill the postmaster with SIGKILL, as a crash would."""
+        self.close()
+        self.host.run(f"kill -9 \"$(head -1 {self.layout.data_dir}/postmaster.pid)\"", user="root")
+
+    def reload(self) -> None:
+        self.psql("SELECT pg_reload_conf();")
+
+    def append_conf(self, filename: str, lines: str) -> None:
+        """Append lines to a file in the node's config directory (as root)."""
+        path = shlex.quote(f"{self.layout.conf_dir}/{filename}")
+        self.host.run(f"sed -i -e '$a\\' {path}\ncat >> {path} <<'__PGREPL_CONF__'\n{lines.rstrip()}\n__PGREPL_CONF__\n",
+                      user="root")
+
+    def promote(self, wait_seconds: int = 60) -> bool:
+        return bool(self.scalar("SELECT pg_promote(wait => true, wait_seconds => %s)", (wait_seconds,)))
+
+    def advance_wal(self, segments: int) -> None:
+        """Write and switch away from `segments` WAL segments (as Cluster.pm's advance_wal)."""
+        for _ in range(segments):
+            self.query("CREATE TABLE pgrepl_advance_wal (); DROP TABLE pgrepl_advance_wal")
+            self.query("SELECT pg_switch_wal()")
+
+    def checkpoint(self) -> None:
+        self.query("CHECKPOINT")
+
+
+@dataclass
+class Cluster:
+    """A primary and a secondary, the runbook that sets them up, and its transcript."""
+
+    runbook: Runbook
+    hosts: Mapping[str, Host]
+    pg_major: int
+    variant: str | None
+    log: Callable[[str], None] = print
+    replication_password: Secret = field(default_factory=Secret.generate)
+    harness_password: Secret = field(default_factory=Secret.generate)
+    reused: dict[str, set[str]] = field(default_factory=dict)
+    after_block: Callable[[Block], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.family = self.hosts["primary"].os.family
+        self.values = {
+            "primary.address": self.hosts["primary"].address,
+            "secondary.address": self.hosts["secondary"].address,
+            "secret.replication_password": self.replication_password,
+            "pg_major": str(self.pg_major),
+        }
+        layout = layout_for(self.family, self.pg_major)
+        self.nodes = {name: Node(host, layout, self.harness_password) for name, host in self.hosts.items()}
+        self.executor = Executor(self.runbook, self.hosts, self.values, log=self.log)
+
+    @property
+    def primary(self) -> Node:
+        return self.nodes["primary"]
+
+    @property
+    def secondary(self) -> Node:
+        return self.nodes["secondary"]
+
+    @property
+    def transcript(self) -> Transcript:
+        return self.executor.transcript
+
+    def blocks(self, *parts: str) -> list[Block]:
+        return self.runbook.select(family=self.family, parts=parts, variant=self.variant)
+
+    def run(self, *parts: str) -> Transcript:
+        """Run the runbook's blocks of `parts` for this cluster's OS family, in order."""
+        for block in self.blocks(*parts):
+            if block.step in self.reused.get(block.host, set()):
+                self.executor.record_reused(block)
+                continue
+            self.executor.run_block(block)
+            if self.after_block is not None:
+                self.after_block(block)
+        return self.transcript
+
+    def setup(self) -> Transcript:
+        """Steps 2 and 3 of the runbook, then the harness's own access, then wait for streaming."""
+        self.run("setup")
+        self.grant_harness_access()
+        self.primary.wait_for_streaming(self.secondary)
+        return self.transcript
+
+    def verify(self) -> Transcript:
+        """Step 4 of the runbook, as written."""
+        return self.run("verify")
+
+    def grant_harness_access(self) -> None:
+        """A superuser for the test runner's psycopg connections, allowed from the runner only.
+
+        Not part of the runbook: it is how the harness observes the cluster, and it is printed
+        as a note so the reader sees it.
+        """
+        self.primary.psql(f"CREATE ROLE {HARNESS_ROLE} SUPERUSER LOGIN PASSWORD '{self.harness_password}';")
+        for node in self.nodes.values():
+            rule = f"host all {HARNESS_ROLE} {node.host.runner_address}/32 scram-sha-256"
+            node.append_conf("pg_hba.conf", f"# pgrepl-harness: the test runner's own access\n{rule}")
+            node.reload()
+        self.executor.note(
+            f"harness: role {HARNESS_ROLE} and one pg_hba.conf rule per node for the test runner "
+            "(not part of the runbook)"
+        )
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.close()
+
+    def summary(self) -> str:
+        return redact(
+            "primary pg_stat_replication:\n"
+            + self.primary.rows_as_text(
+                "SELECT application_name, client_addr, state, sent_lsn, replay_lsn, sync_state FROM pg_stat_replication")
+            + "\nprimary pg_replication_slots:\n"
+            + self.primary.rows_as_text("SELECT slot_name, active, restart_lsn, wal_status FROM pg_replication_slots")
+            + "\nsecondary pg_stat_wal_receiver:\n"
+            + self.secondary.rows_as_text("SELECT status, sender_host, slot_name, latest_end_lsn FROM pg_stat_wal_receiver")
+        )

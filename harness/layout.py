@@ -1,0 +1,99 @@
+"""Where each OS family keeps PostgreSQL: paths, units, commands. Dispatch by family, once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Layout:
+    family: str
+    pg_major: int
+
+    @property
+    def data_dir(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def conf_dir(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def unit(self) -> str:
+        """The systemd unit that runs this node's postmaster."""
+        raise NotImplementedError
+
+    @property
+    def bin_dir(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def log_file(self) -> str:
+        """A shell expression naming the server log file."""
+        raise NotImplementedError
+
+    @property
+    def postgresql_conf(self) -> str:
+        return f"{self.conf_dir}/postgresql.conf"
+
+    @property
+    def pg_hba_conf(self) -> str:
+        return f"{self.conf_dir}/pg_hba.conf"
+
+
+class DebianLayout(Layout):
+    """postgresql-common: config in /etc, data in /var/lib, one unit per cluster."""
+
+    @property
+    def data_dir(self) -> str:
+        return f"/var/lib/postgresql/{self.pg_major}/main"
+
+    @property
+    def conf_dir(self) -> str:
+        return f"/etc/postgresql/{self.pg_major}/main"
+
+    @property
+    def unit(self) -> str:
+        return f"postgresql@{self.pg_major}-main.service"
+
+    @property
+    def bin_dir(self) -> str:
+        return f"/usr/lib/postgresql/{self.pg_major}/bin"
+
+    @property
+    def log_file(self) -> str:
+        return f"/var/log/postgresql/postgresql-{self.pg_major}-main.log"
+
+
+class ElLayout(Layout):
+    """PGDG RPMs: config inside the data directory, logs in its log/ by the logging collector."""
+
+    @property
+    def data_dir(self) -> str:
+        return f"/var/lib/pgsql/{self.pg_major}/data"
+
+    @property
+    def conf_dir(self) -> str:
+        return self.data_dir
+
+    @property
+    def unit(self) -> str:
+        return f"postgresql-{self.pg_major}.service"
+
+    @property
+    def bin_dir(self) -> str:
+        return f"/usr/pgsql-{self.pg_major}/bin"
+
+    @property
+    def log_file(self) -> str:
+        return f"$(ls -t {self.data_dir}/log/*.log | head -1)"
+
+
+LAYOUTS: dict[str, type[Layout]] = {"debian": DebianLayout, "el8": ElLayout, "el7": ElLayout}
+
+
+def layout_for(family: str, pg_major: int) -> Layout:
+    try:
+        return LAYOUTS[family](family, pg_major)
+    except KeyError:
+        raise ValueError(f"no PostgreSQL layout known for OS family {family!r} (known: {sorted(LAYOUTS)})") from None
