@@ -17,7 +17,7 @@ from harness.hosts.base import Host
 from harness.layout import Layout, layout_for
 from harness.runbook import Block, Executor, Runbook, Transcript
 from harness.secrets import Secret, redact
-from harness.waiting import wait_until
+from harness.waiting import WaitTimeout, wait_until
 
 HARNESS_ROLE = "pgrepl_harness"
 LSN_FUNCTIONS = {
@@ -27,6 +27,10 @@ LSN_FUNCTIONS = {
     "receive": "pg_last_wal_receive_lsn()",
     "replay": "pg_last_wal_replay_lsn()",
 }
+
+
+class SetupIncomplete(AssertionError):
+    """Every setup step ran, yet the cluster is not replicating; the message says what is missing."""
 
 
 class Node:
@@ -50,8 +54,15 @@ class Node:
         """A new autocommit connection as the harness's own role."""
         host, port = self.host.forward(5432)
         return psycopg.connect(
-            host=host, port=port, dbname=dbname, user=HARNESS_ROLE, password=str(self._password),
-            autocommit=True, connect_timeout=5, application_name="pgrepl-harness", **kwargs,
+            host=host,
+            port=port,
+            dbname=dbname,
+            user=HARNESS_ROLE,
+            password=str(self._password),
+            autocommit=True,
+            connect_timeout=5,
+            application_name="pgrepl-harness",
+            **kwargs,
         )
 
     def _connection(self) -> psycopg.Connection:
@@ -79,14 +90,15 @@ class Node:
                 cur.execute(sql)
                 names = [c.name for c in cur.description or []]
                 return "\n".join([" | ".join(names)] + [" | ".join(map(str, r)) for r in cur.fetchall()]) or "(none)"
-        except Exception as exc:  # noqa: BLE001 - diagnostics only
+        except Exception as exc:
             return f"({sql!r} failed: {exc})"
 
     def psql(self, sql: str, *, check: bool = True) -> str:
         """Run SQL with psql as the postgres OS user over the local socket (no harness role needed)."""
         return self.host.run(
             f"psql -X -A -t -q -v ON_ERROR_STOP=1 <<'__PGREPL_SQL__'\n{sql}\n__PGREPL_SQL__\n",
-            user="postgres", check=check,
+            user="postgres",
+            check=check,
         ).stdout.strip()
 
     def close(self) -> None:
@@ -115,8 +127,9 @@ class Node:
             seen=lambda: self.rows_as_text(sql),
         )
 
-    def wait_for_catchup(self, standby: Node, *, mode: str = "replay", target_lsn: str | None = None,
-                         timeout: float = 60) -> None:
+    def wait_for_catchup(
+        self, standby: Node, *, mode: str = "replay", target_lsn: str | None = None, timeout: float = 60
+    ) -> None:
         """Wait until `standby`, streaming from this node, has `mode`-ed up to `target_lsn`.
 
         Like PostgreSQL's wait_for_catchup: target defaults to this node's current write LSN,
@@ -139,8 +152,10 @@ class Node:
     def wait_for_streaming(self, standby: Node, *, timeout: float = 60) -> None:
         """Wait until this node has a streaming walsender for `standby`, and it a streaming walreceiver."""
         wait_until(
-            lambda: self.scalar("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' "
-                                "AND client_addr = %s::inet", (standby.host.address,)),
+            lambda: self.scalar(
+                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND client_addr = %s::inet",
+                (standby.host.address,),
+            ),
             timeout=timeout,
             what=f"{self.name} to stream to {standby.name}",
             seen=lambda: self.rows_as_text("SELECT * FROM pg_stat_replication"),
@@ -181,7 +196,7 @@ class Node:
     def kill9(self) -> None:
         """Kill the postmaster with SIGKILL, as a crash would."""
         self.close()
-        self.host.run(f"kill -9 \"$(head -1 {self.layout.data_dir}/postmaster.pid)\"", user="root")
+        self.host.run(f'kill -9 "$(head -1 {self.layout.data_dir}/postmaster.pid)"', user="root")
 
     def reload(self) -> None:
         self.psql("SELECT pg_reload_conf();")
@@ -189,8 +204,10 @@ class Node:
     def append_conf(self, filename: str, lines: str) -> None:
         """Append lines to a file in the node's config directory (as root)."""
         path = shlex.quote(f"{self.layout.conf_dir}/{filename}")
-        self.host.run(f"sed -i -e '$a\\' {path}\ncat >> {path} <<'__PGREPL_CONF__'\n{lines.rstrip()}\n__PGREPL_CONF__\n",
-                      user="root")
+        self.host.run(
+            f"sed -i -e '$a\\' {path}\ncat >> {path} <<'__PGREPL_CONF__'\n{lines.rstrip()}\n__PGREPL_CONF__\n",
+            user="root",
+        )
 
     def promote(self, wait_seconds: int = 60) -> bool:
         return bool(self.scalar("SELECT pg_promote(wait => true, wait_seconds => %s)", (wait_seconds,)))
@@ -261,8 +278,31 @@ class Cluster:
         """Steps 2 and 3 of the runbook, then the harness's own access, then wait for streaming."""
         self.run("setup")
         self.grant_harness_access()
-        self.primary.wait_for_streaming(self.secondary)
+        try:
+            self.primary.wait_for_streaming(self.secondary, timeout=30)
+        except WaitTimeout as exc:
+            raise SetupIncomplete(self._why_not_streaming(exc)) from exc
         return self.transcript
+
+    def _why_not_streaming(self, exc: WaitTimeout) -> str:
+        last = {r.host: r.step for r in self.transcript.records}
+        hints = []
+        if not self.secondary.scalar("SELECT pg_is_in_recovery()"):
+            hints.append(
+                "the secondary is not in recovery (pg_is_in_recovery() = false): the steps that make it "
+                "a standby (standby.signal) did not take effect"
+            )
+        if not self.secondary.scalar("SELECT count(*) FROM pg_stat_wal_receiver"):
+            hints.append(
+                "the secondary has no walreceiver (pg_stat_wal_receiver is empty): check primary_conninfo "
+                "and the primary's pg_hba.conf rule; the secondary's log says more"
+            )
+        return redact(
+            f"the runbook's setup steps all succeeded (last on primary: {last.get('primary')}, on secondary: "
+            f"{last.get('secondary')}) but the secondary does not stream from the primary.\n"
+            + "".join(f"- {hint}\n" for hint in hints)
+            + str(exc)
+        )
 
     def verify(self) -> Transcript:
         """Step 4 of the runbook, as written."""
@@ -292,9 +332,12 @@ class Cluster:
         return redact(
             "primary pg_stat_replication:\n"
             + self.primary.rows_as_text(
-                "SELECT application_name, client_addr, state, sent_lsn, replay_lsn, sync_state FROM pg_stat_replication")
+                "SELECT application_name, client_addr, state, sent_lsn, replay_lsn, sync_state FROM pg_stat_replication"
+            )
             + "\nprimary pg_replication_slots:\n"
             + self.primary.rows_as_text("SELECT slot_name, active, restart_lsn, wal_status FROM pg_replication_slots")
             + "\nsecondary pg_stat_wal_receiver:\n"
-            + self.secondary.rows_as_text("SELECT status, sender_host, slot_name, latest_end_lsn FROM pg_stat_wal_receiver")
+            + self.secondary.rows_as_text(
+                "SELECT status, sender_host, slot_name, latest_end_lsn FROM pg_stat_wal_receiver"
+            )
         )

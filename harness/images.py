@@ -120,9 +120,7 @@ def ensure_image(profile: ImageProfile, *, log=print) -> str:
             )
         except docker.errors.BuildError as exc:
             output = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)
-            raise ImageUnavailable(
-                f"image {profile.name}: docker build failed: {exc.msg}\n{output[-3000:]}"
-            ) from exc
+            raise ImageUnavailable(f"image {profile.name}: docker build failed: {exc.msg}\n{output[-3000:]}") from exc
         return tag
 
 

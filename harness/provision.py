@@ -49,7 +49,12 @@ def docker_cluster(
         if snapshots:
             snapshots.hosts = hosts
         cluster = Cluster(
-            book, hosts, profile.pg_major, profile.package_source, log=log, reused=reused,
+            book,
+            hosts,
+            profile.pg_major,
+            profile.package_source,
+            log=log,
+            reused=reused,
             after_block=snapshots.after_block if snapshots else None,
         )
         cluster.lab = lab

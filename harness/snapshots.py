@@ -78,7 +78,9 @@ class Snapshots:
         if active:
             host.run(f"systemctl stop {' '.join(active)}", user="root")
         repository, _, version = tag.partition(":")
-        host.container.get_wrapped_container().commit(repository=repository, tag=version, changes=[f"LABEL {LABEL}=snapshot"])
+        host.container.get_wrapped_container().commit(
+            repository=repository, tag=version, changes=[f"LABEL {LABEL}=snapshot"]
+        )
         if active:
             host.run(f"systemctl start {' '.join(active)}", user="root")
         self.log(f"snapshot {tag} saved after step {block.step} on {block.host}")

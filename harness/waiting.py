@@ -35,7 +35,7 @@ def wait_until(
             last = probe()
             if last:
                 return last  # type: ignore[return-value]
-        except Exception as exc:  # noqa: BLE001 - reported on timeout
+        except Exception as exc:
             last = exc
         if time.monotonic() >= deadline:
             detail = seen() if seen is not None else repr(last)

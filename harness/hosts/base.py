@@ -169,13 +169,12 @@ class Host(ABC):
             stderr=proc.stderr.decode(errors="replace"),
             seconds=time.monotonic() - started,
         )
-        if result.rc in (124, 137) and "timeout" in remote:
-            # coreutils timeout: 124 on TERM, 137 when it had to KILL
-            if check:
-                raise CommandTimeout(
-                    f"on {self.name}: command ran past its {timeout:.0f} s deadline\n"
-                    f"--- command ---\n{redact(script).rstrip()}\n--- last output ---\n{result.tail()}"
-                )
+        # coreutils timeout exits 124 after TERM, 137 when it had to KILL
+        if check and result.rc in (124, 137):
+            raise CommandTimeout(
+                f"on {self.name}: command ran past its {timeout:.0f} s deadline\n"
+                f"--- command ---\n{redact(script).rstrip()}\n--- last output ---\n{result.tail()}"
+            )
         if self._transport_failed(result):
             raise HostUnreachable(f"{self.name} ({self.url}) cannot be reached: {result.tail(5)}")
         if check and not result.ok:

@@ -14,6 +14,17 @@ from harness.runbook.parse import (
 from harness.runbook.render import bind, script
 
 __all__ = [
-    "Binding", "Block", "Executor", "Runbook", "RunbookError", "StepFailed", "Transcript",
-    "bind", "drop_step", "edit_block", "parse_runbook", "parse_text", "script",
+    "Binding",
+    "Block",
+    "Executor",
+    "Runbook",
+    "RunbookError",
+    "StepFailed",
+    "Transcript",
+    "bind",
+    "drop_step",
+    "edit_block",
+    "parse_runbook",
+    "parse_text",
+    "script",
 ]

@@ -36,7 +36,9 @@ class Transcript:
         width = max((len(r.step) for r in self.records), default=4)
         lines = [f"{'step':<{width}}  {'host':<9}  {'seconds':>7}  outcome"]
         for r in self.records:
-            lines.append(f"{r.step:<{width}}  {r.host:<9}  {r.seconds:7.2f}  {r.outcome}{'  ' + r.note if r.note else ''}")
+            lines.append(
+                f"{r.step:<{width}}  {r.host:<9}  {r.seconds:7.2f}  {r.outcome}{'  ' + r.note if r.note else ''}"
+            )
         lines += [f"note: {n}" for n in self.notes]
         return redact("\n".join(lines))
 
@@ -85,9 +87,7 @@ class Executor:
         host = self.hosts[block.host]
         where = block.where(self.runbook.path)
         command = script(block, self.runbook.bindings, self.values)
-        skipped = self.runbook.alternatives(block)
-        if skipped:
-            self.note(f"step {block.step}: ran variant {block.variant!r} instead of {', '.join(skipped)} (the image's choice)")
+        self._note_alternatives(block)
         started = time.monotonic()
         try:
             result = host.run(command, timeout=STEP_TIMEOUT, check=False)
@@ -105,8 +105,17 @@ class Executor:
 
     def record_reused(self, block: Block) -> None:
         """A step whose effect the host already has (restored from a snapshot), not run again."""
-        host = self.hosts[block.host]
-        self._record(block, host, time.monotonic(), "reused", "from snapshot")
+        self._note_alternatives(block)
+        self._record(block, self.hosts[block.host], time.monotonic(), "reused", "from snapshot")
+
+    def _note_alternatives(self, block: Block) -> None:
+        """A deviation the user must see: this host ran another variant than the source's."""
+        skipped = self.runbook.alternatives(block)
+        if skipped:
+            self.note(
+                f"step {block.step} on {block.host}: ran variant {block.variant!r}, not {', '.join(skipped)}"
+                " (the image's package_source)"
+            )
 
     def _record(self, block: Block, host: Host, started: float, outcome: str, note: str = "") -> None:
         record = StepRecord(block.step, host.name, time.monotonic() - started, outcome, note)

@@ -66,9 +66,7 @@ class Binding:
         def edge(char: str) -> str:
             return r"[0-9.]" if char.isdigit() else r"\w"
 
-        return re.compile(
-            f"(?<!{edge(self.example[0])}){re.escape(self.example)}(?!{edge(self.example[-1])})"
-        )
+        return re.compile(f"(?<!{edge(self.example[0])}){re.escape(self.example)}(?!{edge(self.example[-1])})")
 
 
 @dataclass(frozen=True)
@@ -80,8 +78,7 @@ class Runbook:
     def select(self, *, family: str, parts: tuple[str, ...] = ("setup",), variant: str | None = None) -> list[Block]:
         """The blocks one OS family runs, in document order; `variant` picks among alternatives."""
         chosen = [
-            b for b in self.blocks
-            if family in b.os and b.part in parts and (b.variant is None or b.variant == variant)
+            b for b in self.blocks if family in b.os and b.part in parts and (b.variant is None or b.variant == variant)
         ]
         if not chosen:
             raise RunbookError(f"{self.path}: no executable block for OS family {family!r} and parts {parts}")
@@ -90,8 +87,11 @@ class Runbook:
     def alternatives(self, block: Block) -> list[str]:
         """Other variants of the same step for the same family (what was not run)."""
         return sorted(
-            {b.variant for b in self.blocks
-             if b.step == block.step and b.variant and b.variant != block.variant and set(b.os) & set(block.os)}
+            {
+                b.variant
+                for b in self.blocks
+                if b.step == block.step and b.variant and b.variant != block.variant and set(b.os) & set(block.os)
+            }
         )
 
     def parts(self) -> list[str]:
@@ -144,7 +144,7 @@ def _block(info: str, body: str, line: int, heading: str, path: Path) -> Block |
     if unknown:
         raise RunbookError(f"{where}: step {attrs['step']}: unknown OS family {unknown} (known: {FAMILIES})")
     if (kind == "conf") != ("file" in attrs):
-        raise RunbookError(f"{where}: step {attrs['step']}: a `conf` block needs \"file\", and only it may have one")
+        raise RunbookError(f'{where}: step {attrs["step"]}: a `conf` block needs "file", and only it may have one')
     if "expect" in attrs:
         try:
             re.compile(attrs["expect"])
@@ -209,9 +209,7 @@ def edit_block(runbook: Runbook, step: str, old: str, new: str) -> Runbook:
     touched = [b for b in runbook.blocks if b.step == step and old in b.body]
     if not touched:
         raise RunbookError(f"{runbook.path}: no block of step {step!r} contains {old!r}")
-    blocks = tuple(
-        replace(b, body=b.body.replace(old, new)) if b in touched else b for b in runbook.blocks
-    )
+    blocks = tuple(replace(b, body=b.body.replace(old, new)) if b in touched else b for b in runbook.blocks)
     return replace(runbook, blocks=blocks)
 
 

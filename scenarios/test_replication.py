@@ -1,0 +1,63 @@
+"""Step 4 of the runbook as tests: the secondary streams from the primary and serves reads."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from harness.cluster import SetupIncomplete
+from harness.runbook import StepFailed, drop_step, edit_block
+
+
+def test_primary_has_a_streaming_walsender_for_the_secondary(cluster):
+    rows = cluster.primary.query("SELECT application_name, state, client_addr::text FROM pg_stat_replication")
+    assert ("secondary_node1", "streaming", cluster.secondary.host.address) in rows
+
+
+def test_secondary_walreceiver_streams_through_the_slot(cluster):
+    status, sender, slot = cluster.secondary.query("SELECT status, sender_host, slot_name FROM pg_stat_wal_receiver")[0]
+    assert (status, sender, slot) == ("streaming", cluster.primary.host.address, "secondary_slot")
+    assert cluster.primary.query("SELECT active FROM pg_replication_slots WHERE slot_name = 'secondary_slot'") == [
+        (True,)
+    ]
+
+
+def test_secondary_is_a_hot_standby(cluster):
+    assert cluster.secondary.in_recovery()
+    assert not cluster.primary.in_recovery()
+
+
+def test_row_written_on_primary_is_read_on_secondary(cluster):
+    cluster.primary.query("CREATE TABLE IF NOT EXISTS scenario_rows (id int PRIMARY KEY, note text)")
+    cluster.primary.query("INSERT INTO scenario_rows VALUES (1, 'written on the primary')")
+    cluster.primary.wait_for_catchup(cluster.secondary)
+    assert cluster.secondary.query("SELECT note FROM scenario_rows WHERE id = 1") == [("written on the primary",)]
+
+
+def test_secondary_refuses_writes(cluster):
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        cluster.secondary.query("CREATE TABLE refused (id int)")
+
+
+def test_process_check_done_right_cannot_match_itself(cluster):
+    """Source defect 12: the source's `ps | grep` finds its own grep on a host with no walsender."""
+    secondary = cluster.secondary.host
+    assert secondary.run('ps aux | grep "walsender.*streaming"', check=False).ok, "the source's check 'passes'"
+    assert not secondary.run('ps -eo args | grep "[w]alsender.*streaming"', check=False).ok
+
+
+# --- negative controls: break one line of the runbook, the failure names the step -----------
+
+
+def test_without_the_hba_rule_the_base_backup_fails_naming_the_step(make_cluster, runbook):
+    broken = edit_block(runbook, "primary-hba", "host    replication", "# host    replication")
+    with pytest.raises(StepFailed) as failure:
+        make_cluster(broken).setup()
+    assert failure.value.block.step == "secondary-basebackup"
+    assert "no pg_hba.conf entry for replication connection" in str(failure.value)
+
+
+def test_without_standby_signal_the_secondary_is_not_a_standby(make_cluster, runbook):
+    with pytest.raises(SetupIncomplete) as failure:
+        make_cluster(drop_step(runbook, "secondary-standby-signal")).setup()
+    assert "not in recovery" in str(failure.value)

@@ -1,0 +1,310 @@
+"""Parsing runbooks: block attributes, binding tables, patterns, selection, edits, the real runbook."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from harness import DEFAULT_RUNBOOK
+from harness.runbook.parse import (
+    Binding,
+    RunbookError,
+    drop_step,
+    edit_block,
+    parse_runbook,
+    parse_text,
+)
+from harness.runbook.render import bind, script
+from harness.secrets import Secret
+
+FENCE = "```"
+
+
+def fence(lang: str, attrs: dict | str | None, body: str = "echo hi\n") -> str:
+    """A fenced block; `attrs` as a dict is JSON-encoded, as a str is used verbatim."""
+    info = lang
+    if attrs is not None:
+        info += " " + (attrs if isinstance(attrs, str) else json.dumps(attrs))
+    return f"{FENCE}{info}\n{body}{FENCE}\n"
+
+
+def sh(step: str = "s1", host: str = "primary", os=("debian",), **extra) -> str:
+    return fence("sh", {"step": step, "host": host, "os": list(os), **extra})
+
+
+def parse(*chunks: str):
+    return parse_text("\n".join(chunks), "rb.md")
+
+
+def error_of(*chunks: str) -> str:
+    with pytest.raises(RunbookError) as info:
+        parse(*chunks)
+    return str(info.value)
+
+
+# --- block attributes -------------------------------------------------------------------------
+
+def test_required_attrs_are_read_and_part_defaults_to_setup():
+    (block,) = parse(sh("install", "secondary", ("debian", "el8"))).blocks
+    assert (block.step, block.host, block.os, block.kind) == ("install", "secondary", ("debian", "el8"), "sh")
+    assert block.part == "setup"
+    assert block.variant is None and block.expect is None and block.file is None
+    assert block.body == "echo hi\n"
+
+
+def test_os_may_be_a_single_string():
+    (block,) = parse(fence("sh", {"step": "a", "host": "primary", "os": "el7"})).blocks
+    assert block.os == ("el7",)
+
+
+def test_optional_attrs_and_unknown_keys_are_kept():
+    (block,) = parse(sh(part="verify", variant="pgdg", expect="^ok$", owner="me")).blocks
+    assert (block.part, block.variant, block.expect) == ("verify", "pgdg", "^ok$")
+    assert block.attrs["owner"] == "me"
+
+
+def test_conf_block_reads_file():
+    text = fence("conf", {"step": "c", "host": "primary", "os": ["debian"], "file": "/etc/x.conf"}, "a = 1\n")
+    (block,) = parse(text).blocks
+    assert (block.kind, block.file, block.body) == ("conf", "/etc/x.conf", "a = 1\n")
+
+
+def test_fences_without_json_are_prose():
+    runbook = parse(fence("text", None, "output\n"), fence("sh", None, "rm -rf /\n"), fence("", None), sh())
+    assert [b.step for b in runbook.blocks] == ["s1"]
+
+
+def test_block_line_is_the_one_based_fence_line_and_heading_is_recorded():
+    text = "# Title\n\nprose\n\n## Install it\n\n" + sh("a") + "\n### Next\n\n" + sh("b")
+    first, second = parse_text(text, "rb.md").blocks
+    lines = text.splitlines()
+    assert lines[first.line - 1].startswith("```sh") and '"a"' in lines[first.line - 1]
+    assert lines[second.line - 1].startswith("```sh") and '"b"' in lines[second.line - 1]
+    assert first.line == 7
+    assert (first.heading, second.heading) == ("Install it", "Next")
+    assert first.where("rb.md") == "rb.md:7"
+
+
+# --- block errors name path:line --------------------------------------------------------------
+
+def test_invalid_json_is_an_error_with_path_and_line():
+    message = error_of("intro\n", fence("sh", '{"step": "a",}'))
+    assert "rb.md:3" in message and "not valid JSON" in message
+
+
+@pytest.mark.parametrize("missing", ["step", "host", "os"])
+def test_missing_required_attr_is_an_error(missing):
+    attrs = {"step": "a", "host": "primary", "os": ["debian"]}
+    del attrs[missing]
+    message = error_of(fence("sh", attrs))
+    assert "rb.md:1" in message and missing in message
+
+
+def test_unknown_host_is_an_error():
+    message = error_of(sh(host="tertiary"))
+    assert "rb.md:1" in message and "tertiary" in message
+
+
+def test_unknown_os_family_is_an_error():
+    message = error_of(sh(os=("debian", "arch")))
+    assert "rb.md:1" in message and "arch" in message
+
+
+def test_unknown_language_is_an_error():
+    message = error_of(fence("python", {"step": "a", "host": "primary", "os": ["debian"]}))
+    assert "rb.md:1" in message and "python" in message
+
+
+def test_conf_block_without_file_is_an_error():
+    message = error_of(fence("conf", {"step": "a", "host": "primary", "os": ["debian"]}))
+    assert "rb.md:1" in message and "file" in message
+
+
+def test_sh_block_with_file_is_an_error():
+    message = error_of(sh(file="/etc/x.conf"))
+    assert "rb.md:1" in message and "file" in message
+
+
+def test_bad_expect_regex_is_an_error():
+    message = error_of(sh(expect="(unclosed"))
+    assert "rb.md:1" in message and "expect" in message
+
+
+def test_duplicate_step_for_same_family_and_variant_is_an_error():
+    message = error_of(sh("a", variant="x"), sh("a", os=("el8", "debian"), variant="x"))
+    assert "rb.md:5" in message and "'a'" in message and "line 1" in message
+
+
+def test_same_step_with_two_variants_is_allowed():
+    assert len(parse(sh("a", variant="x"), sh("a", variant="y")).blocks) == 2
+
+
+def test_same_step_for_two_families_is_allowed():
+    assert len(parse(sh("a", os=("debian",)), sh("a", os=("el8",))).blocks) == 2
+
+
+# --- binding table ----------------------------------------------------------------------------
+
+BINDINGS = """\
+| Example value | Meaning | Bound to |
+|---|---|---|
+| `192.168.1.10` | primary | `primary.address` |
+| `18` | major | `pg_major` |
+"""
+
+
+def test_binding_table_is_read():
+    assert parse(BINDINGS).bindings == (
+        Binding("192.168.1.10", "primary", "primary.address"),
+        Binding("18", "major", "pg_major"),
+    )
+
+
+def test_table_with_other_headers_is_ignored():
+    other = "| Name | Value |\n|---|---|\n| `a` | `b` |\n"
+    assert parse(other, sh()).bindings == ()
+
+
+@pytest.mark.parametrize("row", ["| 18 | major | `pg_major` |", "| `18` | major | pg_major |", "| `18` | major |"])
+def test_malformed_binding_row_is_an_error(row):
+    assert "rb.md" in error_of(BINDINGS + row + "\n")
+
+
+# --- binding patterns -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["postgresql-18", "/usr/pgsql-18/bin", "postgresql18-server", "/etc/postgresql/18/main"])
+def test_version_pattern_matches_inside_names_and_paths(text):
+    assert Binding("18", "", "pg_major").pattern.sub("15", text) == text.replace("18", "15")
+
+
+@pytest.mark.parametrize("text", ["2018", "1.18", "180", "5418"])
+def test_version_pattern_leaves_other_numbers_alone(text):
+    assert not Binding("18", "", "pg_major").pattern.search(text)
+
+
+def test_address_pattern_does_not_match_a_longer_address():
+    pattern = Binding("192.168.1.10", "", "primary.address").pattern
+    assert not pattern.search("host 192.168.1.100")
+    assert pattern.sub("10.0.0.1", "-h 192.168.1.10 -p 5432") == "-h 10.0.0.1 -p 5432"
+
+
+def test_password_pattern_does_not_match_a_longer_name():
+    pattern = Binding("YOUR_SECURE_PASSWORD", "", "secret").pattern
+    assert not pattern.search("YOUR_SECURE_PASSWORD_2")
+    assert pattern.search("PASSWORD 'YOUR_SECURE_PASSWORD';")
+
+
+# --- selection --------------------------------------------------------------------------------
+
+SELECTION = (
+    sh("source", variant="pgdg"),
+    sh("source", variant="distro"),
+    sh("install", os=("debian", "el8")),
+    sh("check", part="verify"),
+    sh("el-only", os=("el8",)),
+)
+
+
+def test_select_by_family_and_variant_keeps_document_order():
+    runbook = parse(*SELECTION)
+    chosen = runbook.select(family="debian", variant="distro")
+    assert [(b.step, b.variant) for b in chosen] == [("source", "distro"), ("install", None)]
+
+
+def test_select_without_variant_takes_only_common_blocks():
+    assert [b.step for b in parse(*SELECTION).select(family="debian")] == ["install"]
+
+
+def test_select_by_parts_and_family():
+    runbook = parse(*SELECTION)
+    assert [b.step for b in runbook.select(family="debian", parts=("verify",))] == ["check"]
+    assert [b.step for b in runbook.select(family="el8", parts=("setup", "verify"))] == ["install", "el-only"]
+    assert runbook.parts() == ["setup", "verify"]
+
+
+def test_select_with_nothing_matching_is_an_error():
+    with pytest.raises(RunbookError, match="el7"):
+        parse(*SELECTION).select(family="el7")
+
+
+def test_alternatives_names_the_other_variants():
+    runbook = parse(*SELECTION)
+    pgdg, distro, install = runbook.blocks[:3]
+    assert runbook.alternatives(distro) == ["pgdg"]
+    assert runbook.alternatives(pgdg) == ["distro"]
+    assert runbook.alternatives(install) == []
+
+
+# --- edits for negative controls --------------------------------------------------------------
+
+def test_edit_block_changes_only_the_named_step():
+    runbook = parse(fence("sh", {"step": "a", "host": "primary", "os": ["debian"]}, "echo one\n"),
+                    fence("sh", {"step": "b", "host": "primary", "os": ["debian"]}, "echo one\n"))
+    edited = edit_block(runbook, "a", "one", "two")
+    assert [b.body for b in edited.blocks] == ["echo two\n", "echo one\n"]
+    assert [b.body for b in runbook.blocks] == ["echo one\n", "echo one\n"]
+
+
+@pytest.mark.parametrize("step, old", [("s1", "not there"), ("nope", "echo")])
+def test_edit_block_without_a_match_is_an_error(step, old):
+    with pytest.raises(RunbookError):
+        edit_block(parse(sh()), step, old, "x")
+
+
+def test_drop_step_removes_its_blocks():
+    runbook = parse(*SELECTION)
+    assert "source" not in [b.step for b in drop_step(runbook, "source").blocks]
+    with pytest.raises(RunbookError, match="nope"):
+        drop_step(runbook, "nope")
+
+
+# --- the real runbook -------------------------------------------------------------------------
+
+DEBIAN_DISTRO_SETUP = [
+    "primary-package-source", "primary-install", "primary-archive-dir", "primary-configure", "primary-start",
+    "primary-create-user", "primary-create-slot", "primary-hba", "primary-restart",
+    "secondary-package-source", "secondary-install", "secondary-pgpass", "secondary-stop-and-empty",
+    "secondary-basebackup", "secondary-standby-signal", "secondary-configure", "secondary-start",
+]
+LIVE = {
+    "primary.address": "10.0.0.1",
+    "secondary.address": "10.0.0.2",
+    "secret.replication_password": Secret("Test-Pass-word-xyz"),
+    "pg_major": "15",
+}
+
+
+@pytest.fixture(scope="module")
+def real():
+    return parse_runbook(DEFAULT_RUNBOOK)
+
+
+def test_real_runbook_debian_distro_setup_steps(real):
+    assert [b.step for b in real.select(family="debian", variant="distro")] == DEBIAN_DISTRO_SETUP
+
+
+def test_real_runbook_verify_steps_are_named_verify(real):
+    steps = [b.step for b in real.select(family="debian", parts=("verify",))]
+    assert steps and all(s.startswith("verify-") for s in steps)
+
+
+def test_real_runbook_binds_only_known_targets(real):
+    assert {b.target for b in real.bindings} == set(LIVE)
+
+
+def test_real_runbook_has_no_example_value_left_after_binding(real):
+    for block in real.blocks:
+        for text in (bind(block.body, real.bindings, LIVE), bind(block.file or "", real.bindings, LIVE)):
+            for example in ("192.168.1.10", "192.168.1.20", "YOUR_SECURE_PASSWORD"):
+                assert example not in text, block.step
+            assert not re.search(r"(?<![\d.])18(?![\d.])", text), (block.step, text)
+
+
+def test_real_runbook_scripts_are_valid_bash(real):
+    for block in real.blocks:
+        rendered = script(block, real.bindings, LIVE)
+        proc = subprocess.run(["bash", "-n"], input=rendered, text=True, capture_output=True)
+        assert proc.returncode == 0, f"{block.step}: {proc.stderr}"
