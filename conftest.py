@@ -16,6 +16,7 @@ from harness.runbook import Runbook, parse_runbook
 from harness.secrets import redact
 
 log = logging.getLogger("pgrepl")
+logging.getLogger("sh").setLevel(logging.WARNING)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

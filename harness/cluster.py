@@ -287,12 +287,13 @@ class Cluster:
     def _why_not_streaming(self, exc: WaitTimeout) -> str:
         last = {r.host: r.step for r in self.transcript.records}
         hints = []
-        if not self.secondary.scalar("SELECT pg_is_in_recovery()"):
+        # psql over the local socket: the harness role may not exist on a secondary that never replicated
+        if self.secondary.psql("SELECT pg_is_in_recovery()", check=False) == "f":
             hints.append(
                 "the secondary is not in recovery (pg_is_in_recovery() = false): the steps that make it "
                 "a standby (standby.signal) did not take effect"
             )
-        if not self.secondary.scalar("SELECT count(*) FROM pg_stat_wal_receiver"):
+        if self.secondary.psql("SELECT count(*) FROM pg_stat_wal_receiver", check=False) == "0":
             hints.append(
                 "the secondary has no walreceiver (pg_stat_wal_receiver is empty): check primary_conninfo "
                 "and the primary's pg_hba.conf rule; the secondary's log says more"

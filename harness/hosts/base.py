@@ -8,6 +8,7 @@ the same for every backend and live here.
 from __future__ import annotations
 
 import base64
+import math
 import shlex
 import time
 from abc import ABC, abstractmethod
@@ -145,7 +146,7 @@ class Host(ABC):
         The script runs with `bash -e -o pipefail`; `timeout` is enforced on the host itself,
         and again locally in case the transport hangs.
         """
-        remote = ["timeout", "-k", str(_KILL_GRACE), str(int(timeout))]
+        remote = ["timeout", "-k", str(_KILL_GRACE), str(max(1, math.ceil(timeout)))]
         if user is not None:
             remote += ["sudo", "-n", "-H", "-u", user, "--"]
         remote += ["bash", "-e", "-o", "pipefail", "-s"]
@@ -170,7 +171,7 @@ class Host(ABC):
             seconds=time.monotonic() - started,
         )
         # coreutils timeout exits 124 after TERM, 137 when it had to KILL
-        if check and result.rc in (124, 137):
+        if check and result.rc in (124, 137) and result.seconds >= timeout:
             raise CommandTimeout(
                 f"on {self.name}: command ran past its {timeout:.0f} s deadline\n"
                 f"--- command ---\n{redact(script).rstrip()}\n--- last output ---\n{result.tail()}"

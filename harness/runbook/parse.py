@@ -59,14 +59,18 @@ class Binding:
     def pattern(self) -> re.Pattern[str]:
         """The example value, not glued to more of the same kind of character.
 
-        `18` matches in `postgresql-18` and `postgresql18-server` but not in `2018` or `1.18`;
+        `18` matches in `postgresql-18`, `postgresql18-server`, `postgresql-18.service`, not in `2018`, `1.18`;
         `192.168.1.10` does not match inside `192.168.1.100`.
         """
 
-        def edge(char: str) -> str:
-            return r"[0-9.]" if char.isdigit() else r"\w"
+        def before(char: str) -> str:
+            # a '.' belongs to a number only with a digit on its far side (1.18, not postgresql-18.service)
+            return r"(?<![0-9])(?<![0-9]\.)" if char.isdigit() else r"(?<!\w)"
 
-        return re.compile(f"(?<!{edge(self.example[0])}){re.escape(self.example)}(?!{edge(self.example[-1])})")
+        def after(char: str) -> str:
+            return r"(?![0-9])(?!\.[0-9])" if char.isdigit() else r"(?!\w)"
+
+        return re.compile(f"{before(self.example[0])}{re.escape(self.example)}{after(self.example[-1])}")
 
 
 @dataclass(frozen=True)

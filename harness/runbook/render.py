@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Mapping
 
@@ -9,15 +10,21 @@ from harness.runbook.parse import Binding, Block, RunbookError
 
 
 def bind(text: str, bindings: tuple[Binding, ...], values: Mapping[str, str]) -> str:
-    """Replace each binding's example value by the live value of its target."""
+    """Replace each binding's example value by the live value of its target, in one pass.
+
+    One pass, so a live value (a generated password containing `18`, say) is never rewritten
+    by a later binding.
+    """
     for binding in bindings:
         if binding.target not in values:
             known = ", ".join(sorted(values))
             raise RunbookError(
                 f"binding {binding.example!r} -> {binding.target!r}: no such value (the harness knows: {known})"
             )
-        text = binding.pattern.sub(lambda _m, v=str(values[binding.target]): v, text)
-    return text
+    if not bindings:
+        return text
+    combined = re.compile("|".join(f"(?P<b{i}>{b.pattern.pattern})" for i, b in enumerate(bindings)))
+    return combined.sub(lambda m: str(values[bindings[int(m.lastgroup[1:])].target]), text)
 
 
 def script(block: Block, bindings: tuple[Binding, ...], values: Mapping[str, str]) -> str:

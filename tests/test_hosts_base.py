@@ -1,0 +1,203 @@
+"""The host contract (through a local fake backend), OS detection, secrets and layouts."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.hosts.base import CommandFailed, CommandTimeout, Host, HostUnreachable, OsInfo, Result
+from harness.layout import layout_for
+from harness.secrets import REDACTED, Secret, redact
+
+
+class LocalHost(Host):
+    """Runs the remote argv on this machine, as `docker exec -i` would in a container."""
+
+    name = "local"
+
+    def __init__(self, wrapper: str = 'exec "$@"'):
+        self.wrapper = wrapper
+        self.remotes: list[list[str]] = []
+
+    @property
+    def address(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return "local://test"
+
+    def _transport(self, remote: list[str]) -> list[str]:
+        self.remotes.append(remote)
+        return ["bash", "-c", self.wrapper, "x", *remote]
+
+
+class FlakyTransport(LocalHost):
+    def _transport_failed(self, result: Result) -> bool:
+        return result.rc == 255
+
+
+# --- OsInfo -----------------------------------------------------------------------------------
+
+DEBIAN_12 = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n'
+UBUNTU_2204 = 'PRETTY_NAME="Ubuntu 22.04.4 LTS"\nVERSION_ID="22.04"\nID=ubuntu\nID_LIKE=debian\n'
+CENTOS_8 = 'NAME="CentOS Linux"\nVERSION_ID="8"\nID="centos"\nID_LIKE="rhel fedora"\nPRETTY_NAME="CentOS Linux 8"\n'
+CENTOS_7 = 'NAME="CentOS Linux"\nVERSION_ID="7"\nID="centos"\nID_LIKE="rhel fedora"\nPRETTY_NAME="CentOS 7"\n'
+ALINUX_3 = 'NAME="Alibaba Cloud Linux"\nVERSION_ID="3"\nID="alinux"\nID_LIKE="rhel fedora centos anolis"\n'
+ALINUX_2 = 'NAME="Alibaba Cloud Linux (Aliyun Linux)"\nVERSION_ID="2.1903"\nID="alinux"\nID_LIKE="rhel fedora centos"\n'
+ARCH = 'NAME="Arch Linux"\nID=arch\nPRETTY_NAME="Arch Linux"\n'
+
+
+@pytest.mark.parametrize(
+    "text, family",
+    [
+        (DEBIAN_12, "debian"),
+        (UBUNTU_2204, "debian"),
+        (CENTOS_8, "el8"),
+        (CENTOS_7, "el7"),
+        (ALINUX_3, "el8"),
+        (ALINUX_2, "el7"),
+        (ARCH, "unknown-arch"),
+    ],
+)
+def test_os_family(text, family):
+    assert OsInfo.parse(text).family == family
+
+
+def test_os_release_fields_are_parsed_without_quotes():
+    info = OsInfo.parse(UBUNTU_2204)
+    assert info == OsInfo(id="ubuntu", version_id="22.04", pretty_name="Ubuntu 22.04.4 LTS", id_like=("debian",))
+    assert info.major == 22
+    assert OsInfo.parse(CENTOS_8).id_like == ("rhel", "fedora")
+
+
+def test_host_os_reads_the_hosts_os_release():
+    if not Path("/etc/os-release").exists():
+        pytest.skip("no /etc/os-release here")
+    assert LocalHost().os == OsInfo.parse(Path("/etc/os-release").read_text())
+
+
+# --- Host.run ---------------------------------------------------------------------------------
+
+
+def test_run_separates_rc_stdout_and_stderr():
+    result = LocalHost().run("echo out; echo err >&2; exit 3", check=False)
+    assert (result.rc, result.stdout, result.stderr, result.ok) == (3, "out\n", "err\n", False)
+
+
+def test_run_uses_errexit_and_pipefail():
+    result = LocalHost().run("false | true\necho after", check=False)
+    assert result.rc == 1 and "after" not in result.stdout
+
+
+def test_run_feeds_the_script_on_stdin_and_without_sudo_for_the_login_user():
+    host = LocalHost()
+    assert host.run("echo hello").stdout == "hello\n"
+    (remote,) = host.remotes
+    assert remote == ["timeout", "-k", "5", "120", "bash", "-e", "-o", "pipefail", "-s"]
+
+
+def test_run_as_another_user_goes_through_sudo():
+    host = LocalHost('cat >/dev/null; printf "%s\\n" "$@"')
+    argv = host.run("echo hi", user="postgres", timeout=30).stdout.split()
+    assert argv == [
+        "timeout",
+        "-k",
+        "5",
+        "30",
+        "sudo",
+        "-n",
+        "-H",
+        "-u",
+        "postgres",
+        "--",
+        "bash",
+        "-e",
+        "-o",
+        "pipefail",
+        "-s",
+    ]
+
+
+def test_failed_command_raises_with_command_and_last_output():
+    with pytest.raises(CommandFailed) as info:
+        LocalHost().run("echo about to fail\necho bad thing >&2\nexit 4")
+    message = str(info.value)
+    assert "local" in message and "exited 4" in message
+    assert "echo about to fail" in message and "bad thing" in message
+    assert info.value.result.rc == 4
+
+
+def test_secret_is_redacted_in_failures_and_tails():
+    secret = Secret("s3cr3t-value")
+    with pytest.raises(CommandFailed) as info:
+        LocalHost().run(f"echo password={secret}; echo {secret} >&2; exit 1")
+    assert "s3cr3t-value" not in str(info.value) and REDACTED in str(info.value)
+    tail = info.value.result.tail()
+    assert "s3cr3t-value" not in tail and tail.count(REDACTED) == 2
+
+
+def test_timeout_raises_command_timeout():
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout, match="deadline"):
+        LocalHost().run("sleep 5", timeout=1)
+    assert time.monotonic() - started < 3
+
+
+def test_transport_failure_raises_host_unreachable():
+    with pytest.raises(HostUnreachable, match="local://test"):
+        FlakyTransport().run("exit 255", check=False)
+
+
+def test_host_repr_names_role_and_url():
+    assert repr(LocalHost()) == "<LocalHost local local://test>"
+
+
+def test_result_tail_keeps_the_last_lines():
+    result = Result(rc=1, stdout="".join(f"line {i}\n" for i in range(30)), stderr="oops\n")
+    assert result.tail(3).splitlines() == ["line 28", "line 29", "oops"]
+
+
+# --- secrets ----------------------------------------------------------------------------------
+
+
+def test_secret_repr_hides_the_value_but_str_is_the_value():
+    secret = Secret("repr-hidden-value")
+    assert "repr-hidden-value" not in repr(secret) and "repr-hidden-value" not in f"{secret!r}"
+    assert secret == "repr-hidden-value" and f"{secret}" == "repr-hidden-value"
+
+
+def test_redact_replaces_every_known_secret():
+    first, second = Secret("first-secret-aaa"), Secret("second-secret-bbb")
+    assert redact(f"a {first} b {second} c {first}") == f"a {REDACTED} b {REDACTED} c {REDACTED}"
+
+
+def test_generated_secrets_are_distinct_and_redacted():
+    values = {Secret.generate() for _ in range(20)}
+    assert len(values) == 20
+    value = values.pop()
+    assert redact(f"x{value}x") == f"x{REDACTED}x"
+
+
+# --- layout -----------------------------------------------------------------------------------
+
+
+def test_debian_layout():
+    layout = layout_for("debian", 15)
+    assert layout.data_dir == "/var/lib/postgresql/15/main"
+    assert layout.unit == "postgresql@15-main.service"
+    assert layout.postgresql_conf == "/etc/postgresql/15/main/postgresql.conf"
+
+
+def test_el8_layout():
+    layout = layout_for("el8", 18)
+    assert layout.data_dir == "/var/lib/pgsql/18/data"
+    assert layout.unit == "postgresql-18.service"
+    assert layout.pg_hba_conf == "/var/lib/pgsql/18/data/pg_hba.conf"
+
+
+def test_unknown_family_has_no_layout():
+    with pytest.raises(ValueError, match="arch"):
+        layout_for("arch", 15)
