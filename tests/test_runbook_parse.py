@@ -47,6 +47,7 @@ def error_of(*chunks: str) -> str:
 
 # --- block attributes -------------------------------------------------------------------------
 
+
 def test_required_attrs_are_read_and_part_defaults_to_setup():
     (block,) = parse(sh("install", "secondary", ("debian", "el8"))).blocks
     assert (block.step, block.host, block.os, block.kind) == ("install", "secondary", ("debian", "el8"), "sh")
@@ -89,6 +90,7 @@ def test_block_line_is_the_one_based_fence_line_and_heading_is_recorded():
 
 
 # --- block errors name path:line --------------------------------------------------------------
+
 
 def test_invalid_json_is_an_error_with_path_and_line():
     message = error_of("intro\n", fence("sh", '{"step": "a",}'))
@@ -175,9 +177,18 @@ def test_malformed_binding_row_is_an_error(row):
 
 # --- binding patterns -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text", ["postgresql-18", "/usr/pgsql-18/bin", "postgresql18-server", "/etc/postgresql/18/main"])
+
+@pytest.mark.parametrize(
+    "text", ["postgresql-18", "/usr/pgsql-18/bin", "postgresql18-server", "/etc/postgresql/18/main"]
+)
 def test_version_pattern_matches_inside_names_and_paths(text):
     assert Binding("18", "", "pg_major").pattern.sub("15", text) == text.replace("18", "15")
+
+
+def test_version_pattern_matches_before_a_dot_suffix():
+    assert Binding("18", "", "pg_major").pattern.sub("15", "systemctl start postgresql-18.service") == (
+        "systemctl start postgresql-15.service"
+    )
 
 
 @pytest.mark.parametrize("text", ["2018", "1.18", "180", "5418"])
@@ -240,9 +251,12 @@ def test_alternatives_names_the_other_variants():
 
 # --- edits for negative controls --------------------------------------------------------------
 
+
 def test_edit_block_changes_only_the_named_step():
-    runbook = parse(fence("sh", {"step": "a", "host": "primary", "os": ["debian"]}, "echo one\n"),
-                    fence("sh", {"step": "b", "host": "primary", "os": ["debian"]}, "echo one\n"))
+    runbook = parse(
+        fence("sh", {"step": "a", "host": "primary", "os": ["debian"]}, "echo one\n"),
+        fence("sh", {"step": "b", "host": "primary", "os": ["debian"]}, "echo one\n"),
+    )
     edited = edit_block(runbook, "a", "one", "two")
     assert [b.body for b in edited.blocks] == ["echo two\n", "echo one\n"]
     assert [b.body for b in runbook.blocks] == ["echo one\n", "echo one\n"]
@@ -264,10 +278,24 @@ def test_drop_step_removes_its_blocks():
 # --- the real runbook -------------------------------------------------------------------------
 
 DEBIAN_DISTRO_SETUP = [
-    "primary-package-source", "primary-install", "primary-archive-dir", "primary-configure", "primary-start",
-    "primary-create-user", "primary-create-slot", "primary-hba", "primary-restart",
-    "secondary-package-source", "secondary-install", "secondary-pgpass", "secondary-stop-and-empty",
-    "secondary-basebackup", "secondary-standby-signal", "secondary-configure", "secondary-start",
+    "primary-package-source",
+    "primary-install",
+    "primary-archive-dir",
+    "primary-configure",
+    "primary-wal-log-hints",
+    "primary-start",
+    "primary-create-user",
+    "primary-create-slot",
+    "primary-hba",
+    "primary-restart",
+    "secondary-package-source",
+    "secondary-install",
+    "secondary-pgpass",
+    "secondary-stop-and-empty",
+    "secondary-basebackup",
+    "secondary-standby-signal",
+    "secondary-configure",
+    "secondary-start",
 ]
 LIVE = {
     "primary.address": "10.0.0.1",
