@@ -24,6 +24,16 @@ class Layout:
         raise NotImplementedError
 
     @property
+    def service(self) -> str:
+        """The unit the runbook enables and starts."""
+        raise NotImplementedError
+
+    @property
+    def package_query(self) -> str:
+        """A command that prints the installed server package's version, or fails."""
+        raise NotImplementedError
+
+    @property
     def bin_dir(self) -> str:
         raise NotImplementedError
 
@@ -57,6 +67,14 @@ class DebianLayout(Layout):
         return f"postgresql@{self.pg_major}-main.service"
 
     @property
+    def service(self) -> str:
+        return "postgresql.service"
+
+    @property
+    def package_query(self) -> str:
+        return f"dpkg-query -W -f='${{Version}}' postgresql-{self.pg_major}"
+
+    @property
     def bin_dir(self) -> str:
         return f"/usr/lib/postgresql/{self.pg_major}/bin"
 
@@ -79,6 +97,14 @@ class ElLayout(Layout):
     @property
     def unit(self) -> str:
         return f"postgresql-{self.pg_major}.service"
+
+    @property
+    def service(self) -> str:
+        return self.unit
+
+    @property
+    def package_query(self) -> str:
+        return f"rpm -q --qf '%{{VERSION}}' postgresql{self.pg_major}-server"
 
     @property
     def bin_dir(self) -> str:
