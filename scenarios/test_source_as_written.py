@@ -1,0 +1,52 @@
+"""The source procedure followed literally (runbooks/source-as-written.md): its defects reproduce.
+
+Each test shows one item of shared/source-defects.md failing on real hosts, which is the proof
+that the gate would have caught it; the corrected runbook passes the same checks elsewhere.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import RUNBOOKS_DIR
+from harness.runbook import StepFailed, parse_runbook
+from harness.waiting import wait_until
+
+
+@pytest.fixture(scope="module")
+def source(make_cluster):
+    cluster = make_cluster(parse_runbook(RUNBOOKS_DIR / "source-as-written.md"))
+    with pytest.raises(StepFailed) as failure:
+        cluster.setup()
+    cluster.failure = failure.value
+    return cluster
+
+
+def test_defect_5_base_backup_refuses_the_directory_the_package_created(source):
+    assert source.failure.block.step == "secondary-basebackup"
+    assert "exists but is not empty" in str(source.failure)
+
+
+def test_defect_1_archiving_fails_because_the_directory_was_never_created(source):
+    primary = source.primary
+    primary.psql("CREATE TABLE archive_probe (); SELECT pg_switch_wal();")
+    wait_until(
+        lambda: int(primary.psql("SELECT failed_count FROM pg_stat_archiver")) > 0,
+        timeout=60,
+        what="pg_stat_archiver.failed_count > 0 on the primary",
+        seen=lambda: primary.psql("SELECT * FROM pg_stat_archiver", check=False),
+    )
+    assert primary.psql("SELECT archived_count FROM pg_stat_archiver") == "0"
+
+
+def test_defect_2_the_secondary_cannot_reach_the_archive_nor_restore_from_it(source):
+    assert source.primary.host.run("test -d /mnt/server/archivedir", check=False).rc != 0
+    assert source.secondary.host.run("test -d /mnt/server/archivedir", check=False).rc != 0
+    assert source.secondary.psql("SHOW restore_command") == ""
+
+
+def test_defect_12_the_process_check_passes_with_nothing_streaming(source):
+    assert source.primary.psql("SELECT count(*) FROM pg_stat_replication") == "0"
+    (check,) = [b for b in source.blocks("verify") if b.step == "verify-walsender"]
+    source.executor.run_block(check)  # "passes": grep matches its own command line
+    assert source.transcript.records[-1].outcome == "ok"
