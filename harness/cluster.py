@@ -328,6 +328,8 @@ class Cluster:
     def close(self) -> None:
         for node in self.nodes.values():
             node.close()
+        for host in self.hosts.values():
+            host.close()
 
     def summary(self) -> str:
         return redact(

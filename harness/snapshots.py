@@ -9,26 +9,35 @@ after them is keyed by a hash of both. Change a line of those steps and the key 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Mapping
 
 import docker
 import docker.errors
 
-from harness.hosts.docker import DockerHost
-from harness.labels import LABEL
+from harness.hosts.base import Host
 from harness.runbook import Block, Runbook, script
 
 STATIC_TARGETS = frozenset({"pg_major"})
 
 
 class Snapshots:
-    def __init__(self, runbook: Runbook, blocks: list[Block], base_tag: str, pg_major: int, *, log=print):
-        self.runbook, self.base_tag, self.log = runbook, base_tag, log
+    def __init__(
+        self,
+        runbook: Runbook,
+        blocks: list[Block],
+        base_tag: str,
+        pg_major: int,
+        commit: Callable[[str, str], None],
+        *,
+        log=print,
+    ):
+        self.runbook, self.base_tag, self.commit, self.log = runbook, base_tag, commit, log
         self.client = docker.from_env()
         self.values = {"pg_major": str(pg_major)}
         self.static = tuple(b for b in runbook.bindings if b.target in STATIC_TARGETS)
         self.live = tuple(b for b in runbook.bindings if b.target not in STATIC_TARGETS)
         self.prefixes = {host: self._prefix([b for b in blocks if b.host == host]) for host in {b.host for b in blocks}}
-        self.hosts: dict[str, DockerHost] = {}
+        self.hosts: Mapping[str, Host] = {}
         self.restored: set[str] = set()
 
     def _binds_live_value(self, block: Block) -> bool:
@@ -77,10 +86,7 @@ class Snapshots:
         ).stdout.split()
         if active:
             host.run(f"systemctl stop {' '.join(active)}", user="root")
-        repository, _, version = tag.partition(":")
-        host.container.get_wrapped_container().commit(
-            repository=repository, tag=version, changes=[f"LABEL {LABEL}=snapshot"]
-        )
+        self.commit(block.host, tag)
         if active:
             host.run(f"systemctl start {' '.join(active)}", user="root")
         self.log(f"snapshot {tag} saved after step {block.step} on {block.host}")

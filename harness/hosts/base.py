@@ -18,6 +18,7 @@ from functools import cached_property
 import sh
 
 from harness.secrets import redact
+from harness.waiting import wait_until
 
 DEFAULT_TIMEOUT = 120.0
 # Seconds the host-side `timeout` gets to kill a runaway command before we give up on the pipe.
@@ -195,6 +196,24 @@ class Host(ABC):
 
     def get_file(self, path: str) -> bytes:
         return base64.b64decode(self.run(f"base64 -w0 {shlex.quote(path)}", user="root").stdout)
+
+    def wait_booted(self, timeout: float = 90) -> None:
+        """Wait until the host answers and systemd has finished booting (running or degraded)."""
+
+        def booted() -> bool:
+            state = self.run("systemctl is-system-running", check=False, timeout=10).stdout.strip()
+            return state in ("running", "degraded")
+
+        wait_until(
+            booted,
+            timeout=timeout,
+            what=f"systemd to finish booting on {self.name} ({self.url})",
+            seen=lambda: self.run("systemctl list-jobs --no-pager; systemctl --failed --no-pager", check=False).stdout,
+        )
+
+    def close(self) -> None:
+        """Release what the transport holds open (connections, forwards); nothing by default."""
+        return None
 
     @cached_property
     def os(self) -> OsInfo:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 
 import docker
 import docker.errors
@@ -13,7 +14,6 @@ from testcontainers.core.network import Network
 
 from harness.hosts.base import Host, Result
 from harness.labels import LABEL, PID_LABEL, RUN_LABEL, resource_labels
-from harness.waiting import wait_until
 
 # testcontainers' reaper image would have to be pulled, which this machine cannot do; the
 # harness cleans up by its own labels instead (DockerLab.close, remove_resources).
@@ -58,20 +58,6 @@ class DockerHost(Host):
     def _transport_failed(self, result: Result) -> bool:
         return result.rc != 0 and result.stderr.startswith("Error response from daemon")
 
-    def wait_booted(self, timeout: float = 90) -> None:
-        """Wait until systemd has finished booting (running, or degraded with a failed unit)."""
-
-        def booted() -> bool:
-            state = self.run("systemctl is-system-running", check=False, timeout=10).stdout.strip()
-            return state in ("running", "degraded")
-
-        wait_until(
-            booted,
-            timeout=timeout,
-            what=f"systemd to finish booting on {self.name}",
-            seen=lambda: self.run("systemctl list-jobs --no-pager; systemctl --failed --no-pager", check=False).stdout,
-        )
-
 
 class DockerLab:
     """The containers, private network and volumes of one cluster; close() removes them all."""
@@ -80,7 +66,8 @@ class DockerLab:
         self.run_id = run_id or f"{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.labels = resource_labels(self.run_id)
         self.client = docker.from_env()
-        self.hosts: list[DockerHost] = []
+        self.machines: dict[str, DockerContainer] = {}
+        self.cleanups: list[Callable[[], object]] = []
         self.volumes: list[str] = []
         self.network = Network(docker_network_kw={"labels": self.labels})
         self.network.name = f"pgrepl-{self.run_id}"
@@ -93,7 +80,11 @@ class DockerLab:
         self.volumes.append(full)
         return full
 
-    def start_host(self, name: str, image: str, *, mounts: dict[str, str] | None = None) -> DockerHost:
+    def start_machine(
+        self, name: str, image: str, *, mounts: dict[str, str] | None = None, authorized_key: str | None = None
+    ) -> DockerContainer:
+        """A booting container on the cluster's network; `authorized_key` is put in ecs-user's
+        authorized_keys before boot, as an ECS key pair is (no `docker exec` involved)."""
         container = (
             DockerContainer(image)
             .with_name(f"pgrepl-{self.run_id}-{name}")
@@ -104,13 +95,34 @@ class DockerLab:
         )
         for volume, path in (mounts or {}).items():
             container.with_volume_mapping(volume, path, mode="rw")
+        if authorized_key:
+            container.with_copy_into_container(
+                authorized_key.encode(), f"/home/{LOGIN_USER}/.ssh/authorized_keys", mode=0o644
+            )
         container.start()
-        host = DockerHost(name, container, self.network.name)
-        self.hosts.append(host)
-        return host
+        self.machines[name] = container
+        return container
+
+    def start_host(self, name: str, image: str, *, mounts: dict[str, str] | None = None) -> DockerHost:
+        """A machine reached by `docker exec`."""
+        return DockerHost(name, self.start_machine(name, image, mounts=mounts), self.network.name)
+
+    def private_address(self, name: str) -> str:
+        wrapped = self.machines[name].get_wrapped_container()
+        wrapped.reload()
+        return wrapped.attrs["NetworkSettings"]["Networks"][self.network.name]["IPAddress"]
+
+    def commit(self, name: str, tag: str) -> None:
+        """Save machine `name` as image `tag` (repository:version)."""
+        repository, _, version = tag.partition(":")
+        self.machines[name].get_wrapped_container().commit(
+            repository=repository, tag=version, changes=[f"LABEL {LABEL}=snapshot"]
+        )
 
     def close(self) -> None:
         remove_resources({RUN_LABEL: self.run_id}, client=self.client)
+        for cleanup in self.cleanups:
+            cleanup()
 
 
 def remove_resources(selector: dict[str, str] | None = None, *, client: docker.DockerClient | None = None) -> int:

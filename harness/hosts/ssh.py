@@ -1,0 +1,101 @@
+"""SSH backend: real hosts (or containers) reached with the OpenSSH client.
+
+Key authentication only, BatchMode, no TTY, scripts on stdin (`bash -s`), one shared
+connection per host (ControlMaster), exit code 255 reported as a connection error.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import subprocess
+from pathlib import Path
+
+from harness.hosts.base import Host, HostUnreachable, Result
+
+CONNECT_TIMEOUT = 10
+
+
+class SshHost(Host):
+    def __init__(
+        self,
+        name: str,
+        *,
+        ssh_address: str,
+        private_address: str,
+        user: str,
+        key: Path,
+        port: int = 22,
+        state_dir: Path,
+        share_connection: bool = True,
+    ):
+        self.name = name
+        self.ssh_address, self.private_address = ssh_address, private_address
+        self.user, self.key, self.port = user, Path(key).expanduser(), port
+        self.state_dir = state_dir
+        self.share_connection = share_connection
+        self._forwards: dict[int, int] = {}
+
+    @property
+    def address(self) -> str:
+        return self.private_address
+
+    @property
+    def url(self) -> str:
+        return f"ssh://{self.user}@{self.ssh_address}:{self.port}"
+
+    def _options(self, shared: bool | None = None) -> list[str]:
+        options = {
+            "BatchMode": "yes",
+            "IdentitiesOnly": "yes",
+            "PasswordAuthentication": "no",
+            "StrictHostKeyChecking": "accept-new",
+            "UserKnownHostsFile": str(self.state_dir / "known_hosts"),
+            "ConnectTimeout": str(CONNECT_TIMEOUT),
+            "ServerAliveInterval": "5",
+            "ServerAliveCountMax": "3",
+            "LogLevel": "ERROR",
+        }
+        if self.share_connection if shared is None else shared:
+            options |= {"ControlMaster": "auto", "ControlPath": str(self.state_dir / "%C"), "ControlPersist": "300"}
+        argv = ["ssh", "-i", str(self.key), "-p", str(self.port), "-F", "/dev/null"]
+        for key, value in options.items():
+            argv += ["-o", f"{key}={value}"]
+        return argv
+
+    def _transport(self, remote: list[str]) -> list[str]:
+        return [*self._options(), "-T", f"{self.user}@{self.ssh_address}", shlex.join(remote)]
+
+    def _transport_failed(self, result: Result) -> bool:
+        return result.rc == 255
+
+    @property
+    def runner_address(self) -> str:
+        return "127.0.0.1"  # connections arrive through the SSH forward, from the host itself
+
+    def forward(self, port: int) -> tuple[str, int]:
+        """A local port forwarded to `port` on the host's loopback, through the shared connection."""
+        if port not in self._forwards:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                local = probe.getsockname()[1]
+            target = f"{self.user}@{self.ssh_address}"
+            # Forwards always ride on a master connection, so close() ends them with it.
+            master = [*self._options(shared=True), target]
+            subprocess.run([*master[:-1], "-f", "-N", target], capture_output=True, timeout=CONNECT_TIMEOUT * 3)
+            argv = [*self._options(shared=True), "-O", "forward", "-L", f"127.0.0.1:{local}:127.0.0.1:{port}", target]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=CONNECT_TIMEOUT * 3)
+            if done.returncode != 0:
+                raise HostUnreachable(f"{self.name} ({self.url}): cannot forward port {port}: {done.stderr.strip()}")
+            self._forwards[port] = local
+        return "127.0.0.1", self._forwards[port]
+
+    def close(self) -> None:
+        """End the shared connection (and with it every forward)."""
+        if self.share_connection or self._forwards:
+            subprocess.run(
+                [*self._options(shared=True), "-O", "exit", f"{self.user}@{self.ssh_address}"],
+                capture_output=True,
+                timeout=CONNECT_TIMEOUT,
+            )
+        self._forwards.clear()
