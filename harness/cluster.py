@@ -272,6 +272,8 @@ class Cluster:
             self.executor.run_block(block)
             if self.after_block is not None:
                 self.after_block(block)
+        for node in self.nodes.values():
+            node.close()  # the steps may have restarted servers: next query opens a fresh connection
         return self.transcript
 
     def setup(self) -> Transcript:

@@ -38,6 +38,11 @@ class Layout:
         raise NotImplementedError
 
     @property
+    def removal_script(self) -> str:
+        """Undo what the runbook installed and created (for `down` on real hosts)."""
+        raise NotImplementedError
+
+    @property
     def log_file(self) -> str:
         """A shell expression naming the server log file."""
         raise NotImplementedError
@@ -82,6 +87,14 @@ class DebianLayout(Layout):
     def log_file(self) -> str:
         return f"/var/log/postgresql/postgresql-{self.pg_major}-main.log"
 
+    @property
+    def removal_script(self) -> str:
+        return (
+            "systemctl stop postgresql.service || true\n"
+            "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q 'postgresql-*' >/dev/null || true\n"
+            "rm -rf /etc/postgresql /var/lib/postgresql /var/log/postgresql\n"
+        )
+
 
 class ElLayout(Layout):
     """PGDG RPMs: config inside the data directory, logs in its log/ by the logging collector."""
@@ -113,6 +126,15 @@ class ElLayout(Layout):
     @property
     def log_file(self) -> str:
         return f"$(ls -t {self.data_dir}/log/*.log | head -1)"
+
+    @property
+    def removal_script(self) -> str:
+        return (
+            f"systemctl stop {self.unit} || true\n"
+            f"(command -v dnf >/dev/null && dnf remove -y -q 'postgresql{self.pg_major}*' || "
+            f"yum remove -y -q 'postgresql{self.pg_major}*') >/dev/null || true\n"
+            f"rm -rf /var/lib/pgsql/{self.pg_major} /var/lib/pgsql/.pgpass\n"
+        )
 
 
 LAYOUTS: dict[str, type[Layout]] = {"debian": DebianLayout, "el8": ElLayout, "el7": ElLayout}

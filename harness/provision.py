@@ -23,6 +23,7 @@ from harness.hosts.docker import DockerLab
 from harness.hosts.ssh import SshHost
 from harness.images import ImageProfile, ensure_image
 from harness.inventory import ROLES, Inventory
+from harness.layout import Layout
 from harness.runbook import Runbook, parse_runbook
 from harness.snapshots import Snapshots
 
@@ -106,9 +107,14 @@ def inventory_cluster(
     runbook: Runbook | Path | str = DEFAULT_RUNBOOK,
     *,
     allow_existing: bool = False,
+    clean_up: bool = False,
     log: Callable[[str], None] = print,
 ) -> Iterator[Cluster]:
-    """The inventory's real hosts, checked to be reachable and free of PostgreSQL first."""
+    """The inventory's real hosts, checked to be reachable and free of PostgreSQL first.
+
+    `clean_up` removes what the runbook installed when the cluster is done, so the same hosts
+    serve the next cluster (tests); without it the cluster stays for the user.
+    """
     book = _runbook(runbook)
     with tempfile.TemporaryDirectory(prefix="pgrepl-ssh-") as state:
         hosts = ssh_hosts(inventory, Path(state))
@@ -123,6 +129,9 @@ def inventory_cluster(
                 yield cluster
             finally:
                 cluster.close()
+                if clean_up:
+                    for host in hosts.values():
+                        remove_postgresql(host, cluster.nodes[host.name].layout)
         finally:
             for host in hosts.values():
                 host.close()
@@ -156,6 +165,11 @@ def refuse_existing_postgresql(host: Host) -> None:
             "the harness sets up fresh hosts only; clean it with `python -m harness down --inventory FILE` "
             "or pass --allow-existing-postgresql if you really mean to run over it"
         )
+
+
+def remove_postgresql(host: Host, layout: Layout) -> None:
+    """Remove what the runbook installed and created on `host` (packages, data, config, archives)."""
+    host.run(layout.removal_script + "rm -rf /mnt/server/archivedir /mnt/pgarchive/wal\n", user="root", timeout=300)
 
 
 def _generate_key(path: Path) -> str:

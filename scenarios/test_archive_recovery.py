@@ -1,0 +1,91 @@
+"""Step 5 of the runbook as tests: a secondary whose WAL the primary removed recovers from the shared archive."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from harness.runbook import drop_step
+
+SHARED_ARCHIVE = {"archive": "/mnt/pgarchive"}
+SLOT_ACTIVE = "SELECT active FROM pg_replication_slots WHERE slot_name = 'secondary_slot'"
+CHECKSUM = "SELECT count(*), md5(string_agg(id || ':' || note, ',' ORDER BY id)) FROM archive_rows"
+
+
+def drive_secondary_past_its_wal(cluster) -> SimpleNamespace:
+    """Stop the secondary, drop its slot, write and remove WAL it needs; recreate the slot. The secondary stays down."""
+    primary, secondary = cluster.primary, cluster.secondary
+    assert primary.scalar("SHOW wal_keep_size") == "0", "wal_keep_size would keep the WAL this outage must remove"
+    replayed = secondary.lsn("replay")
+    secondary.stop()
+    primary.poll_query_until(SLOT_ACTIVE, False)
+    primary.query("SELECT pg_drop_replication_slot('secondary_slot')")
+    primary.query("CREATE TABLE archive_rows (id int PRIMARY KEY, note text)")
+    primary.query("INSERT INTO archive_rows SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
+    primary.advance_wal(5)
+    needed = primary.scalar("SELECT pg_walfile_name(%s::pg_lsn)", (replayed,))
+    primary.poll_query_until(f"SELECT last_archived_wal >= '{needed}' FROM pg_stat_archiver")
+    primary.checkpoint()
+    primary.checkpoint()
+    assert not primary.query("SELECT name FROM pg_ls_waldir() WHERE name = %s", (needed,)), f"{needed} still in pg_wal"
+    primary.query("SELECT pg_create_physical_replication_slot('secondary_slot', true)")
+    return SimpleNamespace(needed=needed, log_offset=secondary.log_offset())
+
+
+@pytest.fixture(scope="module")
+def recovered(make_cluster):
+    """The runbook with Step 5, then the outage; the secondary is started again."""
+    cluster = make_cluster(volumes=SHARED_ARCHIVE)
+    cluster.setup()
+    cluster.run("archive")
+    archived_before = cluster.primary.scalar("SELECT archived_count FROM pg_stat_archiver")
+    outage = drive_secondary_past_its_wal(cluster)
+    cluster.secondary.start()
+    return SimpleNamespace(cluster=cluster, archived_before=archived_before, **vars(outage))
+
+
+def test_secondary_restores_the_removed_wal_from_the_shared_archive(recovered):
+    """The secondary fetches the segment the primary no longer has from the archive."""
+    recovered.cluster.secondary.wait_for_log(
+        f'restored log file "{recovered.needed}" from archive', recovered.log_offset
+    )
+
+
+def test_secondary_streams_again_and_has_the_primary_s_data(recovered):
+    """After the archive, the secondary streams through the recreated slot and equals the primary."""
+    primary, secondary = recovered.cluster.primary, recovered.cluster.secondary
+    primary.wait_for_streaming(secondary)
+    primary.wait_for_catchup(secondary)
+    assert primary.scalar(SLOT_ACTIVE) is True
+    assert secondary.query(CHECKSUM) == primary.query(CHECKSUM)
+    assert secondary.scalar("SELECT count(*) FROM archive_rows") == 1000
+
+
+def test_archiving_to_the_shared_directory_never_fails(recovered):
+    """pg_stat_archiver: no failed attempt, and the segments of the outage were archived."""
+    primary = recovered.cluster.primary
+    primary.poll_query_until(f"SELECT archived_count > {recovered.archived_before} FROM pg_stat_archiver")
+    assert primary.scalar("SELECT failed_count FROM pg_stat_archiver") == 0
+
+
+# --- negative controls: the source as written ---------------------------------------------
+
+
+def test_source_as_written_cannot_recover_the_secondary(make_cluster):
+    """Archive on the primary's disk and no restore_command (no Step 5): the removed WAL is lost to the secondary."""
+    cluster = make_cluster()
+    cluster.setup()
+    outage = drive_secondary_past_its_wal(cluster)
+    cluster.secondary.start()
+    cluster.secondary.wait_for_log(r"requested WAL segment [0-9A-F]{24} has already been removed", outage.log_offset)
+    assert cluster.primary.scalar("SELECT %s::pg_lsn < pg_current_wal_lsn()", (cluster.secondary.lsn("replay"),))
+
+
+def test_without_the_archive_directory_archiving_fails(make_cluster, runbook):
+    """Source defect 1: without creating /mnt/server/archivedir every archive attempt fails."""
+    cluster = make_cluster(drop_step(runbook, "primary-archive-dir"))
+    cluster.setup()
+    cluster.primary.advance_wal(1)
+    cluster.primary.poll_query_until("SELECT failed_count > 0 FROM pg_stat_archiver", timeout=30)
+    assert cluster.primary.scalar("SELECT archived_count FROM pg_stat_archiver") == 0
