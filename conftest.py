@@ -23,7 +23,11 @@ logging.getLogger("sh").setLevel(logging.WARNING)
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("pgrepl-harness")
     group.addoption(
-        "--backend", choices=["docker", "ssh"], default="docker", help="reach hosts by docker exec or by SSH only"
+        "--backend",
+        action="append",
+        choices=["docker", "ssh"],
+        default=[],
+        help="reach hosts by docker exec (default) or by SSH only; repeat for both",
     )
     group.addoption(
         "--inventory",
@@ -44,18 +48,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Fail fast on a bad inventory; in an SSH run, make any `docker exec` an error."""
-    if config.getoption("--backend") != "ssh":
-        if config.getoption("--inventory"):
-            raise pytest.UsageError("--inventory needs --backend ssh")
-        return
-    from harness.hosts.docker import DockerHost
-    from harness.inventory import Inventory, InventoryError
+    backends = _backends(config)
+    if config.getoption("--inventory") and backends != ["ssh"]:
+        raise pytest.UsageError("--inventory needs --backend ssh (alone)")
+    if backends == ["ssh"]:
+        from harness.hosts.docker import DockerHost
 
-    def forbidden(self, remote):
-        raise RuntimeError(f"docker exec into {self.name} attempted in an SSH-backend run")
+        def forbidden(self, remote):
+            raise RuntimeError(f"docker exec into {self.name} attempted in an SSH-backend run")
 
-    DockerHost._transport = forbidden
+        DockerHost._transport = forbidden
     if config.getoption("--inventory"):
+        from harness.inventory import Inventory, InventoryError
+
         try:
             config.pgrepl_inventory = Inventory.load(config.getoption("--inventory"))
         except InventoryError as exc:
@@ -64,6 +69,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _inventory(config: pytest.Config):
     return getattr(config, "pgrepl_inventory", None)
+
+
+def _backends(config: pytest.Config) -> list[str]:
+    return list(dict.fromkeys(config.getoption("--backend") or ["docker"]))
 
 
 def _selected_images(config: pytest.Config) -> list[str]:
@@ -76,6 +85,56 @@ def _selected_images(config: pytest.Config) -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "image_name" in metafunc.fixturenames:
         metafunc.parametrize("image_name", _selected_images(metafunc.config), scope="module")
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", _backends(metafunc.config), scope="module")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup`, one xdist worker owns each (module, image, backend) cluster set."""
+    for item in items:
+        params = getattr(item, "callspec", None)
+        if params and "image_name" in params.params:
+            group = f"{item.module.__name__}-{params.params['image_name']}-{params.params.get('backend', '')}"
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Which images (and backends) ran, and which did not and why."""
+    ran: dict[str, int] = {}
+    skipped: dict[str, str] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            target = _target_of(getattr(report, "nodeid", ""))
+            if not target:
+                continue
+            if outcome == "skipped" and isinstance(report.longrepr, tuple):
+                skipped.setdefault(target, report.longrepr[2].removeprefix("Skipped: "))
+            elif outcome != "skipped":
+                ran[target] = ran.get(target, 0) + 1
+    if not ran and not skipped:
+        return
+    terminalreporter.section("images")
+    for target in sorted(set(ran) | set(skipped)):
+        if target in ran:
+            terminalreporter.line(f"ran      {target}: {ran[target]} tests")
+        else:
+            terminalreporter.line(f"skipped  {target}: {skipped[target]}")
+
+
+def _target_of(nodeid: str) -> str:
+    """`image-backend` from a scenario's node id parameters, e.g. debian-12-ssh."""
+    if not nodeid.startswith("scenarios/") or "[" not in nodeid:
+        return ""
+    params = nodeid.rsplit("[", 1)[1].rstrip("]").split("-")
+    for index in range(len(params)):
+        candidate = "-".join(params[index:])
+        for backend in ("docker", "ssh"):
+            if candidate.endswith(backend) and "-".join(params[index:]).removesuffix("-" + backend) in (
+                *available_images(),
+                "inventory",
+            ):
+                return candidate
+    return ""
 
 
 @pytest.fixture(scope="session")
@@ -98,12 +157,16 @@ def runbook(pytestconfig: pytest.Config) -> Runbook:
 
 
 @pytest.fixture(scope="module")
-def make_cluster(request: pytest.FixtureRequest, image_name: str, runbook: Runbook) -> Iterator[Callable[..., Cluster]]:
+def make_cluster(
+    request: pytest.FixtureRequest, image_name: str, backend: str, runbook: Runbook
+) -> Iterator[Callable[..., Cluster]]:
     """Factory: `make_cluster(runbook=..., volumes=...)` brings up hosts; all removed at module end.
 
     On containers every call gets new machines. On inventory hosts there is one pair: a new
     cluster first removes the previous one (so negative controls come last in a module).
     """
+    from harness.hosts.docker import DockerHost
+    from harness.images import ImageUnavailable
     from harness.provision import docker_cluster, inventory_cluster
 
     config = request.config
@@ -115,16 +178,22 @@ def make_cluster(request: pytest.FixtureRequest, image_name: str, runbook: Runbo
         def make(book: Runbook | None = None, *, volumes: dict[str, str] | None = None) -> Cluster:
             book = book or runbook
             if inventory is None:
-                return stack.enter_context(
-                    docker_cluster(
-                        image_name,
-                        book,
-                        backend=config.getoption("--backend"),
-                        reuse=not config.getoption("--no-reuse"),
-                        volumes=volumes,
-                        log=log.info,
+                try:
+                    made = stack.enter_context(
+                        docker_cluster(
+                            image_name,
+                            book,
+                            backend=backend,
+                            reuse=not config.getoption("--no-reuse"),
+                            volumes=volumes,
+                            log=log.info,
+                        )
                     )
-                )
+                except ImageUnavailable as exc:
+                    pytest.skip(str(exc).splitlines()[0])
+                # the proof that an SSH run uses no `docker exec`: only DockerHost does that
+                assert backend == "docker" or not any(isinstance(h, DockerHost) for h in made.hosts.values())
+                return made
             if volumes and not inventory.shared_archive:
                 pytest.skip(f"inventory {inventory.path} has no shared archive ([postgresql] shared_archive = true)")
             stack.close()
@@ -150,5 +219,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """Failure messages go through redaction: no generated secret reaches a report."""
     outcome = yield
     report = outcome.get_result()
-    if report.longrepr is not None:
+    if isinstance(report.longrepr, tuple):  # a skip: (path, line, reason)
+        path, line, reason = report.longrepr
+        report.longrepr = (path, line, redact(reason))
+    elif report.longrepr is not None:
         report.longrepr = redact(str(report.longrepr))

@@ -134,11 +134,11 @@ def ensure_base(profile: ImageProfile, client: docker.DockerClient, *, log=print
         log(f"pulling base image {profile.base}")
         return client.images.pull(profile.base).id
     except docker.errors.APIError as exc:
-        pull_error = str(exc).splitlines()[0][:200]
+        pull_error = "no registry reachable" if "registry" in str(exc) or "lookup" in str(exc) else str(exc)[:120]
     if not profile.debootstrap_suite:
         raise ImageUnavailable(
-            f"image {profile.name}: base image {profile.base} is not local and cannot be pulled "
-            f"({pull_error}); no offline recipe exists for it"
+            f"image {profile.name}: base image {profile.base} is neither local nor pullable ({pull_error}), "
+            "and it has no offline (debootstrap) recipe"
         )
     return _debootstrap_base(profile, client, log=log)
 
