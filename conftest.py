@@ -7,14 +7,16 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from harness import DEFAULT_RUNBOOK
-from harness.cluster import Cluster
-from harness.images import available_images
-from harness.runbook import Runbook, parse_runbook
+from harness import DEFAULT_RUNBOOK, available_images
 from harness.secrets import redact
+
+if TYPE_CHECKING:  # heavy imports (docker, psycopg) wait until a test needs them: bad options fail fast
+    from harness.cluster import Cluster
+    from harness.runbook import Runbook
 
 log = logging.getLogger("pgrepl")
 logging.getLogger("sh").setLevel(logging.WARNING)
@@ -49,7 +51,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """Fail fast on a bad inventory; in an SSH run, make any `docker exec` an error."""
     backends = _backends(config)
-    if config.getoption("--inventory") and backends != ["ssh"]:
+    if config.getoption("--inventory") is not None and backends != ["ssh"]:
         raise pytest.UsageError("--inventory needs --backend ssh (alone)")
     if backends == ["ssh"]:
         from harness.hosts.docker import DockerHost
@@ -58,7 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
             raise RuntimeError(f"docker exec into {self.name} attempted in an SSH-backend run")
 
         DockerHost._transport = forbidden
-    if config.getoption("--inventory"):
+    if config.getoption("--inventory") is not None:  # "" (tox -e ecs without one) is an error too
         from harness.inventory import Inventory, InventoryError
 
         try:
@@ -152,7 +154,27 @@ def docker_engine() -> None:
 
 
 @pytest.fixture(scope="session")
+def inventory_reachable(pytestconfig: pytest.Config) -> None:
+    """Stop the whole run at once, naming the host, when an inventory host cannot be reached."""
+    import tempfile
+
+    from harness.hosts.base import HostError
+    from harness.provision import ssh_hosts
+
+    with tempfile.TemporaryDirectory(prefix="pgrepl-ssh-check-") as state:
+        for host in ssh_hosts(_inventory(pytestconfig), Path(state)).values():
+            try:
+                host.run("true", timeout=30)
+            except HostError as exc:
+                pytest.exit(f"inventory host unreachable: {exc}", returncode=3)
+            finally:
+                host.close()
+
+
+@pytest.fixture(scope="session")
 def runbook(pytestconfig: pytest.Config) -> Runbook:
+    from harness.runbook import parse_runbook
+
     return parse_runbook(Path(pytestconfig.getoption("--runbook")))
 
 
@@ -171,8 +193,7 @@ def make_cluster(
 
     config = request.config
     inventory = _inventory(config)
-    if inventory is None:
-        request.getfixturevalue("docker_engine")
+    request.getfixturevalue("docker_engine" if inventory is None else "inventory_reachable")
     with ExitStack() as stack:
 
         def make(book: Runbook | None = None, *, volumes: dict[str, str] | None = None) -> Cluster:

@@ -6,3 +6,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNBOOKS_DIR = PROJECT_ROOT / "runbooks"
 IMAGES_DIR = PROJECT_ROOT / "images"
 DEFAULT_RUNBOOK = RUNBOOKS_DIR / "postgresql-primary-secondary.md"
+
+
+def available_images() -> list[str]:
+    """Names of the image profiles under images/ (kept here: cheap to import, no Docker SDK)."""
+    return sorted(p.parent.name for p in IMAGES_DIR.glob("*/image.toml"))

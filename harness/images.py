@@ -26,7 +26,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from harness import IMAGES_DIR
+from harness import IMAGES_DIR, available_images
 from harness.labels import LABEL
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -66,10 +66,6 @@ class ImageProfile:
                 if path.is_file():
                     files[prefix + path.relative_to(root).as_posix()] = path.read_bytes()
         return files
-
-
-def available_images() -> list[str]:
-    return sorted(p.parent.name for p in IMAGES_DIR.glob("*/image.toml"))
 
 
 def _client() -> docker.DockerClient:

@@ -1,263 +1,21 @@
 """Steps 7 and 8 of the runbook as tests: fail over to the secondary while a client writes, then rejoin.
 
-A client commits one row per transaction on the primary; the primary is fenced by the runbook's
-own first failover step (a clean fast shutdown) or, in the crash variant, killed with SIGKILL;
-the runbook's blocks then promote the secondary. Measured and printed (`pytest -s`), and appended
-to /tmp/pgrepl-promotion-figures.txt:
-
-- RTO: from the promote call to the first write the new primary accepts (a probe retries an
-  INSERT on the secondary every 10 ms from just before the `failover-promote` block starts);
-- RPO: the transactions the writer saw committed that the new primary lacks, and the bytes of
-  the old primary's WAL that the new primary did not replay (pg_waldump on the stopped old
-  primary, from the new primary's last replayed LSN to where the old WAL ends).
+The mechanics (writer, probe, RTO/RPO) are in harness/failover.py. Figures are printed
+(`pytest -s`) and written to /tmp/pgrepl-promotion-figures.txt.
 """
 
 from __future__ import annotations
 
-import re
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from harness.cluster import Cluster, Node
+from harness.cluster import Cluster
+from harness.failover import PROBE_ID, TABLE, Failover, fail_over
 from harness.runbook import StepFailed, drop_step
-from harness.waiting import WaitTimeout, wait_until
 
-TABLE = "promotion_rows"
 FIGURES = Path("/tmp/pgrepl-promotion-figures.txt")
-MAX_ROWS = 20_000  # the writer's bound; it is meant to be cut short by the failure
-ROWS_BEFORE_FAILURE = 300
-PROBE_ID = 0  # the probe's row; the writer's ids start at 1
-
-
-class Writer(threading.Thread):
-    """Commits rows 1, 2, 3, ... on `node`, one autocommit transaction each, over its own connection.
-
-    `committed` holds every id whose commit the server acknowledged. The thread ends at the first
-    error (the server went away: `unanswered` is the id that got the error), at MAX_ROWS, or when
-    `halt` is set.
-    """
-
-    def __init__(self, node: Node):
-        super().__init__(name=f"writer-{node.name}", daemon=True)
-        self.node = node
-        self.committed: list[int] = []
-        self.unanswered: int | None = None
-        self.error: Exception | None = None
-        self.halt = threading.Event()
-        self.started_at = self.ended_at = time.monotonic()
-
-    def run(self) -> None:
-        self.started_at = time.monotonic()
-        try:
-            conn = self.node.connect()
-        except psycopg.Error as exc:
-            self.error, self.ended_at = exc, time.monotonic()
-            return
-        try:
-            for row in range(1, MAX_ROWS + 1):
-                if self.halt.is_set():
-                    break
-                try:
-                    conn.execute(f"INSERT INTO {TABLE} (id) VALUES (%s)", (row,))
-                except psycopg.Error as exc:
-                    self.unanswered, self.error = row, exc
-                    break
-                self.committed.append(row)
-        finally:
-            self.ended_at = time.monotonic()
-            conn.close()
-
-    @property
-    def rate(self) -> float:
-        return len(self.committed) / max(self.ended_at - self.started_at, 1e-9)
-
-
-class FirstWrite(threading.Thread):
-    """Tries one INSERT on `node` every 10 ms until it is accepted; `accepted_at` says when (monotonic)."""
-
-    def __init__(self, node: Node):
-        super().__init__(name=f"first-write-{node.name}", daemon=True)
-        self.node = node
-        self.conn = node.connect()  # connected up front, so the first attempt costs no handshake
-        self.accepted_at: float | None = None
-        self.error: Exception | None = None
-
-    def _attempt(self) -> float:
-        if self.conn.broken or self.conn.closed:
-            self.conn = self.node.connect()
-        self.conn.execute(f"INSERT INTO {TABLE} (id) VALUES ({PROBE_ID})")
-        return time.monotonic()
-
-    def run(self) -> None:
-        try:
-            self.accepted_at = wait_until(
-                self._attempt, timeout=90, interval=0.01, what=f"a write to be accepted on {self.node.name}"
-            )
-        except WaitTimeout as exc:
-            self.error = exc
-        finally:
-            self.conn.close()
-
-
-@dataclass
-class Failover:
-    """What one failover under write load did, and its RTO/RPO figures."""
-
-    how: str
-    timeline_before: int
-    timeline_after: int = 0
-    replayed_before: int = 0  # the highest id the secondary had replayed just before the failure
-    committed: list[int] = field(default_factory=list)
-    unanswered: int | None = None
-    writer_error: str = ""
-    writer_rate: float = 0.0
-    ids_after: set[int] = field(default_factory=set)
-    rto: float | None = None
-    promote_seconds: float = 0.0
-    replay_lsn: str = ""
-    old_wal_end: str | None = None
-    old_wal_records: int = 0
-    rpo_bytes: int | None = None
-    old_state: str = ""
-
-    @property
-    def lost(self) -> list[int]:
-        """Commits the writer saw acknowledged that the new primary does not have."""
-        return sorted(set(self.committed) - self.ids_after)
-
-    def render(self) -> str:
-        unanswered = "n/a"
-        if self.unanswered is not None:
-            where = "present" if self.unanswered in self.ids_after else "absent"
-            unanswered = f"{self.unanswered} ({where} on the new primary)"
-        rto = "none (no write accepted)" if self.rto is None else f"{self.rto * 1000:.0f} ms"
-        rpo_bytes = "unknown" if self.rpo_bytes is None else f"{self.rpo_bytes} bytes"
-        return (
-            f"== promotion after {self.how} ==\n"
-            f"writes: {len(self.committed)} rows committed at {self.writer_rate:.0f}/s, one per transaction; "
-            f"writer ended by: {self.writer_error or 'its bound'}; unanswered id: {unanswered}\n"
-            f"secondary had replayed ids 1..{self.replayed_before} just before the failure\n"
-            f"RTO: {rto} from the promote call to the first accepted write "
-            f"(the failover-promote block took {self.promote_seconds * 1000:.0f} ms)\n"
-            f"RPO: {len(self.lost)} committed transactions missing on the new primary {self.lost[:20]}; "
-            f"{rpo_bytes} of the old primary's WAL not replayed ({self.old_wal_records} records; "
-            f"old WAL ends at {self.old_wal_end}, new primary replayed up to {self.replay_lsn})\n"
-            f"timeline: {self.timeline_before} -> {self.timeline_after}\n"
-            f"old primary control file: {self.old_state}\n"
-        )
-
-
-# --- mechanics ----------------------------------------------------------------------------------
-
-
-def insert_timeline(node: Node) -> int:
-    """The timeline a primary writes WAL on: the first 8 hex digits of its current WAL file's name.
-
-    Unlike pg_control_checkpoint(), which changes only at the promoted server's next checkpoint,
-    this follows the promotion at once (pg_walfile_name uses the WAL insertion timeline).
-    """
-    return int(node.scalar("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), 16)
-
-
-def ids_on(node: Node) -> set[int]:
-    return {row[0] for row in node.query(f"SELECT id FROM {TABLE} WHERE id > 0")}
-
-
-def control_state(node: Node) -> str:
-    """The stopped node's pg_controldata: cluster state and latest checkpoint."""
-    out = node.host.run(f"{node.layout.bin_dir}/pg_controldata {node.layout.data_dir}", user="postgres").stdout
-    keep = ("Database cluster state", "Latest checkpoint location", "Latest checkpoint's TimeLineID")
-    return "; ".join(
-        line.split(":", 1)[0] + ": " + line.split(":", 1)[1].strip()
-        for line in out.splitlines()
-        if line.startswith(keep)
-    )
-
-
-def wal_after(node: Node, start_lsn: str, timeline: int) -> tuple[str | None, int]:
-    """Where the stopped `node`'s WAL on `timeline` ends, and how many records it has from `start_lsn` on.
-
-    pg_waldump reads until the WAL runs out and names that point in its closing error
-    ("invalid record length at X", or "could not find a valid record after X" when nothing follows).
-    """
-    out = node.host.run(
-        f"{node.layout.bin_dir}/pg_waldump --timeline={timeline} --path={node.layout.data_dir}/pg_wal "
-        f"--start={start_lsn} 2>&1",
-        user="postgres",
-        check=False,
-    ).stdout
-    lines = out.strip().splitlines()
-    records = sum(1 for line in lines if line.startswith("rmgr:"))
-    ends = re.findall(r"\b(?:at|after) ([0-9A-F]+/[0-9A-F]+)", lines[-1] if lines else "")
-    return (ends[-1] if ends else None), records
-
-
-def fail_over(cluster: Cluster, *, crash: bool = False) -> Failover:
-    """With a writer committing on the primary, run the runbook's failover part; measure RTO and RPO.
-
-    `crash`: kill the primary's postmaster with SIGKILL first; otherwise the runbook's fence
-    (systemctl stop, a fast shutdown) is the failure.
-    """
-    primary, secondary = cluster.primary, cluster.secondary
-    primary.query(f"CREATE TABLE {TABLE} (id int PRIMARY KEY)")
-    primary.wait_for_catchup(secondary)
-    result = Failover(
-        how="SIGKILL of the primary" if crash else "the runbook's fence (systemctl stop)",
-        timeline_before=insert_timeline(primary),
-    )
-    writer = Writer(primary)
-    writer.start()
-    try:
-        wait_until(
-            lambda: len(writer.committed) >= ROWS_BEFORE_FAILURE or not writer.is_alive(),
-            timeout=60,
-            what=f"the writer to commit {ROWS_BEFORE_FAILURE} rows on the primary",
-        )
-        assert writer.is_alive(), f"the writer stopped before the failure: {writer.error!r}"
-        result.replayed_before = secondary.scalar(f"SELECT coalesce(max(id), 0) FROM {TABLE}")
-        if crash:
-            primary.kill9()
-        promote_started = 0.0
-        probe: FirstWrite | None = None
-        for block in cluster.blocks("failover"):
-            if block.step == "failover-promote":
-                probe = FirstWrite(secondary)
-                probe.start()
-                promote_started = time.monotonic()
-                cluster.executor.run_block(block)
-                result.promote_seconds = time.monotonic() - promote_started
-            else:
-                cluster.executor.run_block(block)
-            if block.step == "failover-fence-primary":
-                primary.close()
-                writer.join(timeout=60)
-                if writer.is_alive():
-                    raise AssertionError("the writer still commits on the fenced primary")
-    finally:
-        writer.halt.set()  # when a step failed: no writing on past the test
-    assert probe is not None, "the failover part has no failover-promote step"
-    probe.join(timeout=90)
-    if probe.accepted_at is not None:
-        result.rto = probe.accepted_at - promote_started
-    result.committed, result.unanswered = writer.committed, writer.unanswered
-    result.writer_error = f"{type(writer.error).__name__}: {str(writer.error).strip()}" if writer.error else ""
-    result.writer_rate = writer.rate
-    result.timeline_after = insert_timeline(secondary)
-    result.ids_after = ids_on(secondary)
-    result.replay_lsn = secondary.lsn("replay")  # static after promotion: the last record recovery replayed
-    result.old_state = control_state(primary)
-    result.old_wal_end, result.old_wal_records = wal_after(primary, result.replay_lsn, result.timeline_before)
-    if result.old_wal_end is not None:
-        result.rpo_bytes = int(
-            secondary.scalar("SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", (result.old_wal_end, result.replay_lsn))
-        )
-    record_figures(result.render())
-    return result
 
 
 def record_figures(text: str) -> None:
@@ -276,7 +34,9 @@ def promoted(make_cluster) -> tuple[Cluster, Failover]:
     """A cluster set up by the runbook, failed over under write load by its Step 7."""
     cluster = make_cluster()
     cluster.setup()
-    return cluster, fail_over(cluster)
+    failover = fail_over(cluster)
+    record_figures(failover.render())
+    return cluster, failover
 
 
 @pytest.fixture(scope="module")
@@ -362,6 +122,7 @@ def test_after_a_crash_of_the_primary_every_replayed_commit_survives(make_cluste
     cluster = make_cluster()
     cluster.setup()
     failover = fail_over(cluster, crash=True)
+    record_figures(failover.render())
     assert not cluster.secondary.in_recovery()
     assert failover.timeline_after == failover.timeline_before + 1
     assert failover.rto is not None, "no write was accepted after the promotion"
