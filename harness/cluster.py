@@ -198,6 +198,19 @@ class Node:
         self.close()
         self.host.run(f'kill -9 "$(head -1 {self.layout.data_dir}/postmaster.pid)"', user="root")
 
+    def cut_from(self, peer: Node) -> None:
+        """Drop every packet from `peer` to this node's PostgreSQL port (a firewall rule on this host)."""
+        self.host.run(
+            "nft add table inet pgrepl_cut\n"
+            "nft add chain inet pgrepl_cut input '{ type filter hook input priority -10 ; }'\n"
+            f"nft add rule inet pgrepl_cut input ip saddr {peer.host.address} tcp dport 5432 drop\n",
+            user="root",
+        )
+
+    def heal(self) -> None:
+        """Remove the rules cut_from added."""
+        self.host.run("nft delete table inet pgrepl_cut 2>/dev/null || true", user="root")
+
     def reload(self) -> None:
         self.psql("SELECT pg_reload_conf();")
 

@@ -66,6 +66,20 @@ def test_slot_keeps_wal_for_a_stopped_secondary_which_then_catches_up(slot_clust
     assert secondary.query(CONTENT) == primary.query(CONTENT)
 
 
+def test_slot_keeps_wal_across_a_network_cut_then_streaming_resumes(slot_cluster):
+    primary, secondary = slot_cluster.primary, slot_cluster.secondary
+    primary.wait_for_catchup(secondary)
+    _, restart_lsn, _ = slot(primary)
+    primary.cut_from(secondary)
+    try:
+        write_during_outage(primary, segments=3)
+        assert slot(primary)[1] == restart_lsn and segment_on_disk(primary, restart_lsn)
+    finally:
+        primary.heal()
+    primary.wait_for_catchup(secondary, timeout=90)
+    assert secondary.query(CONTENT) == primary.query(CONTENT)
+
+
 def test_bounded_slot_is_invalidated_and_wal_stays_bounded(slot_cluster):
     primary = slot_cluster.primary
     stop_secondary(slot_cluster)
