@@ -32,6 +32,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="reach hosts by docker exec (default) or by SSH only; repeat for both",
     )
     group.addoption(
+        "--ssh-image",
+        action="append",
+        default=[],
+        help="images the ssh backend runs on, among the selected ones (default: debian-12; 'all')",
+    )
+    group.addoption(
         "--inventory",
         default=os.environ.get("PGREPL_INVENTORY") or None,
         help="TOML inventory of real hosts (with --backend ssh); without it, SSH goes to local containers",
@@ -86,9 +92,15 @@ def _selected_images(config: pytest.Config) -> list[str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "image_name" in metafunc.fixturenames:
-        metafunc.parametrize("image_name", _selected_images(metafunc.config), scope="module")
-    if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", _backends(metafunc.config), scope="module")
+        config = metafunc.config
+        ssh_images = config.getoption("--ssh-image") or ["debian-12"]
+        targets = [
+            (image, backend)
+            for image in _selected_images(config)
+            for backend in _backends(config)
+            if backend == "docker" or "all" in ssh_images or image in ssh_images or _inventory(config)
+        ]
+        metafunc.parametrize(("image_name", "backend"), targets, ids=[f"{i}-{b}" for i, b in targets], scope="module")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -49,7 +49,7 @@ def main() -> None:
     )
     if args.suite:
         suite = timed(
-            [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadfile", "scenarios", "--image", args.image]
+            [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "scenarios", "--image", args.image]
         )
         print(f"scenario suite (-n 2): {suite:.1f} s")
 

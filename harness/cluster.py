@@ -330,7 +330,10 @@ class Cluster:
         Not part of the runbook: it is how the harness observes the cluster, and it is printed
         as a note so the reader sees it.
         """
-        self.primary.psql(f"CREATE ROLE {HARNESS_ROLE} SUPERUSER LOGIN PASSWORD '{self.harness_password}';")
+        self.primary.psql(
+            "SET password_encryption = 'scram-sha-256';\n"  # the default only from PostgreSQL 14
+            f"CREATE ROLE {HARNESS_ROLE} SUPERUSER LOGIN PASSWORD '{self.harness_password}';"
+        )
         for node in self.nodes.values():
             rule = f"host all {HARNESS_ROLE} {node.host.runner_address}/32 scram-sha-256"
             node.append_conf("pg_hba.conf", f"# pgrepl-harness: the test runner's own access\n{rule}")
