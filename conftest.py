@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -54,8 +55,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--no-reuse", action="store_true", help="do not start hosts from snapshots of completed steps")
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # pytest then tears fixtures down: clusters removed
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Fail fast on a bad inventory; in an SSH run, make any `docker exec` an error."""
+    """Fail fast on a bad inventory; in an SSH run, make any `docker exec` an error; SIGTERM unwinds."""
+    signal.signal(signal.SIGTERM, _terminate)
     backends = _backends(config)
     if config.getoption("--inventory") is not None and backends != ["ssh"]:
         raise pytest.UsageError("--inventory needs --backend ssh (alone)")

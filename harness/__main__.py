@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -62,7 +63,13 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so every context manager removes what it started."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="bring up a primary and a secondary from a runbook, verify, show the result")
@@ -78,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     down.add_argument("--inventory", help="instead: remove what the runbook installed on these real hosts")
     down.set_defaults(func=_down)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: everything this run started has been removed", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
