@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
@@ -172,6 +173,18 @@ def docker_engine() -> None:
 
 
 @pytest.fixture(scope="session")
+def harness_log() -> Iterator[io.StringIO]:
+    """Everything any logger says during the session (DEBUG and up), for the no-secret check."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield buffer
+    root.removeHandler(handler)
+
+
+@pytest.fixture(scope="session")
 def inventory_reachable(pytestconfig: pytest.Config) -> None:
     """Stop the whole run at once, naming the host, when an inventory host cannot be reached."""
     import tempfile
@@ -211,6 +224,7 @@ def make_cluster(
 
     config = request.config
     inventory = _inventory(config)
+    request.getfixturevalue("harness_log")
     request.getfixturevalue("docker_engine" if inventory is None else "inventory_reachable")
     with ExitStack() as stack:
 

@@ -16,13 +16,15 @@ import time
 import docker
 
 
-def remove_images(with_base: bool) -> None:
+def remove_images(image: str) -> None:
+    """Forget one image profile's build, its snapshots and its base image: the next run is cold."""
+    from harness.images import ImageProfile
+
+    base = ImageProfile.load(image).base
     client = docker.from_env()
-    for image in client.images.list():
-        if any(
-            t.startswith(("pgrepl/", "pgrepl-snapshot/")) or (with_base and t == "debian:bookworm") for t in image.tags
-        ):
-            client.images.remove(image.id, force=True)
+    for found in client.images.list():
+        if any(t.startswith((f"pgrepl/{image}:", f"pgrepl-snapshot/{image}-")) or t == base for t in found.tags):
+            client.images.remove(found.id, force=True)
 
 
 def timed(argv: list[str]) -> float:
@@ -40,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     up = [sys.executable, "-m", "harness", "up", "--image", args.image]
     if args.cold:
-        remove_images(with_base=True)
+        remove_images(args.image)
         print(f"main job, cold (base image, image and snapshots built): {timed(up):.1f} s")
     warm = [timed(up) for _ in range(args.runs)]
     print(

@@ -6,6 +6,7 @@ import psycopg
 import pytest
 
 from harness.cluster import SetupIncomplete
+from harness.report import render
 from harness.runbook import StepFailed, drop_step, edit_block
 
 
@@ -44,6 +45,14 @@ def test_process_check_done_right_cannot_match_itself(cluster):
     secondary = cluster.secondary.host
     assert secondary.run('ps aux | grep "walsender.*streaming"', check=False).ok, "the source's check 'passes'"
     assert not secondary.run('ps -eo args | grep "[w]alsender.*streaming"', check=False).ok
+
+
+def test_secrets_are_used_but_never_shown(cluster, harness_log):
+    shown = cluster.transcript.render() + render(cluster, kept=True) + harness_log.getvalue()
+    for secret in (cluster.replication_password, cluster.harness_password):
+        assert secret not in shown
+    pgpass = cluster.secondary.host.run("cat ~postgres/.pgpass", user="root").stdout
+    assert cluster.replication_password in pgpass, "the generated password is the one in use"
 
 
 # --- negative controls: break one line of the runbook, the failure names the step -----------
