@@ -22,9 +22,12 @@ def remove_images(image: str) -> None:
 
     base = ImageProfile.load(image).base
     client = docker.from_env()
-    for found in client.images.list():
-        if any(t.startswith((f"pgrepl/{image}:", f"pgrepl-snapshot/{image}-")) or t == base for t in found.tags):
-            client.images.remove(found.id, force=True)
+    client.images.prune(filters={"dangling": True})  # old snapshot layers that lost their tag
+    # children before parents: snapshots, then builds, then the base
+    for prefix in (f"pgrepl-snapshot/{image}-", f"pgrepl/{image}:", base):
+        for found in client.images.list():
+            if any(t.startswith(prefix) for t in found.tags):
+                client.images.remove(found.id, force=True)
 
 
 def timed(argv: list[str]) -> float:
