@@ -40,6 +40,14 @@ def test_secondary_refuses_writes(cluster):
         cluster.secondary.query("CREATE TABLE refused (id int)")
 
 
+def test_primary_archives_completed_segments_without_failure(cluster):
+    """Step 2.3/2.4: the archive directory exists and is the postgres user's, so archiving works."""
+    before = cluster.primary.scalar("SELECT archived_count FROM pg_stat_archiver")
+    cluster.primary.advance_wal(1)
+    cluster.primary.poll_query_until(f"SELECT archived_count > {before} FROM pg_stat_archiver")
+    assert cluster.primary.scalar("SELECT failed_count FROM pg_stat_archiver") == 0
+
+
 def test_process_check_done_right_cannot_match_itself(cluster):
     """Source defect 12: the source's `ps | grep` finds its own grep on a host with no walsender."""
     secondary = cluster.secondary.host
