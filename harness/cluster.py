@@ -117,7 +117,12 @@ class Node:
         return int(self.scalar("SELECT system_identifier FROM pg_control_system()"))
 
     def timeline(self) -> int:
-        return int(self.scalar("SELECT timeline_id FROM pg_control_checkpoint()"))
+        """The timeline this primary writes WAL on (the first 8 hex digits of its WAL file's name).
+
+        Unlike pg_control_checkpoint(), which changes only at a promoted server's next
+        checkpoint, this follows a promotion at once.
+        """
+        return int(self.scalar("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), 16)
 
     def poll_query_until(self, sql: str, expected: object = True, *, timeout: float = 60) -> None:
         wait_until(

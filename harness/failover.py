@@ -147,15 +147,6 @@ class Failover:
         )
 
 
-def insert_timeline(node: Node) -> int:
-    """The timeline a primary writes WAL on: the first 8 hex digits of its current WAL file's name.
-
-    Unlike pg_control_checkpoint(), which changes only at the promoted server's next checkpoint,
-    this follows the promotion at once (pg_walfile_name uses the WAL insertion timeline).
-    """
-    return int(node.scalar("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), 16)
-
-
 def ids_on(node: Node) -> set[int]:
     return {row[0] for row in node.query(f"SELECT id FROM {TABLE} WHERE id > 0")}
 
@@ -200,7 +191,7 @@ def fail_over(cluster: Cluster, *, crash: bool = False) -> Failover:
     primary.wait_for_catchup(secondary)
     result = Failover(
         how="SIGKILL of the primary" if crash else "the runbook's fence (systemctl stop)",
-        timeline_before=insert_timeline(primary),
+        timeline_before=primary.timeline(),
     )
     writer = Writer(primary)
     writer.start()
@@ -239,7 +230,7 @@ def fail_over(cluster: Cluster, *, crash: bool = False) -> Failover:
     result.committed, result.unanswered = writer.committed, writer.unanswered
     result.writer_error = f"{type(writer.error).__name__}: {str(writer.error).strip()}" if writer.error else ""
     result.writer_rate = writer.rate
-    result.timeline_after = insert_timeline(secondary)
+    result.timeline_after = secondary.timeline()
     result.ids_after = ids_on(secondary)
     result.replay_lsn = secondary.lsn("replay")  # static after promotion: the last record recovery replayed
     result.old_state = control_state(primary)

@@ -23,8 +23,6 @@ def render(cluster: Cluster, *, kept: bool) -> str:
         cluster.summary(),
     ]
     if kept:
-        lines += ["", "== hosts kept running; remove them with: python -m harness down"]
-        for role, host in hosts.items():
-            container = host.url.removeprefix("docker://")
-            lines.append(f"{role:<9} docker exec -it -u ecs-user {container} sudo -u postgres psql")
+        lines += ["", "== hosts kept running (remove them with: python -m harness down); to get in:"]
+        lines += [f"{role:<9} {host.login_command}   then: sudo -u postgres psql" for role, host in hosts.items()]
     return redact("\n".join(lines))

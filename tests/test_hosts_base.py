@@ -29,6 +29,10 @@ class LocalHost(Host):
     def url(self) -> str:
         return "local://test"
 
+    @property
+    def login_command(self) -> str:
+        return "bash"
+
     def _transport(self, remote: list[str]) -> list[str]:
         self.remotes.append(remote)
         return ["bash", "-c", self.wrapper, "x", *remote]

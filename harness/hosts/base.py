@@ -118,6 +118,11 @@ class Host(ABC):
         """docker://container or ssh://user@host:port - what the transcript shows."""
 
     @property
+    @abstractmethod
+    def login_command(self) -> str:
+        """How a person opens a shell on this host."""
+
+    @property
     def runner_address(self) -> str:
         """The address this host sees the test runner's connections come from."""
         return "127.0.0.1"

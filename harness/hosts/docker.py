@@ -47,6 +47,10 @@ class DockerHost(Host):
         return f"docker://{self.container_name}"
 
     @property
+    def login_command(self) -> str:
+        return f"docker exec -it -u {self.login_user} {self.container_name} bash"
+
+    @property
     def runner_address(self) -> str:
         """The bridge's gateway: the address the runner has on the cluster's network."""
         wrapped = self.container.get_wrapped_container()

@@ -44,6 +44,10 @@ class SshHost(Host):
     def url(self) -> str:
         return f"ssh://{self.user}@{self.ssh_address}:{self.port}"
 
+    @property
+    def login_command(self) -> str:
+        return f"ssh -i {self.key} -p {self.port} {self.user}@{self.ssh_address}"
+
     def _options(self, shared: bool | None = None) -> list[str]:
         options = {
             "BatchMode": "yes",
