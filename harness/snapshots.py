@@ -65,14 +65,17 @@ class Snapshots:
     def image_for(self, host: str) -> tuple[str, set[str]]:
         """The image to start `host` from, and the steps it already contains."""
         tag = self.tag(host)
-        if tag is not None:
-            try:
-                self.client.images.get(tag)
-                self.restored.add(host)
-                return tag, {b.step for b in self.prefixes[host]}
-            except docker.errors.ImageNotFound:
-                pass
+        if tag is not None and self._exists(tag):
+            self.restored.add(host)
+            return tag, {b.step for b in self.prefixes[host]}
         return self.base_tag, set()
+
+    def _exists(self, tag: str) -> bool:
+        try:
+            self.client.images.get(tag)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
 
     def after_block(self, block: Block) -> None:
         """Commit the host's image once the last block of its prefix has run."""
@@ -80,6 +83,8 @@ class Snapshots:
         if block.host in self.restored or not prefix or block is not prefix[-1]:
             return
         host, tag = self.hosts[block.host], self.tag(block.host)
+        if self._exists(tag):  # another run (an xdist worker) saved it meanwhile
+            return
         # Stop PostgreSQL so the image holds a cleanly shut down cluster (no stale postmaster.pid).
         active = host.run(
             "systemctl list-units --state=active --plain --no-legend 'postgresql*' | awk '{print $1}'", user="root"
