@@ -356,6 +356,7 @@ class Cluster:
 
     def summary(self) -> str:
         return redact(
+            f"server: {self.primary.scalar('SELECT version()')}\n"
             "primary pg_stat_replication:\n"
             + self.primary.rows_as_text(
                 "SELECT application_name, client_addr, state, sent_lsn, replay_lsn, sync_state FROM pg_stat_replication"
