@@ -133,18 +133,21 @@ def remove_resources(selector: dict[str, str] | None = None, *, client: docker.D
     """Remove containers, then networks and volumes, carrying the harness label (and `selector`)."""
     client = client or docker.from_env()
     filters = {"label": [LABEL] + [f"{key}={value}" for key, value in (selector or {}).items()]}
-    removed = 0
-    for container in client.containers.list(all=True, filters=filters):
-        container.remove(force=True, v=True)
-        removed += 1
-    for collection in (client.networks, client.volumes):
-        for resource in collection.list(filters=filters):
-            try:
-                resource.remove()
-                removed += 1
-            except docker.errors.NotFound:
-                pass
+    removed = sum(_remove(c, force=True, v=True) for c in client.containers.list(all=True, filters=filters))
+    for collection in (client.networks, client.volumes):  # after the containers that use them
+        removed += sum(_remove(resource) for resource in collection.list(filters=filters))
     return removed
+
+
+def _remove(resource, **kwargs) -> int:
+    """Remove one resource; gone already (404) or being removed by another run (409) counts as done."""
+    try:
+        resource.remove(**kwargs)
+        return 1
+    except docker.errors.APIError as exc:
+        if exc.status_code in (404, 409):
+            return 0
+        raise
 
 
 def remove_orphans() -> int:
