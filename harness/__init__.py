@@ -6,6 +6,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNBOOKS_DIR = PROJECT_ROOT / "runbooks"
 IMAGES_DIR = PROJECT_ROOT / "images"
 DEFAULT_RUNBOOK = RUNBOOKS_DIR / "postgresql-primary-secondary.md"
+# The login user of every container image (with passwordless sudo), as on an ECS instance.
+LOGIN_USER = "ecs-user"
 
 
 def available_images() -> list[str]:

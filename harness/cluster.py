@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
+from psycopg.rows import namedtuple_row
 
+from harness.errors import SetupIncomplete
 from harness.hosts.base import Host
 from harness.layout import Layout, layout_for
-from harness.runbook import Block, Executor, Runbook, Transcript
+from harness.runbook import After, Before, Block, Executor, Runbook, StepHook, Transcript
+from harness.runbook.values import live_values
 from harness.secrets import Secret, redact
 from harness.waiting import WaitTimeout, wait_until
 
@@ -29,8 +33,8 @@ LSN_FUNCTIONS = {
 }
 
 
-class SetupIncomplete(AssertionError):
-    """Every setup step ran, yet the cluster is not replicating; the message says what is missing."""
+__all__ = ["Cluster", "Node", "SetupIncomplete"]
+STATEMENT_TIMEOUT_MS = 60_000  # no harness query may hang a test: a stuck server shows as an error
 
 
 class Node:
@@ -62,6 +66,7 @@ class Node:
             autocommit=True,
             connect_timeout=5,
             application_name="pgrepl-harness",
+            options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
             **kwargs,
         )
 
@@ -82,6 +87,16 @@ class Node:
     def scalar(self, sql: str, params: tuple | dict | None = None):
         rows = self.query(sql, params)
         return rows[0][0] if rows else None
+
+    def row(self, sql: str, params: tuple | dict | None = None) -> Any:
+        """The first row as a named tuple (columns as attributes), or None."""
+        try:
+            with self._connection().cursor(row_factory=namedtuple_row) as cur:
+                cur.execute(sql, params)
+                return cur.fetchone()
+        except psycopg.OperationalError:
+            self.close()
+            raise
 
     def rows_as_text(self, sql: str) -> str:
         """A query's rows with column names, for failure messages; never raises."""
@@ -123,6 +138,53 @@ class Node:
         checkpoint, this follows a promotion at once.
         """
         return int(self.scalar("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), 16)
+
+    def slot(self, name: str) -> Any:
+        """This node's replication slot `name` (pg_replication_slots: active, restart_lsn as text,
+        wal_status, safe_wal_size), or None when there is no such slot."""
+        return self.row(
+            "SELECT slot_name, active, restart_lsn::text AS restart_lsn, wal_status, safe_wal_size "
+            "FROM pg_replication_slots WHERE slot_name = %s",
+            (name,),
+        )
+
+    def archiver(self) -> Any:
+        """pg_stat_archiver: archived_count, last_archived_wal, failed_count, last_failed_wal."""
+        return self.row("SELECT archived_count, last_archived_wal, failed_count, last_failed_wal FROM pg_stat_archiver")
+
+    def has_wal_segment(self, lsn: str) -> bool:
+        """Whether the WAL segment holding `lsn` is still in pg_wal."""
+        return bool(
+            self.scalar("SELECT count(*) > 0 FROM pg_ls_waldir() WHERE name = pg_walfile_name(%s::pg_lsn)", (lsn,))
+        )
+
+    def wait_for_slot(self, name: str, *, timeout: float = 60, **expected: object) -> Any:
+        """Wait until slot `name` has every `column=value` of `expected` (e.g. active=False, wal_status="lost")."""
+        return wait_until(
+            lambda: (
+                (slot := self.slot(name)) is not None
+                and all(getattr(slot, key) == value for key, value in expected.items())
+                and slot
+            ),
+            timeout=timeout,
+            what=f"slot {name} on {self.name} to have {expected}",
+            seen=lambda: self.rows_as_text("SELECT * FROM pg_replication_slots"),
+        )
+
+    def wait_for_archiver(self, condition: str, *, timeout: float = 60) -> None:
+        """Wait until pg_stat_archiver satisfies the SQL `condition` (e.g. "failed_count > 0")."""
+        self.poll_query_until(f"SELECT {condition} FROM pg_stat_archiver", timeout=timeout)
+
+    def wait_for_archived(self, *, segment: str | None = None, beyond_count: int | None = None) -> None:
+        """Wait until `segment` has been archived, or more than `beyond_count` segments have."""
+        if segment is not None:
+            self.wait_for_archiver(f"last_archived_wal >= '{segment}'")
+        if beyond_count is not None:
+            self.wait_for_archiver(f"archived_count > {int(beyond_count)}")
+
+    def wait_for_no_walsender(self, *, timeout: float = 60) -> None:
+        """Wait until no standby streams from this node (after stopping or cutting it off)."""
+        self.poll_query_until("SELECT count(*) FROM pg_stat_replication", 0, timeout=timeout)
 
     def poll_query_until(self, sql: str, expected: object = True, *, timeout: float = 60) -> None:
         wait_until(
@@ -242,29 +304,28 @@ class Node:
 
 @dataclass
 class Cluster:
-    """A primary and a secondary, the runbook that sets them up, and its transcript."""
+    """A primary and a secondary, the runbook that sets them up, and its transcript.
+
+    Constructing one does no I/O: the lifecycle layer (harness.lifecycle) has already started
+    the hosts and learned their addresses and OS family.
+    """
 
     runbook: Runbook
     hosts: Mapping[str, Host]
+    family: str
     pg_major: int
     variant: str | None
     log: Callable[[str], None] = print
+    hooks: Sequence[StepHook] = ()
     replication_password: Secret = field(default_factory=Secret.generate)
     harness_password: Secret = field(default_factory=Secret.generate)
-    reused: dict[str, set[str]] = field(default_factory=dict)
-    after_block: Callable[[Block], None] | None = None
 
     def __post_init__(self) -> None:
-        self.family = self.hosts["primary"].os.family
-        self.values = {
-            "primary.address": self.hosts["primary"].address,
-            "secondary.address": self.hosts["secondary"].address,
-            "secret.replication_password": self.replication_password,
-            "pg_major": str(self.pg_major),
-        }
+        addresses = {role: host.address for role, host in self.hosts.items()}
+        self.values = live_values(addresses, self.replication_password, self.pg_major)
         layout = layout_for(self.family, self.pg_major)
         self.nodes = {name: Node(host, layout, self.harness_password) for name, host in self.hosts.items()}
-        self.executor = Executor(self.runbook, self.hosts, self.values, log=self.log)
+        self._executor = Executor(self.runbook, self.hosts, self.values, log=self.log, hooks=self.hooks)
 
     @property
     def primary(self) -> Node:
@@ -276,23 +337,32 @@ class Cluster:
 
     @property
     def transcript(self) -> Transcript:
-        return self.executor.transcript
+        return self._executor.transcript
+
+    def note(self, text: str) -> None:
+        """A line for the transcript's notes (a deviation the reader must see)."""
+        self._executor.note(text)
 
     def blocks(self, *parts: str) -> list[Block]:
         return self.runbook.select(family=self.family, parts=parts, variant=self.variant)
 
-    def run(self, *parts: str) -> Transcript:
-        """Run the runbook's blocks of `parts` for this cluster's OS family, in order."""
-        for block in self.blocks(*parts):
-            if block.step in self.reused.get(block.host, set()):
-                self.executor.record_reused(block)
-                continue
-            self.executor.run_block(block)
-            if self.after_block is not None:
-                self.after_block(block)
-        for node in self.nodes.values():
-            node.close()  # the steps may have restarted servers: next query opens a fresh connection
-        return self.transcript
+    def run(
+        self,
+        *parts: str,
+        steps: Collection[str] | None = None,
+        before: Before | None = None,
+        after: After | None = None,
+    ) -> Transcript:
+        """Run the runbook's blocks of `parts` (only `steps`, if given) for this OS family, in order.
+
+        `before(block)` and `after(block, result)` let a scenario act around a step.
+        """
+        blocks = [b for b in self.blocks(*parts) if steps is None or b.step in steps]
+        try:
+            return self._executor.run(blocks, before=before, after=after)
+        finally:
+            for node in self.nodes.values():
+                node.close()  # the steps may have restarted servers: next query opens a fresh connection
 
     def setup(self) -> Transcript:
         """Steps 2 and 3 of the runbook, then the harness's own access, then wait for streaming."""
@@ -301,49 +371,29 @@ class Cluster:
         try:
             self.primary.wait_for_streaming(self.secondary, timeout=30)
         except WaitTimeout as exc:
-            raise SetupIncomplete(self._why_not_streaming(exc)) from exc
+            raise SetupIncomplete(_why_not_streaming(self, exc)) from exc
         return self.transcript
-
-    def _why_not_streaming(self, exc: WaitTimeout) -> str:
-        last = {r.host: r.step for r in self.transcript.records}
-        hints = []
-        # psql over the local socket: the harness role may not exist on a secondary that never replicated
-        if self.secondary.psql("SELECT pg_is_in_recovery()", check=False) == "f":
-            hints.append(
-                "the secondary is not in recovery (pg_is_in_recovery() = false): the steps that make it "
-                "a standby (standby.signal) did not take effect"
-            )
-        if self.secondary.psql("SELECT count(*) FROM pg_stat_wal_receiver", check=False) == "0":
-            hints.append(
-                "the secondary has no walreceiver (pg_stat_wal_receiver is empty): check primary_conninfo "
-                "and the primary's pg_hba.conf rule; the secondary's log says more"
-            )
-        return redact(
-            f"the runbook's setup steps all succeeded (last on primary: {last.get('primary')}, on secondary: "
-            f"{last.get('secondary')}) but the secondary does not stream from the primary.\n"
-            + "".join(f"- {hint}\n" for hint in hints)
-            + str(exc)
-        )
 
     def verify(self) -> Transcript:
         """Step 4 of the runbook, as written."""
         return self.run("verify")
 
-    def grant_harness_access(self) -> None:
+    def grant_harness_access(self, *nodes: Node) -> None:
         """A superuser for the test runner's psycopg connections, allowed from the runner only.
 
         Not part of the runbook: it is how the harness observes the cluster, and it is printed
-        as a note so the reader sees it.
+        as a note so the reader sees it. The role is created on the primary (a standby gets it by
+        replication); `nodes` (default: both) get the pg_hba.conf rule.
         """
         self.primary.psql(
             "SET password_encryption = 'scram-sha-256';\n"  # the default only from PostgreSQL 14
             f"CREATE ROLE {HARNESS_ROLE} SUPERUSER LOGIN PASSWORD '{self.harness_password}';"
         )
-        for node in self.nodes.values():
+        for node in nodes or tuple(self.nodes.values()):
             rule = f"host all {HARNESS_ROLE} {node.host.runner_address}/32 scram-sha-256"
             node.append_conf("pg_hba.conf", f"# pgrepl-harness: the test runner's own access\n{rule}")
             node.reload()
-        self.executor.note(
+        self.note(
             f"harness: role {HARNESS_ROLE} and one pg_hba.conf rule per node for the test runner "
             "(not part of the runbook)"
         )
@@ -351,20 +401,26 @@ class Cluster:
     def close(self) -> None:
         for node in self.nodes.values():
             node.close()
-        for host in self.hosts.values():
-            host.close()
 
-    def summary(self) -> str:
-        return redact(
-            f"server: {self.primary.scalar('SELECT version()')}\n"
-            "primary pg_stat_replication:\n"
-            + self.primary.rows_as_text(
-                "SELECT application_name, client_addr, state, sent_lsn, replay_lsn, sync_state FROM pg_stat_replication"
-            )
-            + "\nprimary pg_replication_slots:\n"
-            + self.primary.rows_as_text("SELECT slot_name, active, restart_lsn, wal_status FROM pg_replication_slots")
-            + "\nsecondary pg_stat_wal_receiver:\n"
-            + self.secondary.rows_as_text(
-                "SELECT status, sender_host, slot_name, latest_end_lsn FROM pg_stat_wal_receiver"
-            )
+
+def _why_not_streaming(cluster: Cluster, exc: WaitTimeout) -> str:
+    """What a set-up that ran every step yet does not stream lacks, in the reader's words."""
+    last = {r.host: r.step for r in cluster.transcript.records}
+    hints = []
+    # psql over the local socket: the harness role may not exist on a secondary that never replicated
+    if cluster.secondary.psql("SELECT pg_is_in_recovery()", check=False) == "f":
+        hints.append(
+            "the secondary is not in recovery (pg_is_in_recovery() = false): the steps that make it "
+            "a standby (standby.signal) did not take effect"
         )
+    if cluster.secondary.psql("SELECT count(*) FROM pg_stat_wal_receiver", check=False) == "0":
+        hints.append(
+            "the secondary has no walreceiver (pg_stat_wal_receiver is empty): check primary_conninfo "
+            "and the primary's pg_hba.conf rule; the secondary's log says more"
+        )
+    return redact(
+        f"the runbook's setup steps all succeeded (last on primary: {last.get('primary')}, on secondary: "
+        f"{last.get('secondary')}) but the secondary does not stream from the primary.\n"
+        + "".join(f"- {hint}\n" for hint in hints)
+        + str(exc)
+    )

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import psycopg
 
 from harness.cluster import Cluster, Node
+from harness.hosts.base import Result
+from harness.runbook import Block
 from harness.waiting import WaitTimeout, wait_until
 
 TABLE = "promotion_rows"
@@ -180,6 +182,31 @@ def wal_after(node: Node, start_lsn: str, timeline: int) -> tuple[str | None, in
     return (ends[-1] if ends else None), records
 
 
+class _AroundFailover:
+    """What happens around the runbook's failover steps, found by their `action` attribute:
+    the first-write probe starts just before the promote step; the writer must end at the fence."""
+
+    def __init__(self, cluster: Cluster, writer: Writer, result: Failover):
+        self.cluster, self.writer, self.result = cluster, writer, result
+        self.probe: FirstWrite | None = None
+        self.promote_started = 0.0
+
+    def before(self, block: Block) -> None:
+        if block.action == "promote":
+            self.probe = FirstWrite(self.cluster.secondary)
+            self.probe.start()
+            self.promote_started = time.monotonic()
+
+    def after(self, block: Block, _result: Result) -> None:
+        if block.action == "promote":
+            self.result.promote_seconds = time.monotonic() - self.promote_started
+        elif block.action == "fence":
+            self.cluster.primary.close()
+            self.writer.join(timeout=60)
+            if self.writer.is_alive():
+                raise AssertionError("the writer still commits on the fenced primary")
+
+
 def fail_over(cluster: Cluster, *, crash: bool = False) -> Failover:
     """With a writer committing on the primary, run the runbook's failover part; measure RTO and RPO.
 
@@ -205,28 +232,15 @@ def fail_over(cluster: Cluster, *, crash: bool = False) -> Failover:
         result.replayed_before = secondary.scalar(f"SELECT coalesce(max(id), 0) FROM {TABLE}")
         if crash:
             primary.kill9()
-        promote_started = 0.0
-        probe: FirstWrite | None = None
-        for block in cluster.blocks("failover"):
-            if block.step == "failover-promote":
-                probe = FirstWrite(secondary)
-                probe.start()
-                promote_started = time.monotonic()
-                cluster.executor.run_block(block)
-                result.promote_seconds = time.monotonic() - promote_started
-            else:
-                cluster.executor.run_block(block)
-            if block.step == "failover-fence-primary":
-                primary.close()
-                writer.join(timeout=60)
-                if writer.is_alive():
-                    raise AssertionError("the writer still commits on the fenced primary")
+        around = _AroundFailover(cluster, writer, result)
+        cluster.run("failover", before=around.before, after=around.after)
     finally:
         writer.halt.set()  # when a step failed: no writing on past the test
-    assert probe is not None, "the failover part has no failover-promote step"
+    probe = around.probe
+    assert probe is not None, 'the failover part has no block with "action":"promote"'
     probe.join(timeout=90)
     if probe.accepted_at is not None:
-        result.rto = probe.accepted_at - promote_started
+        result.rto = probe.accepted_at - around.promote_started
     result.committed, result.unanswered = writer.committed, writer.unanswered
     result.writer_error = f"{type(writer.error).__name__}: {str(writer.error).strip()}" if writer.error else ""
     result.writer_rate = writer.rate

@@ -1,6 +1,7 @@
 """Image profiles (images/NAME/image.toml) and the one code path that builds them.
 
-An image is built from images/NAME/Dockerfile plus images/common/, with the docker SDK. Its
+An image is built from images/common/ (its Dockerfile, unless images/NAME/ has its own) and
+the profile, with the docker SDK. Its
 tag carries a hash of that context and of the base image, so an unchanged Dockerfile is not
 rebuilt. When the base image is neither local nor pullable (no registry here), a Debian base
 is made from the Debian archive with debootstrap and imported under the base's name, so the
@@ -12,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -26,14 +28,38 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from harness import IMAGES_DIR, available_images
+from harness import IMAGES_DIR, LOGIN_USER, available_images
+from harness.errors import ImageUnavailable
 from harness.labels import LABEL
+from harness.waiting import wait_until
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+__all__ = [
+    "ImageProfile",
+    "ImageUnavailable",
+    "ensure_image",
+    "image_exists",
+    "image_repository",
+    "snapshot_repository",
+]
 
 
-class ImageUnavailable(Exception):
-    """This image cannot be built on this machine; the message names what is missing."""
+def image_repository(image: str) -> str:
+    """Where builds of image profile `image` are tagged (the tag is a hash of the build context)."""
+    return f"pgrepl/{image}"
+
+
+def snapshot_repository(image: str, host: str) -> str:
+    """Where snapshots of `host` (a role) started from `image` are tagged (see harness.snapshots)."""
+    return f"pgrepl-snapshot/{image}-{host}"
+
+
+def image_exists(client: docker.DockerClient, tag: str) -> bool:
+    try:
+        client.images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
 
 
 @dataclass(frozen=True)
@@ -47,6 +73,7 @@ class ImageProfile:
     debootstrap_suite: str | None = None
     debootstrap_script: str | None = None
     apt_ignore_valid_until: bool = False
+    lang: str = "C.UTF-8"
     directory: Path = field(default=IMAGES_DIR, repr=False)
 
     @classmethod
@@ -54,14 +81,14 @@ class ImageProfile:
         path = IMAGES_DIR / name / "image.toml"
         if not path.is_file():
             known = ", ".join(available_images()) or "none"
-            raise ValueError(f"unknown image {name!r}: no {path} (known: {known})")
+            raise ImageUnavailable(f"unknown image {name!r}: no {path} (known: {known})")
         data = tomllib.loads(path.read_text())
         return cls(name=name, directory=path.parent, **data)
 
     def context_files(self) -> dict[str, bytes]:
-        """The build context: this image's directory and images/common/."""
+        """The build context: images/common/ and this image's directory (which may hold its own Dockerfile)."""
         files: dict[str, bytes] = {}
-        for root, prefix in ((self.directory, ""), (IMAGES_DIR / "common", "common/")):
+        for root, prefix in ((IMAGES_DIR / "common", "common/"), (self.directory, "")):
             for path in sorted(root.rglob("*")):
                 if path.is_file():
                     files[prefix + path.relative_to(root).as_posix()] = path.read_bytes()
@@ -72,11 +99,25 @@ def _client() -> docker.DockerClient:
     return docker.from_env()
 
 
+BUILD_LOCK_TIMEOUT = 1800.0  # a cold build of every image takes minutes, never this long
+
+
 @contextmanager
 def _build_lock(name: str) -> Iterator[None]:
-    """Serialise builds of one image across pytest-xdist workers and parallel commands."""
-    with open(Path(tempfile.gettempdir()) / f"pgrepl-build-{name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    """Serialise builds of one image across pytest-xdist workers and parallel commands (per user)."""
+    path = Path(tempfile.gettempdir()) / f"pgrepl-build-{os.getuid()}-{name}.lock"
+
+    def locked() -> bool:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    with open(path, "w") as handle:
+        wait_until(
+            locked, timeout=BUILD_LOCK_TIMEOUT, interval=0.5, what=f"the build lock {path} (held by another build)"
+        )
         yield
 
 
@@ -86,16 +127,14 @@ def ensure_image(profile: ImageProfile, *, log=print) -> str:
     with _build_lock(profile.name):
         base_id = ensure_base(profile, client, log=log)
         files = profile.context_files()
-        digest = hashlib.sha256(base_id.encode())
+        digest = hashlib.sha256(f"{base_id}\0{LOGIN_USER}\0".encode())
         for name, data in files.items():
             digest.update(name.encode() + b"\0" + data + b"\0")
-        tag = f"pgrepl/{profile.name}:{digest.hexdigest()[:12]}"
-        try:
-            client.images.get(tag)
+        tag = f"{image_repository(profile.name)}:{digest.hexdigest()[:12]}"
+        if image_exists(client, tag):
             return tag
-        except docker.errors.ImageNotFound:
-            pass
-        log(f"building image {tag} from images/{profile.name}/Dockerfile")
+        dockerfile = "Dockerfile" if "Dockerfile" in files else "common/Dockerfile"
+        log(f"building image {tag} for images/{profile.name} with {dockerfile}")
         context = io.BytesIO()
         with tarfile.open(fileobj=context, mode="w") as tar:
             for name, data in files.items():
@@ -107,8 +146,9 @@ def ensure_image(profile: ImageProfile, *, log=print) -> str:
             client.images.build(
                 fileobj=context,
                 custom_context=True,
+                dockerfile=dockerfile,
                 tag=tag,
-                buildargs={"BASE": profile.base},
+                buildargs={"BASE": profile.base, "LOGIN_USER": LOGIN_USER, "LANG": profile.lang},
                 labels={LABEL: "image", f"{LABEL}.image": profile.name},
                 rm=True,
                 forcerm=True,

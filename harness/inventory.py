@@ -25,11 +25,13 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.errors import HarnessError
+
 ROLES = ("primary", "secondary")
 
 
-class InventoryError(ValueError):
-    pass
+class InventoryError(HarnessError, ValueError):
+    """The inventory file is wrong; the message names the file and the field."""
 
 
 @dataclass(frozen=True)

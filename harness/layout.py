@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.errors import HarnessError
+
+
+class UnsupportedOs(HarnessError, ValueError):
+    """A host whose OS family the runbook has no section for."""
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -144,4 +150,7 @@ def layout_for(family: str, pg_major: int) -> Layout:
     try:
         return LAYOUTS[family](family, pg_major)
     except KeyError:
-        raise ValueError(f"no PostgreSQL layout known for OS family {family!r} (known: {sorted(LAYOUTS)})") from None
+        raise UnsupportedOs(
+            f"no PostgreSQL layout known for OS family {family!r} (known: {sorted(LAYOUTS)}): "
+            "use a host of a family the runbook covers"
+        ) from None

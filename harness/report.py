@@ -6,6 +6,22 @@ from harness.cluster import Cluster
 from harness.secrets import redact
 
 
+def replication_state(cluster: Cluster) -> str:
+    """The server version and the three replication views, as rows."""
+    primary, secondary = cluster.primary, cluster.secondary
+    return (
+        f"server: {primary.scalar('SELECT version()')}\n"
+        "primary pg_stat_replication:\n"
+        + primary.rows_as_text(
+            "SELECT application_name, client_addr, state, sent_lsn, replay_lsn, sync_state FROM pg_stat_replication"
+        )
+        + "\nprimary pg_replication_slots:\n"
+        + primary.rows_as_text("SELECT slot_name, active, restart_lsn, wal_status FROM pg_replication_slots")
+        + "\nsecondary pg_stat_wal_receiver:\n"
+        + secondary.rows_as_text("SELECT status, sender_host, slot_name, latest_end_lsn FROM pg_stat_wal_receiver")
+    )
+
+
 def render(cluster: Cluster, *, kept: bool) -> str:
     hosts = cluster.hosts
     lines = [
@@ -20,9 +36,9 @@ def render(cluster: Cluster, *, kept: bool) -> str:
         cluster.transcript.render(),
         "",
         "== replication state",
-        cluster.summary(),
+        replication_state(cluster),
     ]
     if kept:
-        lines += ["", "== hosts kept running (remove them with: python -m harness down); to get in:"]
+        lines += ["", "== hosts kept running (remove them with: pgrepl-harness down); to get in:"]
         lines += [f"{role:<9} {host.login_command}   then: sudo -u postgres psql" for role, host in hosts.items()]
     return redact("\n".join(lines))

@@ -6,13 +6,11 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from harness.errors import WaitTimeout
 from harness.secrets import redact
 
 T = TypeVar("T")
-
-
-class WaitTimeout(AssertionError):
-    """A condition did not hold in time; the message says what was last seen."""
+__all__ = ["WaitTimeout", "wait_until"]
 
 
 def wait_until(

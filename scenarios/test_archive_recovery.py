@@ -8,8 +8,8 @@ import pytest
 
 from harness.runbook import drop_step
 
+pytestmark = pytest.mark.parts("setup", "archive")
 SHARED_ARCHIVE = {"archive": "/mnt/pgarchive"}
-SLOT_ACTIVE = "SELECT active FROM pg_replication_slots WHERE slot_name = 'secondary_slot'"
 CHECKSUM = "SELECT count(*), md5(string_agg(id || ':' || note, ',' ORDER BY id)) FROM archive_rows"
 
 
@@ -19,16 +19,16 @@ def drive_secondary_past_its_wal(cluster) -> SimpleNamespace:
     assert primary.scalar("SHOW wal_keep_size") == "0", "wal_keep_size would keep the WAL this outage must remove"
     replayed = secondary.lsn("replay")
     secondary.stop()
-    primary.poll_query_until(SLOT_ACTIVE, False)
+    primary.wait_for_slot("secondary_slot", active=False)
     primary.query("SELECT pg_drop_replication_slot('secondary_slot')")
     primary.query("CREATE TABLE archive_rows (id int PRIMARY KEY, note text)")
     primary.query("INSERT INTO archive_rows SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
     primary.advance_wal(5)
     needed = primary.scalar("SELECT pg_walfile_name(%s::pg_lsn)", (replayed,))
-    primary.poll_query_until(f"SELECT last_archived_wal >= '{needed}' FROM pg_stat_archiver")
+    primary.wait_for_archived(segment=needed)
     primary.checkpoint()
     primary.checkpoint()
-    assert not primary.query("SELECT name FROM pg_ls_waldir() WHERE name = %s", (needed,)), f"{needed} still in pg_wal"
+    assert not primary.has_wal_segment(replayed), f"{needed} still in pg_wal"
     primary.query("SELECT pg_create_physical_replication_slot('secondary_slot', true)")
     return SimpleNamespace(needed=needed, log_offset=secondary.log_offset())
 
@@ -39,7 +39,7 @@ def recovered(make_cluster):
     cluster = make_cluster(volumes=SHARED_ARCHIVE)
     cluster.setup()
     cluster.run("archive")
-    archived_before = cluster.primary.scalar("SELECT archived_count FROM pg_stat_archiver")
+    archived_before = cluster.primary.archiver().archived_count
     outage = drive_secondary_past_its_wal(cluster)
     cluster.secondary.start()
     return SimpleNamespace(cluster=cluster, archived_before=archived_before, **vars(outage))
@@ -57,7 +57,7 @@ def test_secondary_streams_again_and_has_the_primary_s_data(recovered):
     primary, secondary = recovered.cluster.primary, recovered.cluster.secondary
     primary.wait_for_streaming(secondary)
     primary.wait_for_catchup(secondary)
-    assert primary.scalar(SLOT_ACTIVE) is True
+    assert primary.slot("secondary_slot").active
     assert secondary.query(CHECKSUM) == primary.query(CHECKSUM)
     assert secondary.scalar("SELECT count(*) FROM archive_rows") == 1000
 
@@ -65,8 +65,8 @@ def test_secondary_streams_again_and_has_the_primary_s_data(recovered):
 def test_archiving_to_the_shared_directory_never_fails(recovered):
     """pg_stat_archiver: no failed attempt, and the segments of the outage were archived."""
     primary = recovered.cluster.primary
-    primary.poll_query_until(f"SELECT archived_count > {recovered.archived_before} FROM pg_stat_archiver")
-    assert primary.scalar("SELECT failed_count FROM pg_stat_archiver") == 0
+    primary.wait_for_archived(beyond_count=recovered.archived_before)
+    assert primary.archiver().failed_count == 0
 
 
 # --- negative controls: the source as written ---------------------------------------------
@@ -87,5 +87,5 @@ def test_without_the_archive_directory_archiving_fails(make_cluster, runbook):
     cluster = make_cluster(drop_step(runbook, "primary-archive-dir"))
     cluster.setup()
     cluster.primary.advance_wal(1)
-    cluster.primary.poll_query_until("SELECT failed_count > 0 FROM pg_stat_archiver", timeout=30)
-    assert cluster.primary.scalar("SELECT archived_count FROM pg_stat_archiver") == 0
+    cluster.primary.wait_for_archiver("failed_count > 0", timeout=30)
+    assert cluster.primary.archiver().archived_count == 0

@@ -6,6 +6,8 @@ import pytest
 
 from harness.runbook import StepFailed, drop_step
 
+pytestmark = pytest.mark.parts("setup", "verify")
+
 
 @pytest.fixture(scope="module", params=["primary", "secondary"])
 def node(request, cluster):

@@ -15,6 +15,7 @@ from harness.cluster import Cluster
 from harness.failover import PROBE_ID, TABLE, Failover, fail_over
 from harness.runbook import StepFailed, drop_step
 
+pytestmark = pytest.mark.parts("setup", "failover", "rejoin")
 FIGURES = Path("/tmp/pgrepl-promotion-figures.txt")
 
 
@@ -43,10 +44,12 @@ def promoted(make_cluster) -> tuple[Cluster, Failover]:
 def rejoined(promoted) -> Cluster:
     """The same cluster after Step 8: the old primary rewound and streaming from the new one."""
     cluster, _ = promoted
-    for block in cluster.blocks("rejoin"):
-        result = cluster.executor.run_block(block)
-        if block.step == "rejoin-rewind":
+
+    def show_rewind(block, result):
+        if block.action == "rewind":
             record_figures(f"== rejoin ==\npg_rewind said:\n{result.tail(4)}\n")
+
+    cluster.run("rejoin", after=show_rewind)
     return cluster
 
 
@@ -84,7 +87,7 @@ def test_old_primary_rejoins_as_a_streaming_standby(rejoined, promoted):
     new, old = rejoined.secondary, rejoined.primary
     rows = new.query("SELECT application_name, state, host(client_addr) FROM pg_stat_replication")
     assert ("old_primary", "streaming", old.host.address) in rows
-    assert new.query("SELECT active FROM pg_replication_slots WHERE slot_name = 'primary_slot'") == [(True,)]
+    assert new.slot("primary_slot").active
     assert old.in_recovery()
     assert old.query("SELECT status, received_tli, slot_name FROM pg_stat_wal_receiver") == [
         ("streaming", promoted[1].timeline_after, "primary_slot")

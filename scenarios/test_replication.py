@@ -9,6 +9,8 @@ from harness.cluster import SetupIncomplete
 from harness.report import render
 from harness.runbook import StepFailed, drop_step, edit_block
 
+pytestmark = pytest.mark.parts("setup", "verify")
+
 
 def test_primary_has_a_streaming_walsender_for_the_secondary(cluster):
     rows = cluster.primary.query("SELECT application_name, state, host(client_addr) FROM pg_stat_replication")
@@ -18,9 +20,7 @@ def test_primary_has_a_streaming_walsender_for_the_secondary(cluster):
 def test_secondary_walreceiver_streams_through_the_slot(cluster):
     status, sender, slot = cluster.secondary.query("SELECT status, sender_host, slot_name FROM pg_stat_wal_receiver")[0]
     assert (status, sender, slot) == ("streaming", cluster.primary.host.address, "secondary_slot")
-    assert cluster.primary.query("SELECT active FROM pg_replication_slots WHERE slot_name = 'secondary_slot'") == [
-        (True,)
-    ]
+    assert cluster.primary.slot("secondary_slot").active
 
 
 def test_secondary_is_a_hot_standby(cluster):
@@ -42,10 +42,10 @@ def test_secondary_refuses_writes(cluster):
 
 def test_primary_archives_completed_segments_without_failure(cluster):
     """Step 2.3/2.4: the archive directory exists and is the postgres user's, so archiving works."""
-    before = cluster.primary.scalar("SELECT archived_count FROM pg_stat_archiver")
+    before = cluster.primary.archiver().archived_count
     cluster.primary.advance_wal(1)
-    cluster.primary.poll_query_until(f"SELECT archived_count > {before} FROM pg_stat_archiver")
-    assert cluster.primary.scalar("SELECT failed_count FROM pg_stat_archiver") == 0
+    cluster.primary.wait_for_archived(beyond_count=before)
+    assert cluster.primary.archiver().failed_count == 0
 
 
 def test_process_check_done_right_cannot_match_itself(cluster):

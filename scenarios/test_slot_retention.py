@@ -7,6 +7,8 @@ import pytest
 from harness.cluster import Cluster, Node
 from harness.runbook import drop_step, edit_block
 
+pytestmark = pytest.mark.parts("setup", "slot-limit")
+SLOT = "secondary_slot"
 TABLE = "outage_rows"
 CONTENT = f"SELECT count(*), md5(coalesce(string_agg(id::text || note, ',' ORDER BY id), '')) FROM {TABLE}"
 
@@ -20,23 +22,11 @@ def write_during_outage(primary: Node, segments: int) -> None:
     primary.checkpoint()
 
 
-def segment_on_disk(primary: Node, lsn: str) -> bool:
-    return bool(
-        primary.scalar("SELECT count(*) > 0 FROM pg_ls_waldir() WHERE name = pg_walfile_name(%s::pg_lsn)", (lsn,))
-    )
-
-
-def slot(primary: Node) -> tuple:
-    return primary.query(
-        "SELECT active, restart_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = 'secondary_slot'"
-    )[0]
-
-
 def stop_secondary(cluster: Cluster) -> str:
     """Stop the secondary; return the LSN it had replayed."""
     replayed = cluster.secondary.lsn("replay")
     cluster.secondary.stop()
-    cluster.primary.poll_query_until("SELECT count(*) FROM pg_stat_replication", 0)
+    cluster.primary.wait_for_no_walsender()
     return replayed
 
 
@@ -52,14 +42,14 @@ def test_slot_keeps_wal_for_a_stopped_secondary_which_then_catches_up(slot_clust
     primary, secondary = slot_cluster.primary, slot_cluster.secondary
     system_id = secondary.system_identifier()
     stop_secondary(slot_cluster)
-    active, restart_lsn, _ = slot(primary)
-    assert not active
+    before = primary.slot(SLOT)
+    assert not before.active
 
     write_during_outage(primary, segments=5)
 
-    _, held_lsn, wal_status = slot(primary)
-    assert held_lsn == restart_lsn and wal_status in ("reserved", "extended")
-    assert segment_on_disk(primary, restart_lsn), "the segment the secondary needs was removed"
+    after = primary.slot(SLOT)
+    assert after.restart_lsn == before.restart_lsn and after.wal_status in ("reserved", "extended")
+    assert primary.has_wal_segment(before.restart_lsn), "the segment the secondary needs was removed"
     secondary.start()
     primary.wait_for_catchup(secondary)
     assert secondary.system_identifier() == system_id, "the secondary was rebuilt, not caught up"
@@ -74,9 +64,9 @@ def test_slot_keeps_wal_across_a_network_cut_then_streaming_resumes(slot_cluster
         # Feedback sent before the cut may still land, so the slot may move up to here, not past it.
         cut_lsn = primary.lsn("write")
         write_during_outage(primary, segments=3)
-        _, held_lsn, _ = slot(primary)
+        held_lsn = primary.slot(SLOT).restart_lsn
         assert primary.scalar("SELECT %s::pg_lsn <= %s::pg_lsn", (held_lsn, cut_lsn)), "the slot let go of WAL"
-        assert segment_on_disk(primary, held_lsn)
+        assert primary.has_wal_segment(held_lsn)
     finally:
         primary.heal()
     primary.wait_for_catchup(secondary, timeout=90)
@@ -87,14 +77,14 @@ def test_bounded_slot_is_invalidated_and_wal_stays_bounded(slot_cluster):
     primary = slot_cluster.primary
     stop_secondary(slot_cluster)
     slot_cluster.run("slot-limit")
-    _, restart_lsn, _ = slot(primary)
+    restart_lsn = primary.slot(SLOT).restart_lsn
     offset = primary.log_offset()
 
     write_during_outage(primary, segments=8)
 
-    primary.poll_query_until("SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'secondary_slot'", "lost")
-    primary.wait_for_log(r"invalidating (obsolete replication )?slot \"secondary_slot\"", offset)
-    assert not segment_on_disk(primary, restart_lsn), "the bounded slot still holds WAL"
+    primary.wait_for_slot(SLOT, wal_status="lost")
+    primary.wait_for_log(rf"invalidating (obsolete replication )?slot \"{SLOT}\"", offset)
+    assert not primary.has_wal_segment(restart_lsn), "the bounded slot still holds WAL"
     wal_mb = primary.scalar("SELECT sum(size) / 1024 / 1024 FROM pg_ls_waldir()")
     print(f"pg_wal after invalidation: {wal_mb} MB (max_slot_wal_keep_size = 64MB)")
 

@@ -10,15 +10,18 @@ import pytest
 
 from harness import RUNBOOKS_DIR
 from harness.runbook import StepFailed, parse_runbook
-from harness.waiting import wait_until
+
+pytestmark = pytest.mark.parts("setup", "verify")
 
 
 @pytest.fixture(scope="module")
 def source(make_cluster):
+    """The source's steps until the first that fails; then the harness's access to the primary."""
     cluster = make_cluster(parse_runbook(RUNBOOKS_DIR / "source-as-written.md"))
     with pytest.raises(StepFailed) as failure:
         cluster.setup()
     cluster.failure = failure.value
+    cluster.grant_harness_access(cluster.primary)
     return cluster
 
 
@@ -34,14 +37,9 @@ def test_defect_5_base_backup_refuses_the_directory_the_package_created(source):
 
 def test_defect_1_archiving_fails_because_the_directory_was_never_created(source):
     primary = source.primary
-    primary.psql("CREATE TABLE archive_probe (); SELECT pg_switch_wal();")
-    wait_until(
-        lambda: int(primary.psql("SELECT failed_count FROM pg_stat_archiver")) > 0,
-        timeout=60,
-        what="pg_stat_archiver.failed_count > 0 on the primary",
-        seen=lambda: primary.psql("SELECT * FROM pg_stat_archiver", check=False),
-    )
-    assert primary.psql("SELECT archived_count FROM pg_stat_archiver") == "0"
+    primary.advance_wal(1)
+    primary.wait_for_archiver("failed_count > 0")
+    assert primary.archiver().archived_count == 0
 
 
 def test_defect_2_the_secondary_cannot_reach_the_archive_nor_restore_from_it(source):
@@ -51,7 +49,6 @@ def test_defect_2_the_secondary_cannot_reach_the_archive_nor_restore_from_it(sou
 
 
 def test_defect_12_the_process_check_passes_with_nothing_streaming(source):
-    assert source.primary.psql("SELECT count(*) FROM pg_stat_replication") == "0"
-    (check,) = [b for b in source.blocks("verify") if b.step == "verify-walsender"]
-    source.executor.run_block(check)  # "passes": grep matches its own command line
+    assert source.primary.scalar("SELECT count(*) FROM pg_stat_replication") == 0
+    source.run("verify", steps={"verify-walsender"})  # "passes": grep matches its own command line
     assert source.transcript.records[-1].outcome == "ok"

@@ -8,7 +8,6 @@ import pytest
 
 from harness.hosts.ssh import SshHost
 from harness.inventory import Inventory, InventoryError
-from harness.provision import ssh_hosts
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -72,7 +71,7 @@ def test_a_missing_key_file_is_named(tmp_path):
 
 
 def test_ssh_hosts_use_key_batch_mode_shared_connection_and_stdin(tmp_path):
-    host = ssh_hosts(Inventory.load(write(tmp_path, GOOD)), tmp_path)["secondary"]
+    host = SshHost.from_entry(Inventory.load(write(tmp_path, GOOD)).hosts["secondary"], tmp_path)
     assert isinstance(host, SshHost)
     assert host.address == "192.168.1.20" and host.url == "ssh://ecs-user@203.0.113.20:2222"
     argv = host._transport(["bash", "-s"])

@@ -17,6 +17,7 @@ from functools import cached_property
 
 import sh
 
+from harness.errors import HarnessError
 from harness.secrets import redact
 from harness.waiting import wait_until
 
@@ -42,7 +43,7 @@ class Result:
         return redact("\n".join(text.splitlines()[-lines:]))
 
 
-class HostError(Exception):
+class HostError(HarnessError):
     """Something went wrong on or with a host; the message names the host."""
 
 

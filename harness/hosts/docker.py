@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import docker
 import docker.errors
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
+from harness import LOGIN_USER
+from harness.errors import NoDockerEngine
 from harness.hosts.base import Host, Result
 from harness.labels import LABEL, PID_LABEL, RUN_LABEL, resource_labels
 
@@ -19,7 +23,6 @@ from harness.labels import LABEL, PID_LABEL, RUN_LABEL, resource_labels
 # harness cleans up by its own labels instead (DockerLab.close, remove_resources).
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
-LOGIN_USER = "ecs-user"
 # What systemd as PID 1 needs without --privileged (see shared/platform.md).
 SYSTEMD_RUN_KWARGS = {
     "cap_add": ["SYS_ADMIN", "NET_ADMIN"],
@@ -28,19 +31,44 @@ SYSTEMD_RUN_KWARGS = {
 }
 
 
+def docker_client() -> docker.DockerClient:
+    """A client of the engine that answers, or NoDockerEngine saying how to start one."""
+    try:
+        client = docker.from_env()
+        client.ping()
+        return client
+    except docker.errors.DockerException as exc:
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise NoDockerEngine(
+            f"no Docker engine answers at {where} ({type(exc).__name__}).\n"
+            "Start one (as root: `dockerd &`), or on a bare Debian machine run `bash .ci/run`, which installs one."
+        ) from None
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A started container on the lab's network, with the addresses learned once when it started."""
+
+    name: str
+    container: DockerContainer
+    address: str  # on the lab's network
+    gateway: str  # the runner's address on that network
+
+    @property
+    def container_name(self) -> str:
+        return self.container.get_wrapped_container().name
+
+
 class DockerHost(Host):
-    def __init__(self, name: str, container: DockerContainer, network: str, login_user: str = LOGIN_USER):
-        self.name = name
-        self.container = container
-        self.network = network
+    def __init__(self, machine: Machine, login_user: str = LOGIN_USER):
+        self.name = machine.name
+        self.machine = machine
         self.login_user = login_user
-        self.container_name = container.get_wrapped_container().name
+        self.container_name = machine.container_name
 
     @property
     def address(self) -> str:
-        wrapped = self.container.get_wrapped_container()
-        wrapped.reload()
-        return wrapped.attrs["NetworkSettings"]["Networks"][self.network]["IPAddress"]
+        return self.machine.address
 
     @property
     def url(self) -> str:
@@ -53,8 +81,7 @@ class DockerHost(Host):
     @property
     def runner_address(self) -> str:
         """The bridge's gateway: the address the runner has on the cluster's network."""
-        wrapped = self.container.get_wrapped_container()
-        return wrapped.attrs["NetworkSettings"]["Networks"][self.network]["Gateway"]
+        return self.machine.gateway
 
     def _transport(self, remote: list[str]) -> list[str]:
         return ["docker", "exec", "-i", "-u", self.login_user, self.container_name, *remote]
@@ -64,13 +91,14 @@ class DockerHost(Host):
 
 
 class DockerLab:
-    """The containers, private network and volumes of one cluster; close() removes them all."""
+    """The containers, private network and volumes of one cluster; leaving the context (or close())
+    removes them all, then runs the extra `cleanups`, each even when an earlier one failed."""
 
-    def __init__(self, run_id: str | None = None):
+    def __init__(self, client: docker.DockerClient, run_id: str | None = None):
         self.run_id = run_id or f"{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.labels = resource_labels(self.run_id)
-        self.client = docker.from_env()
-        self.machines: dict[str, DockerContainer] = {}
+        self.client = client
+        self.machines: dict[str, Machine] = {}
         self.cleanups: list[Callable[[], object]] = []
         self.volumes: list[str] = []
         self.network = Network(docker_network_kw={"labels": self.labels})
@@ -86,7 +114,7 @@ class DockerLab:
 
     def start_machine(
         self, name: str, image: str, *, mounts: dict[str, str] | None = None, authorized_key: str | None = None
-    ) -> DockerContainer:
+    ) -> Machine:
         """A booting container on the cluster's network; `authorized_key` is put in ecs-user's
         authorized_keys before boot, as an ECS key pair is (no `docker exec` involved)."""
         container = (
@@ -104,29 +132,34 @@ class DockerLab:
                 authorized_key.encode(), f"/home/{LOGIN_USER}/.ssh/authorized_keys", mode=0o644
             )
         container.start()
-        self.machines[name] = container
-        return container
-
-    def start_host(self, name: str, image: str, *, mounts: dict[str, str] | None = None) -> DockerHost:
-        """A machine reached by `docker exec`."""
-        return DockerHost(name, self.start_machine(name, image, mounts=mounts), self.network.name)
-
-    def private_address(self, name: str) -> str:
-        wrapped = self.machines[name].get_wrapped_container()
+        wrapped = container.get_wrapped_container()
         wrapped.reload()
-        return wrapped.attrs["NetworkSettings"]["Networks"][self.network.name]["IPAddress"]
+        network = wrapped.attrs["NetworkSettings"]["Networks"][self.network.name]
+        self.machines[name] = Machine(name, container, network["IPAddress"], network["Gateway"])
+        return self.machines[name]
 
     def commit(self, name: str, tag: str) -> None:
         """Save machine `name` as image `tag` (repository:version)."""
         repository, _, version = tag.partition(":")
-        self.machines[name].get_wrapped_container().commit(
+        self.machines[name].container.get_wrapped_container().commit(
             repository=repository, tag=version, changes=[f"LABEL {LABEL}=snapshot"]
         )
 
+    def __enter__(self) -> DockerLab:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
-        remove_resources({RUN_LABEL: self.run_id}, client=self.client)
-        for cleanup in self.cleanups:
-            cleanup()
+        try:
+            remove_resources({RUN_LABEL: self.run_id}, client=self.client)
+        finally:
+            for cleanup in self.cleanups:
+                try:
+                    cleanup()
+                except Exception as exc:  # one failing cleanup must not keep the others from running
+                    logging.getLogger(__name__).warning("cleanup %s failed: %s", cleanup, exc)
 
 
 def remove_resources(selector: dict[str, str] | None = None, *, client: docker.DockerClient | None = None) -> int:
@@ -150,9 +183,8 @@ def _remove(resource, **kwargs) -> int:
         raise
 
 
-def remove_orphans() -> int:
+def remove_orphans(client: docker.DockerClient) -> int:
     """Remove resources left by harness processes that no longer exist (killed runs)."""
-    client = docker.from_env()
     removed = 0
     runs: dict[str, str] = {}
     for container in client.containers.list(all=True, filters={"label": [LABEL]}):

@@ -12,11 +12,25 @@ import subprocess
 from pathlib import Path
 
 from harness.hosts.base import Host, HostUnreachable, Result
+from harness.inventory import HostEntry
 
 CONNECT_TIMEOUT = 10
 
 
 class SshHost(Host):
+    @classmethod
+    def from_entry(cls, entry: HostEntry, state_dir: Path) -> SshHost:
+        """The host an inventory entry (or a container standing in for one) describes."""
+        return cls(
+            entry.role,
+            ssh_address=entry.ssh_address,
+            private_address=entry.private_address,
+            user=entry.user,
+            key=entry.key,
+            port=entry.port,
+            state_dir=state_dir,
+        )
+
     def __init__(
         self,
         name: str,

@@ -1,6 +1,6 @@
 """The executable runbook: parse (Markdown -> blocks), render (bind values), execute (run on hosts)."""
 
-from harness.runbook.execute import Executor, StepFailed, Transcript
+from harness.runbook.execute import After, Before, Executor, Skip, StepFailed, StepHook, Transcript
 from harness.runbook.parse import (
     Binding,
     Block,
@@ -14,12 +14,16 @@ from harness.runbook.parse import (
 from harness.runbook.render import bind, script
 
 __all__ = [
+    "After",
+    "Before",
     "Binding",
     "Block",
     "Executor",
     "Runbook",
     "RunbookError",
+    "Skip",
     "StepFailed",
+    "StepHook",
     "Transcript",
     "bind",
     "drop_step",

@@ -1,12 +1,19 @@
-"""Run a runbook's blocks on the hosts they name, in order, stopping at the first failure."""
+"""Run a runbook's blocks on the hosts they name, in order, stopping at the first failure.
+
+Code that must act around a step (save a snapshot, start a probe before the promotion) does
+so through hooks: a `StepHook` for every run of an executor, or `before`/`after` callables for
+one run. Nothing else calls into the executor.
+"""
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from harness.errors import HarnessError
 from harness.hosts.base import Host, HostError, Result
 from harness.runbook.parse import Block, Runbook
 from harness.runbook.render import script
@@ -20,7 +27,7 @@ class StepRecord:
     step: str
     host: str
     seconds: float
-    outcome: str  # ok | failed | reused
+    outcome: str  # ok | failed | a hook's Skip outcome (reused)
     note: str = ""
 
 
@@ -43,7 +50,27 @@ class Transcript:
         return redact("\n".join(lines))
 
 
-class StepFailed(AssertionError):
+@dataclass(frozen=True)
+class Skip:
+    """A hook's verdict that a step is not run here, and what the transcript says instead."""
+
+    outcome: str  # e.g. "reused"
+    note: str = ""
+
+
+class StepHook(Protocol):
+    def before(self, block: Block) -> Skip | None:
+        """Called before `block` runs; a Skip records the step without running it."""
+
+    def after(self, block: Block, result: Result) -> None:
+        """Called after `block` succeeded."""
+
+
+Before = Callable[[Block], None]
+After = Callable[[Block, Result], None]
+
+
+class StepFailed(HarnessError):
     """A runbook step failed; the message names the step, the host, the line and what to fix."""
 
     def __init__(self, block: Block, where: str, host: Host, command: str, result: Result | None, why: str):
@@ -70,13 +97,27 @@ class Executor:
         values: Mapping[str, str],
         *,
         log: Callable[[str], None] = lambda line: None,
+        hooks: Sequence[StepHook] = (),
     ):
         self.runbook, self.hosts, self.values, self.log = runbook, hosts, values, log
+        self.hooks = hooks
         self.transcript = Transcript()
 
-    def run(self, blocks: list[Block]) -> Transcript:
+    def run(self, blocks: Iterable[Block], *, before: Before | None = None, after: After | None = None) -> Transcript:
+        """Run `blocks` in order; the hooks, then `before`/`after`, are called around each step."""
         for block in blocks:
-            self.run_block(block)
+            skip = next((s for s in (hook.before(block) for hook in self.hooks) if s is not None), None)
+            if skip is not None:
+                self._note_alternatives(block)
+                self._record(block, self.hosts[block.host], time.monotonic(), skip.outcome, skip.note)
+                continue
+            if before is not None:
+                before(block)
+            result = self.run_block(block)
+            for hook in self.hooks:
+                hook.after(block, result)
+            if after is not None:
+                after(block, result)
         return self.transcript
 
     def note(self, text: str) -> None:
@@ -102,11 +143,6 @@ class Executor:
             raise StepFailed(block, where, host, command, result, f"output does not match expected /{block.expect}/")
         self._record(block, host, started, "ok")
         return result
-
-    def record_reused(self, block: Block) -> None:
-        """A step whose effect the host already has (restored from a snapshot), not run again."""
-        self._note_alternatives(block)
-        self._record(block, self.hosts[block.host], time.monotonic(), "reused", "from snapshot")
 
     def _note_alternatives(self, block: Block) -> None:
         """A deviation the user must see: this host ran another variant than the source's."""

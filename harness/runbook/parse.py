@@ -5,7 +5,9 @@
     ```
 
 Keys: step, host, os (required); part (default "setup"), variant, expect (regex on
-stdout), file (for `conf` blocks: append the body to this file). Unknown keys are kept.
+stdout), file (for `conf` blocks: append the body to this file), action (what the step does
+for the harness, which finds "the promote step" by it, not by a step id the author may
+rename). Unknown keys are kept.
 Blocks without a JSON object in the info string are prose and never run. The table whose
 header is `Example value | Meaning | Bound to` binds example values to live ones.
 """
@@ -19,14 +21,17 @@ from pathlib import Path
 
 from markdown_it import MarkdownIt
 
+from harness.errors import HarnessError
+
 KINDS = ("sh", "conf")
 FAMILIES = ("debian", "el8", "el7")
 HOSTS = ("primary", "secondary")
 REQUIRED = ("step", "host", "os")
+ACTIONS = ("fence", "promote", "rewind")
 BINDING_HEADER = ["Example value", "Meaning", "Bound to"]
 
 
-class RunbookError(ValueError):
+class RunbookError(HarnessError, ValueError):
     """The runbook itself is malformed; the message names file and line."""
 
 
@@ -42,6 +47,7 @@ class Block:
     variant: str | None = None
     expect: str | None = None
     file: str | None = None
+    action: str | None = None
     heading: str = ""
     attrs: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -104,7 +110,11 @@ class Runbook:
 
 def parse_runbook(path: Path | str) -> Runbook:
     path = Path(path)
-    return parse_text(path.read_text(), path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RunbookError(f"runbook {path}: cannot be read ({exc.strerror}); pass an existing Markdown file") from None
+    return parse_text(text, path)
 
 
 def parse_text(text: str, path: Path | str = "<runbook>") -> Runbook:
@@ -149,6 +159,8 @@ def _block(info: str, body: str, line: int, heading: str, path: Path) -> Block |
         raise RunbookError(f"{where}: step {attrs['step']}: unknown OS family {unknown} (known: {FAMILIES})")
     if (kind == "conf") != ("file" in attrs):
         raise RunbookError(f'{where}: step {attrs["step"]}: a `conf` block needs "file", and only it may have one')
+    if attrs.get("action", ACTIONS[0]) not in ACTIONS:
+        raise RunbookError(f"{where}: step {attrs['step']}: action {attrs['action']!r} is not one of {ACTIONS}")
     if "expect" in attrs:
         try:
             re.compile(attrs["expect"])
@@ -165,6 +177,7 @@ def _block(info: str, body: str, line: int, heading: str, path: Path) -> Block |
         variant=attrs.get("variant"),
         expect=attrs.get("expect"),
         file=attrs.get("file"),
+        action=attrs.get("action"),
         heading=heading,
         attrs=attrs,
     )

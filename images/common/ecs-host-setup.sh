@@ -1,9 +1,18 @@
 #!/bin/sh
 # Turn a bare OS image into what an ECS instance looks like to the runbook: systemd as PID 1,
-# sshd, sudo, the usual admin tools, a login user `ecs-user` with passwordless sudo, and no
-# PostgreSQL. One script for every image (apt, dnf or yum), run once by each Dockerfile.
+# sshd, sudo, the usual admin tools, a login user (the first argument) with passwordless sudo,
+# and no PostgreSQL. One script for every image (apt, dnf or yum), run once by the Dockerfile.
 set -eu
 here=$(dirname "$0")
+user=${1:?usage: ecs-host-setup.sh LOGIN_USER}
+
+# CentOS 7 and 8 are end of life; their repositories moved to vault.centos.org (source
+# defect 14): point the repository files there before any yum/dnf call.
+for repo in /etc/yum.repos.d/CentOS-*.repo; do
+    [ -f "$repo" ] || continue
+    sed -i -e 's|^mirrorlist=|#mirrorlist=|' \
+        -e 's|^#baseurl=http://mirror.centos.org|baseurl=http://vault.centos.org|' "$repo"
+done
 
 if command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
@@ -32,8 +41,8 @@ systemctl mask systemd-logind.service getty.target console-getty.service \
     sys-kernel-config.mount sys-kernel-debug.mount sys-kernel-tracing.mount
 systemctl enable "$ssh_unit"
 
-useradd --create-home --shell /bin/bash ecs-user
-printf '%s\n' 'Defaults:ecs-user !requiretty' 'ecs-user ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/ecs-user
-chmod 0440 /etc/sudoers.d/ecs-user
+useradd --create-home --shell /bin/bash "$user"
+printf '%s\n' "Defaults:$user !requiretty" "$user ALL=(ALL) NOPASSWD:ALL" > "/etc/sudoers.d/$user"
+chmod 0440 "/etc/sudoers.d/$user"
 
 install -m 0755 "$here/ecs-entrypoint.sh" /usr/local/sbin/ecs-entrypoint

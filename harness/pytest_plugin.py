@@ -1,0 +1,240 @@
+"""The pytest plugin (entry point `pytest11`): options, the target matrix, cluster fixtures, redaction.
+
+Options are read from the command line or, failing that, from the ini file (`pgrepl_images =
+debian-12 debian-13`, ...). Scenario modules are parametrised by target (`debian-12-docker`,
+`inventory-ssh`, ...); every cluster comes from `harness.lifecycle.open_cluster`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import pytest
+
+from harness import DEFAULT_RUNBOOK, available_images
+from harness.errors import HarnessError
+from harness.secrets import redact
+from harness.targets import BACKENDS, ContainerTarget, InventoryTarget, Target, make_target, unwind_on_sigterm
+
+if TYPE_CHECKING:  # heavy imports (docker, psycopg) wait until a test needs them: bad options fail fast
+    from harness.cluster import Cluster
+    from harness.runbook import Runbook
+
+log = logging.getLogger("pgrepl")
+logging.getLogger("sh").setLevel(logging.WARNING)
+TARGETS = pytest.StashKey[list[Target]]()
+TARGET_PROPERTY = "pgrepl_target"
+# option -> (ini name, ini type, help)
+OPTIONS = {
+    "--image": ("pgrepl_images", "args", "image(s) under images/ to run on; 'all' for every one (default debian-12)"),
+    "--backend": ("pgrepl_backends", "args", "reach hosts by docker exec (default) or by SSH only; repeat for both"),
+    "--ssh-image": ("pgrepl_ssh_images", "args", "images the ssh backend runs on (default: debian-12; 'all')"),
+    "--inventory": ("pgrepl_inventory", "string", "TOML inventory of real hosts (with --backend ssh)"),
+    "--allow-existing-postgresql": ("pgrepl_allow_existing_postgresql", "bool", "run over PostgreSQL found there"),
+    "--runbook": ("pgrepl_runbook", "string", "the runbook under test"),
+    "--no-reuse": ("pgrepl_no_reuse", "bool", "do not start hosts from snapshots of completed steps"),
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pgrepl-harness")
+    for option, (ini, kind, help_text) in OPTIONS.items():
+        if kind == "bool":
+            group.addoption(option, action="store_true", default=None, help=help_text)
+        elif kind == "args":
+            group.addoption(option, action="append", default=None, help=help_text)
+        else:
+            group.addoption(option, default=os.environ.get("PGREPL_INVENTORY") if ini == "pgrepl_inventory" else None)
+        parser.addini(ini, help_text, type=kind)
+
+
+def _option(config: pytest.Config, option: str):
+    value = config.getoption(option)
+    return config.getini(OPTIONS[option][0]) if value is None else value
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Check the options and build the target matrix once (a bad option stops the run at once)."""
+    unwind_on_sigterm()
+    config.addinivalue_line("markers", "parts(*names): the runbook parts a scenario module executes")
+    try:
+        config.stash[TARGETS] = _targets(config)
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _targets(config: pytest.Config) -> list[Target]:
+    backends = list(dict.fromkeys(_option(config, "--backend") or ["docker"]))
+    if unknown := set(backends) - set(BACKENDS):
+        raise pytest.UsageError(f"--backend {', '.join(sorted(unknown))}: choose from {', '.join(BACKENDS)}")
+    inventory = _option(config, "--inventory")
+    if (inventory is not None and inventory != "") or config.getoption("--inventory") == "":
+        if backends != ["ssh"]:
+            raise pytest.UsageError("--inventory needs --backend ssh (alone)")
+        allow = bool(_option(config, "--allow-existing-postgresql"))
+        return [make_target(inventory=inventory, allow_existing=allow, clean_up=True)]
+    chosen = _option(config, "--image") or ["debian-12"]
+    images = available_images() if "all" in chosen else list(dict.fromkeys(chosen))
+    if unknown := set(images) - set(available_images()):
+        raise pytest.UsageError(f"--image {', '.join(sorted(unknown))}: no such image (known: {available_images()})")
+    ssh_images = _option(config, "--ssh-image") or ["debian-12"]
+    reuse = not _option(config, "--no-reuse")
+    return [
+        ContainerTarget(image=image, backend=backend, reuse=reuse)
+        for image in images
+        for backend in backends
+        if backend == "docker" or "all" in ssh_images or image in ssh_images
+    ]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "target" in metafunc.fixturenames:
+        targets = metafunc.config.stash[TARGETS]
+        metafunc.parametrize("target", targets, ids=[t.label for t in targets], scope="module")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup`, one xdist worker owns each (module, target) cluster set; each
+    item carries its target's label to the report (and through xdist to the summary)."""
+    for item in items:
+        params = getattr(item, "callspec", None)
+        if params and "target" in params.params:
+            label = params.params["target"].label
+            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}-{label}"))
+            item.user_properties.append((TARGET_PROPERTY, label))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A harness failure shows as its own message (where in the test, then what and how to fix);
+    every report goes through redaction, so no generated secret reaches it."""
+    outcome = yield
+    report = outcome.get_result()
+    excinfo = call.excinfo
+    if report.failed and excinfo is not None and isinstance(excinfo.value, HarnessError):
+        entry = next((e for e in reversed(excinfo.traceback) if e.path == item.path), None)
+        where = f"{item.path.name}:{entry.lineno + 1}: " if entry is not None else ""
+        report.longrepr = f"{where}{excinfo.typename}: {excinfo.value}"
+    if isinstance(report.longrepr, tuple):  # a skip: (path, line, reason)
+        path, line, reason = report.longrepr
+        report.longrepr = (path, line, redact(reason))
+    elif report.longrepr is not None:
+        report.longrepr = redact(str(report.longrepr))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Which targets (image and backend) ran, and which did not and why."""
+    ran: dict[str, int] = {}
+    skipped: dict[str, str] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            target = dict(getattr(report, "user_properties", ())).get(TARGET_PROPERTY)
+            if target is None or (getattr(report, "when", "call") == "teardown" and outcome == "passed"):
+                continue
+            if outcome == "skipped" and isinstance(report.longrepr, tuple):
+                skipped.setdefault(target, report.longrepr[2].removeprefix("Skipped: "))
+            elif (outcome != "skipped" and report.when == "call") or outcome in ("failed", "error"):
+                ran[target] = ran.get(target, 0) + 1
+    if not ran and not skipped:
+        return
+    terminalreporter.section("images")
+    for target in sorted(set(ran) | set(skipped)):
+        if target in ran:
+            terminalreporter.line(f"ran      {target}: {ran[target]} tests")
+        else:
+            terminalreporter.line(f"skipped  {target}: {skipped[target]}")
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    """Skip (with the reason) when no Docker engine answers; remove leftovers of killed runs."""
+    from harness.errors import NoDockerEngine
+    from harness.hosts.docker import docker_client, remove_orphans
+
+    try:
+        client = docker_client()
+    except NoDockerEngine as exc:
+        pytest.skip(str(exc).splitlines()[0] + " Start dockerd, or run .ci/run.")
+    remove_orphans(client)
+
+
+@pytest.fixture(scope="session")
+def inventory_reachable(pytestconfig: pytest.Config) -> None:
+    """Stop the whole run at once, naming the host, when an inventory host cannot be reached."""
+    from harness.hosts.base import HostError
+    from harness.lifecycle import check_reachable, ssh_hosts
+
+    (target,) = pytestconfig.stash[TARGETS]
+    with ExitStack() as stack:
+        try:
+            check_reachable(ssh_hosts(stack, target.inventory))
+        except HostError as exc:
+            pytest.exit(f"inventory host unreachable: {exc}", returncode=3)
+
+
+@pytest.fixture(scope="session")
+def harness_log() -> Iterator[io.StringIO]:
+    """Everything any logger says during the session (DEBUG and up), for the no-secret check."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield buffer
+    root.removeHandler(handler)
+
+
+@pytest.fixture(scope="session")
+def runbook(pytestconfig: pytest.Config) -> Runbook:
+    from harness.runbook import parse_runbook
+
+    return parse_runbook(_option(pytestconfig, "--runbook") or DEFAULT_RUNBOOK)
+
+
+@pytest.fixture(scope="module")
+def make_cluster(request: pytest.FixtureRequest, target: Target, runbook: Runbook) -> Iterator[Callable[..., Cluster]]:
+    """Factory: `make_cluster(runbook, volumes=...)` brings up hosts; all removed at module end.
+
+    On containers every call gets new machines. On inventory hosts there is one pair: a new
+    cluster first removes the previous one (so negative controls come last in a module).
+    """
+    from harness.errors import ImageUnavailable
+    from harness.hosts.docker import DockerHost
+    from harness.lifecycle import open_cluster
+
+    request.getfixturevalue("harness_log")
+    request.getfixturevalue("inventory_reachable" if isinstance(target, InventoryTarget) else "docker_engine")
+    with ExitStack() as stack:
+
+        def make(book: Runbook | None = None, *, volumes: dict[str, str] | None = None) -> Cluster:
+            chosen = target
+            if isinstance(chosen, InventoryTarget):
+                if volumes and not chosen.inventory.shared_archive:
+                    pytest.skip(f"inventory {chosen.inventory.path} has no shared archive (shared_archive = true)")
+                stack.close()
+            elif volumes:
+                chosen = replace(chosen, volumes=volumes)
+            try:
+                made = stack.enter_context(open_cluster(chosen, book or runbook, log=log.info))
+            except ImageUnavailable as exc:
+                pytest.skip(str(exc).splitlines()[0])
+            # the proof that an SSH run uses no `docker exec`: only DockerHost does that
+            assert chosen.backend == "docker" or not any(isinstance(h, DockerHost) for h in made.hosts.values())
+            return made
+
+        yield make
+
+
+@pytest.fixture(scope="module")
+def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
+    """A primary and a secondary set up and verified by the runbook (Steps 2-4)."""
+    made = make_cluster()
+    made.setup()
+    made.verify()
+    return made
