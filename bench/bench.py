@@ -18,13 +18,14 @@ import docker
 
 def remove_images(image: str) -> None:
     """Forget one image profile's build, its snapshots and its base image: the next run is cold."""
-    from harness.images import ImageProfile
+    from harness.images import ImageProfile, image_repository, snapshot_repository
 
     base = ImageProfile.load(image).base
     client = docker.from_env()
     client.images.prune(filters={"dangling": True})  # old snapshot layers that lost their tag
     # children before parents: snapshots, then builds, then the base
-    for prefix in (f"pgrepl-snapshot/{image}-", f"pgrepl/{image}:", base):
+    prefixes = (snapshot_repository(image, "primary"), snapshot_repository(image, "secondary"), image_repository(image))
+    for prefix in (*(f"{p}:" for p in prefixes), base):
         for found in client.images.list():
             if any(t.startswith(prefix) for t in found.tags):
                 client.images.remove(found.id, force=True)

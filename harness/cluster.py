@@ -75,9 +75,10 @@ class Node:
             self._conn = self.connect()
         return self._conn
 
-    def query(self, sql: str, params: tuple | dict | None = None) -> list[tuple]:
+    def query(self, sql: str, params: tuple | dict | None = None, *, row_factory=None) -> list[Any]:
+        """Rows as tuples (or as `row_factory` makes them); a broken connection is dropped, not reused."""
         try:
-            with self._connection().cursor() as cur:
+            with self._connection().cursor(row_factory=row_factory) as cur:
                 cur.execute(sql, params)
                 return cur.fetchall() if cur.description else []
         except psycopg.OperationalError:
@@ -90,13 +91,8 @@ class Node:
 
     def row(self, sql: str, params: tuple | dict | None = None) -> Any:
         """The first row as a named tuple (columns as attributes), or None."""
-        try:
-            with self._connection().cursor(row_factory=namedtuple_row) as cur:
-                cur.execute(sql, params)
-                return cur.fetchone()
-        except psycopg.OperationalError:
-            self.close()
-            raise
+        rows = self.query(sql, params, row_factory=namedtuple_row)
+        return rows[0] if rows else None
 
     def rows_as_text(self, sql: str) -> str:
         """A query's rows with column names, for failure messages; never raises."""
@@ -174,13 +170,6 @@ class Node:
     def wait_for_archiver(self, condition: str, *, timeout: float = 60) -> None:
         """Wait until pg_stat_archiver satisfies the SQL `condition` (e.g. "failed_count > 0")."""
         self.poll_query_until(f"SELECT {condition} FROM pg_stat_archiver", timeout=timeout)
-
-    def wait_for_archived(self, *, segment: str | None = None, beyond_count: int | None = None) -> None:
-        """Wait until `segment` has been archived, or more than `beyond_count` segments have."""
-        if segment is not None:
-            self.wait_for_archiver(f"last_archived_wal >= '{segment}'")
-        if beyond_count is not None:
-            self.wait_for_archiver(f"archived_count > {int(beyond_count)}")
 
     def wait_for_no_walsender(self, *, timeout: float = 60) -> None:
         """Wait until no standby streams from this node (after stopping or cutting it off)."""

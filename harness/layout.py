@@ -15,43 +15,14 @@ class UnsupportedOs(HarnessError, ValueError):
 class Layout:
     family: str
     pg_major: int
-
-    @property
-    def data_dir(self) -> str:
-        raise NotImplementedError
-
-    @property
-    def conf_dir(self) -> str:
-        raise NotImplementedError
-
-    @property
-    def unit(self) -> str:
-        """The systemd unit that runs this node's postmaster."""
-        raise NotImplementedError
-
-    @property
-    def service(self) -> str:
-        """The unit the runbook enables and starts."""
-        raise NotImplementedError
-
-    @property
-    def package_query(self) -> str:
-        """A command that prints the installed server package's version, or fails."""
-        raise NotImplementedError
-
-    @property
-    def bin_dir(self) -> str:
-        raise NotImplementedError
-
-    @property
-    def removal_script(self) -> str:
-        """Undo what the runbook installed and created (for `down` on real hosts)."""
-        raise NotImplementedError
-
-    @property
-    def log_file(self) -> str:
-        """A shell expression naming the server log file."""
-        raise NotImplementedError
+    data_dir: str
+    conf_dir: str
+    unit: str  # the systemd unit that runs this node's postmaster
+    service: str  # the unit the runbook enables and starts
+    package_query: str  # prints the installed server package's version, or fails
+    bin_dir: str
+    log_file: str  # a shell expression naming the server log file
+    removal_script: str  # undoes what the runbook installed and created (`down` on real hosts)
 
     @property
     def postgresql_conf(self) -> str:
@@ -62,95 +33,55 @@ class Layout:
         return f"{self.conf_dir}/pg_hba.conf"
 
 
-class DebianLayout(Layout):
+def _debian(family: str, major: int) -> Layout:
     """postgresql-common: config in /etc, data in /var/lib, one unit per cluster."""
-
-    @property
-    def data_dir(self) -> str:
-        return f"/var/lib/postgresql/{self.pg_major}/main"
-
-    @property
-    def conf_dir(self) -> str:
-        return f"/etc/postgresql/{self.pg_major}/main"
-
-    @property
-    def unit(self) -> str:
-        return f"postgresql@{self.pg_major}-main.service"
-
-    @property
-    def service(self) -> str:
-        return "postgresql.service"
-
-    @property
-    def package_query(self) -> str:
-        return f"dpkg-query -W -f='${{Version}}' postgresql-{self.pg_major}"
-
-    @property
-    def bin_dir(self) -> str:
-        return f"/usr/lib/postgresql/{self.pg_major}/bin"
-
-    @property
-    def log_file(self) -> str:
-        return f"/var/log/postgresql/postgresql-{self.pg_major}-main.log"
-
-    @property
-    def removal_script(self) -> str:
-        return (
+    return Layout(
+        family,
+        major,
+        data_dir=f"/var/lib/postgresql/{major}/main",
+        conf_dir=f"/etc/postgresql/{major}/main",
+        unit=f"postgresql@{major}-main.service",
+        service="postgresql.service",
+        package_query=f"dpkg-query -W -f='${{Version}}' postgresql-{major}",
+        bin_dir=f"/usr/lib/postgresql/{major}/bin",
+        log_file=f"/var/log/postgresql/postgresql-{major}-main.log",
+        removal_script=(
             "systemctl stop postgresql.service || true\n"
             "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q 'postgresql-*' >/dev/null || true\n"
             "rm -rf /etc/postgresql /var/lib/postgresql /var/log/postgresql\n"
-        )
+        ),
+    )
 
 
-class ElLayout(Layout):
+def _el(family: str, major: int) -> Layout:
     """PGDG RPMs: config inside the data directory, logs in its log/ by the logging collector."""
-
-    @property
-    def data_dir(self) -> str:
-        return f"/var/lib/pgsql/{self.pg_major}/data"
-
-    @property
-    def conf_dir(self) -> str:
-        return self.data_dir
-
-    @property
-    def unit(self) -> str:
-        return f"postgresql-{self.pg_major}.service"
-
-    @property
-    def service(self) -> str:
-        return self.unit
-
-    @property
-    def package_query(self) -> str:
-        return f"rpm -q --qf '%{{VERSION}}' postgresql{self.pg_major}-server"
-
-    @property
-    def bin_dir(self) -> str:
-        return f"/usr/pgsql-{self.pg_major}/bin"
-
-    @property
-    def log_file(self) -> str:
-        return f"$(ls -t {self.data_dir}/log/*.log | head -1)"
-
-    @property
-    def removal_script(self) -> str:
-        return (
-            f"systemctl stop {self.unit} || true\n"
-            f"(command -v dnf >/dev/null && dnf remove -y -q 'postgresql{self.pg_major}*' || "
-            f"yum remove -y -q 'postgresql{self.pg_major}*') >/dev/null || true\n"
-            f"rm -rf /var/lib/pgsql/{self.pg_major} /var/lib/pgsql/.pgpass\n"
-        )
+    data_dir = f"/var/lib/pgsql/{major}/data"
+    return Layout(
+        family,
+        major,
+        data_dir=data_dir,
+        conf_dir=data_dir,
+        unit=f"postgresql-{major}.service",
+        service=f"postgresql-{major}.service",
+        package_query=f"rpm -q --qf '%{{VERSION}}' postgresql{major}-server",
+        bin_dir=f"/usr/pgsql-{major}/bin",
+        log_file=f"$(ls -t {data_dir}/log/*.log | head -1)",
+        removal_script=(
+            f"systemctl stop postgresql-{major}.service || true\n"
+            f"(command -v dnf >/dev/null && dnf remove -y -q 'postgresql{major}*' || "
+            f"yum remove -y -q 'postgresql{major}*') >/dev/null || true\n"
+            f"rm -rf /var/lib/pgsql/{major} /var/lib/pgsql/.pgpass\n"
+        ),
+    )
 
 
-LAYOUTS: dict[str, type[Layout]] = {"debian": DebianLayout, "el8": ElLayout, "el7": ElLayout}
+LAYOUTS = {"debian": _debian, "el8": _el, "el7": _el}
 
 
 def layout_for(family: str, pg_major: int) -> Layout:
-    try:
-        return LAYOUTS[family](family, pg_major)
-    except KeyError:
+    if family not in LAYOUTS:
         raise UnsupportedOs(
             f"no PostgreSQL layout known for OS family {family!r} (known: {sorted(LAYOUTS)}): "
             "use a host of a family the runbook covers"
-        ) from None
+        )
+    return LAYOUTS[family](family, pg_major)

@@ -135,11 +135,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     for outcome in ("passed", "failed", "error", "skipped"):
         for report in terminalreporter.stats.get(outcome, []):
             target = dict(getattr(report, "user_properties", ())).get(TARGET_PROPERTY)
-            if target is None or (getattr(report, "when", "call") == "teardown" and outcome == "passed"):
-                continue
-            if outcome == "skipped" and isinstance(report.longrepr, tuple):
+            if target and outcome == "skipped" and isinstance(report.longrepr, tuple):
                 skipped.setdefault(target, report.longrepr[2].removeprefix("Skipped: "))
-            elif (outcome != "skipped" and report.when == "call") or outcome in ("failed", "error"):
+            elif target and outcome != "skipped":
                 ran[target] = ran.get(target, 0) + 1
     if not ran and not skipped:
         return

@@ -25,7 +25,7 @@ def drive_secondary_past_its_wal(cluster) -> SimpleNamespace:
     primary.query("INSERT INTO archive_rows SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
     primary.advance_wal(5)
     needed = primary.scalar("SELECT pg_walfile_name(%s::pg_lsn)", (replayed,))
-    primary.wait_for_archived(segment=needed)
+    primary.wait_for_archiver(f"last_archived_wal >= '{needed}'")
     primary.checkpoint()
     primary.checkpoint()
     assert not primary.has_wal_segment(replayed), f"{needed} still in pg_wal"
@@ -65,7 +65,7 @@ def test_secondary_streams_again_and_has_the_primary_s_data(recovered):
 def test_archiving_to_the_shared_directory_never_fails(recovered):
     """pg_stat_archiver: no failed attempt, and the segments of the outage were archived."""
     primary = recovered.cluster.primary
-    primary.wait_for_archived(beyond_count=recovered.archived_before)
+    primary.wait_for_archiver(f"archived_count > {recovered.archived_before}")
     assert primary.archiver().failed_count == 0
 
 

@@ -44,7 +44,7 @@ def test_primary_archives_completed_segments_without_failure(cluster):
     """Step 2.3/2.4: the archive directory exists and is the postgres user's, so archiving works."""
     before = cluster.primary.archiver().archived_count
     cluster.primary.advance_wal(1)
-    cluster.primary.wait_for_archived(beyond_count=before)
+    cluster.primary.wait_for_archiver(f"archived_count > {before}")
     assert cluster.primary.archiver().failed_count == 0
 
 

@@ -26,7 +26,7 @@ import pytest
 from harness import DEFAULT_RUNBOOK, available_images
 from harness.images import ImageProfile
 from harness.layout import layout_for
-from harness.runbook import Block, Runbook, bind, parse_runbook, parse_text, script
+from harness.runbook import Block, Runbook, bind, parse_runbook, parse_text, script, values
 
 RUNBOOK = parse_runbook(DEFAULT_RUNBOOK)
 PROFILES = {name: ImageProfile.load(name) for name in available_images()}
@@ -71,13 +71,11 @@ HBA_METHODS = {
 HBA_ADDRESS_WORDS = {"all", "samehost", "samenet"}
 
 
+ADDRESSES = {"primary": "10.0.0.1", "secondary": "10.0.0.2"}
+
+
 def live_values(profile: ImageProfile, pg_major: str | None = None) -> dict[str, str]:
-    return {
-        "primary.address": "10.0.0.1",
-        "secondary.address": "10.0.0.2",
-        "secret.replication_password": "pw",
-        "pg_major": pg_major or str(profile.pg_major),
-    }
+    return values.live_values(ADDRESSES, "pw", int(pg_major or profile.pg_major))
 
 
 def blocks_for(runbook: Runbook, profile: ImageProfile) -> list[Block]:
@@ -287,9 +285,8 @@ def tiny(*blocks: str) -> Runbook:
 
 
 def gate_for(runbook: Runbook, family: str) -> dict[str, list[str]]:
-    values = {"primary.address": "10.0.0.1", "secondary.address": "10.0.0.2"}
-    values |= {"secret.replication_password": "pw", "pg_major": "18"}
-    return {b.step: gate(b, runbook, values) for b in runbook.select(family=family, parts=tuple(runbook.parts()))}
+    bound = values.live_values(ADDRESSES, "pw", 18)
+    return {b.step: gate(b, runbook, bound) for b in runbook.select(family=family, parts=tuple(runbook.parts()))}
 
 
 def test_gate_reports_an_unclosed_quote_in_an_el8_only_block():

@@ -87,6 +87,12 @@ class StepFailed(HarnessError):
         )
 
 
+def without_stdin(script: str) -> str:
+    """`script` as one `{ ... } </dev/null` group: bash reads the whole group before running it,
+    so a command of the block that reads stdin (cat, read, psql) cannot swallow the lines after it."""
+    return f"{{\n{script.rstrip()}\n}} </dev/null\n"
+
+
 class Executor:
     """Executes blocks: each on the host it names, rendered with the live values."""
 
@@ -131,7 +137,7 @@ class Executor:
         self._note_alternatives(block)
         started = time.monotonic()
         try:
-            result = host.run(command, timeout=STEP_TIMEOUT, check=False)
+            result = host.run(without_stdin(command), timeout=STEP_TIMEOUT, check=False)
         except HostError as exc:
             self._record(block, host, started, "failed")
             raise StepFailed(block, where, host, command, None, str(exc)) from exc

@@ -1,0 +1,117 @@
+"""The executor's hooks and stdin, the command line's errors, the pytest plugin (no Docker needed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from test_hosts_base import LocalHost
+
+from harness import PROJECT_ROOT
+from harness.runbook import Executor, Skip, StepFailed, parse_text
+
+pytest_plugins = ["pytester"]
+
+RUNBOOK = """
+```sh {"step":"first","host":"primary","os":["debian"]}
+echo one
+```
+
+```sh {"step":"second","host":"primary","os":["debian"]}
+echo two
+```
+"""
+
+
+def executor(text: str, **kwargs) -> Executor:
+    book = parse_text(text)
+    return Executor(book, {"primary": LocalHost()}, {}, **kwargs)
+
+
+def test_a_command_reading_stdin_cannot_swallow_the_rest_of_its_block():
+    swallow = '```sh {"step":"swallow","host":"primary","os":["debian"]}\ncat >/dev/null\nfalse\n```\n'
+    book = parse_text(swallow)
+    # the control: fed to bash as it is, `cat` eats `false` and the script "succeeds"
+    assert LocalHost().run(book.blocks[0].body, check=False).ok
+    with pytest.raises(StepFailed) as failure:
+        executor(swallow).run(book.blocks)
+    assert failure.value.block.step == "swallow"
+
+
+def test_hooks_skip_steps_and_run_around_the_others():
+    class ReuseFirst:
+        def before(self, block):
+            return Skip("reused", "from snapshot") if block.step == "first" else None
+
+        def after(self, block, result):
+            seen.append(("hook-after", block.step, result.stdout.strip()))
+
+    seen: list[tuple] = []
+    run = executor(RUNBOOK, hooks=[ReuseFirst()])
+    book = run.runbook
+    run.run(
+        book.blocks,
+        before=lambda block: seen.append(("before", block.step)),
+        after=lambda block, result: seen.append(("after", block.step)),
+    )
+    assert [(r.step, r.outcome) for r in run.transcript.records] == [("first", "reused"), ("second", "ok")]
+    assert seen == [("before", "second"), ("hook-after", "second", "two"), ("after", "second")]
+
+
+def cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+
+
+def test_up_without_a_docker_engine_says_how_to_start_one_in_three_lines():
+    done = cli("up", DOCKER_HOST="unix:///nonexistent/docker.sock")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 3
+    assert "no Docker engine answers" in done.stderr and "dockerd" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["up", "--runbook", "/missing/runbook.md"], "runbook /missing/runbook.md: cannot be read"),
+        (["down", "--inventory", "/missing/inventory.toml"], "inventory /missing/inventory.toml: no such file"),
+    ],
+)
+def test_bad_input_gets_one_message_not_a_traceback(args, words):
+    done = cli(*args, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert words in done.stderr
+
+
+def test_plugin_reads_options_from_ini_and_parametrises_by_target(pytester):
+    pytester.makeini("[pytest]\npgrepl_images = debian-11 debian-13\npgrepl_backends = docker\n")
+    pytester.makepyfile("def test_it(target):\n    pass\n")
+    result = pytester.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*test_it[[]debian-11-docker[]]", "*test_it[[]debian-13-docker[]]"])
+
+
+def test_plugin_rejects_an_unknown_image_before_running_anything(pytester):
+    pytester.makepyfile("def test_it(target):\n    pass\n")
+    result = pytester.runpytest("--image", "debian-99")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--image debian-99: no such image*"])
+
+
+def test_plugin_shows_a_harness_failure_as_its_message(pytester):
+    pytester.makepyfile(
+        "from harness.waiting import wait_until\n"
+        "def test_it():\n"
+        "    wait_until(lambda: False, timeout=0.1, what='the moon')\n"
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["test_plugin_shows_a_harness_failure_as_its_message.py:3: WaitTimeout: *the moon*"])
+    assert "def test_it" not in result.stdout.str()
