@@ -28,23 +28,16 @@ def _up(args: argparse.Namespace) -> int:
         cluster.setup()
         cluster.verify()
         print()
-        print(render(cluster, kept=args.keep or bool(args.inventory)))
-    removed = "" if args.keep or args.inventory else ", hosts removed"
+        print(render(cluster, kept=target.kept))
+    removed = "" if target.kept else ", hosts removed"
     print(f"\nup: {time.monotonic() - started:.1f} s wall time{removed}")
     return 0
 
 
 def _down(args: argparse.Namespace) -> int:
-    if args.inventory:
-        from harness.inventory import Inventory
-        from harness.lifecycle import remove_from_inventory
+    from harness.lifecycle import tear_down
 
-        remove_from_inventory(Inventory.load(args.inventory))
-        return 0
-    from harness.hosts.docker import docker_client, remove_resources
-
-    removed = remove_resources(client=docker_client())
-    print(f"removed {removed} containers, networks and volumes labelled by pgrepl-harness")
+    tear_down(args.inventory)
     return 0
 
 

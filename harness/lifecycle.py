@@ -20,7 +20,7 @@ from pathlib import Path
 from harness import LOGIN_USER
 from harness.cluster import Cluster
 from harness.hosts.base import Host, HostError
-from harness.hosts.docker import DockerHost, DockerLab, docker_client
+from harness.hosts.docker import DockerHost, DockerLab, docker_client, remove_orphans, remove_resources
 from harness.hosts.ssh import SshHost
 from harness.images import ImageProfile, ensure_image, image_exists
 from harness.inventory import ROLES, HostEntry, Inventory
@@ -148,6 +148,24 @@ def remove_from_inventory(inventory: Inventory, *, log: Log = print) -> None:
         for host in hosts.values():
             remove_postgresql(host, layout_for(host.os.family, inventory.pg_major))
             log(f"{host.name} ({host.url}): PostgreSQL {inventory.pg_major}, its data and archives removed")
+
+
+def check_target(target: Target) -> None:
+    """Fail at once, before any cluster: no Docker engine (NoDockerEngine), or an inventory host that
+    does not answer (HostUnreachable). For containers, also remove what killed runs left behind."""
+    if isinstance(target, InventoryTarget):
+        with ExitStack() as stack:
+            check_reachable(ssh_hosts(stack, target.inventory))
+    else:
+        remove_orphans(docker_client())
+
+
+def tear_down(inventory: Path | str | None, *, log: Log = print) -> None:
+    """`down`: remove what the runbook installed on an inventory's hosts, or the harness's containers."""
+    if inventory is not None:
+        remove_from_inventory(Inventory.load(inventory), log=log)
+    else:
+        log(f"removed {remove_resources(client=docker_client())} containers, networks and volumes of pgrepl-harness")
 
 
 def _generate_key(path: Path) -> str:

@@ -12,15 +12,14 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pytest
 
-from harness import DEFAULT_RUNBOOK, available_images
+from harness import DEFAULT_RUNBOOK
 from harness.errors import HarnessError
 from harness.secrets import redact
-from harness.targets import BACKENDS, ContainerTarget, InventoryTarget, Target, make_target, unwind_on_sigterm
+from harness.targets import Target, target_matrix, unwind_on_sigterm
 
 if TYPE_CHECKING:  # heavy imports (docker, psycopg) wait until a test needs them: bad options fail fast
     from harness.cluster import Cluster
@@ -70,27 +69,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _targets(config: pytest.Config) -> list[Target]:
-    backends = list(dict.fromkeys(_option(config, "--backend") or ["docker"]))
-    if unknown := set(backends) - set(BACKENDS):
-        raise pytest.UsageError(f"--backend {', '.join(sorted(unknown))}: choose from {', '.join(BACKENDS)}")
-    inventory = _option(config, "--inventory")
-    if (inventory is not None and inventory != "") or config.getoption("--inventory") == "":
-        if backends != ["ssh"]:
-            raise pytest.UsageError("--inventory needs --backend ssh (alone)")
-        allow = bool(_option(config, "--allow-existing-postgresql"))
-        return [make_target(inventory=inventory, allow_existing=allow, clean_up=True)]
-    chosen = _option(config, "--image") or ["debian-12"]
-    images = available_images() if "all" in chosen else list(dict.fromkeys(chosen))
-    if unknown := set(images) - set(available_images()):
-        raise pytest.UsageError(f"--image {', '.join(sorted(unknown))}: no such image (known: {available_images()})")
-    ssh_images = _option(config, "--ssh-image") or ["debian-12"]
-    reuse = not _option(config, "--no-reuse")
-    return [
-        ContainerTarget(image=image, backend=backend, reuse=reuse)
-        for image in images
-        for backend in backends
-        if backend == "docker" or "all" in ssh_images or image in ssh_images
-    ]
+    inventory = config.getoption("--inventory")  # "" (tox -e ecs without PGREPL_INVENTORY) is an error too
+    return target_matrix(
+        images=_option(config, "--image") or ["debian-12"],
+        backends=_option(config, "--backend") or ["docker"],
+        ssh_images=_option(config, "--ssh-image") or ["debian-12"],
+        inventory=inventory if inventory is not None else _option(config, "--inventory") or None,
+        allow_existing=bool(_option(config, "--allow-existing-postgresql")),
+        reuse=not _option(config, "--no-reuse"),
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -149,31 +136,27 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             terminalreporter.line(f"skipped  {target}: {skipped[target]}")
 
 
-@pytest.fixture(scope="session")
-def docker_engine() -> None:
-    """Skip (with the reason) when no Docker engine answers; remove leftovers of killed runs."""
+CHECKED = pytest.StashKey[dict[str, str | None]]()
+
+
+def _check(config: pytest.Config, target: Target) -> None:
+    """Once per target and session: skip when no Docker engine answers; stop the whole run, naming
+    the host, when an inventory host cannot be reached."""
     from harness.errors import NoDockerEngine
-    from harness.hosts.docker import docker_client, remove_orphans
-
-    try:
-        client = docker_client()
-    except NoDockerEngine as exc:
-        pytest.skip(str(exc).splitlines()[0] + " Start dockerd, or run .ci/run.")
-    remove_orphans(client)
-
-
-@pytest.fixture(scope="session")
-def inventory_reachable(pytestconfig: pytest.Config) -> None:
-    """Stop the whole run at once, naming the host, when an inventory host cannot be reached."""
     from harness.hosts.base import HostError
-    from harness.lifecycle import check_reachable, ssh_hosts
+    from harness.lifecycle import check_target
 
-    (target,) = pytestconfig.stash[TARGETS]
-    with ExitStack() as stack:
+    checked = config.stash.setdefault(CHECKED, {})
+    if target.label not in checked:
+        checked[target.label] = None
         try:
-            check_reachable(ssh_hosts(stack, target.inventory))
+            check_target(target)
+        except NoDockerEngine as exc:
+            checked[target.label] = str(exc).splitlines()[0] + " Start dockerd, or run .ci/run."
         except HostError as exc:
             pytest.exit(f"inventory host unreachable: {exc}", returncode=3)
+    if checked[target.label] is not None:
+        pytest.skip(checked[target.label])
 
 
 @pytest.fixture(scope="session")
@@ -207,17 +190,15 @@ def make_cluster(request: pytest.FixtureRequest, target: Target, runbook: Runboo
     from harness.lifecycle import open_cluster
 
     request.getfixturevalue("harness_log")
-    request.getfixturevalue("inventory_reachable" if isinstance(target, InventoryTarget) else "docker_engine")
+    _check(request.config, target)
     with ExitStack() as stack:
 
         def make(book: Runbook | None = None, *, volumes: dict[str, str] | None = None) -> Cluster:
-            chosen = target
-            if isinstance(chosen, InventoryTarget):
-                if volumes and not chosen.inventory.shared_archive:
-                    pytest.skip(f"inventory {chosen.inventory.path} has no shared archive (shared_archive = true)")
+            chosen = target.with_shared_archive(volumes) if volumes else target
+            if chosen is None:
+                pytest.skip(f"{target.label}: the hosts share no archive (inventory: shared_archive = true)")
+            if chosen.shared_hosts:
                 stack.close()
-            elif volumes:
-                chosen = replace(chosen, volumes=volumes)
             try:
                 made = stack.enter_context(open_cluster(chosen, book or runbook, log=log.info))
             except ImageUnavailable as exc:

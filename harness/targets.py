@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from harness import available_images
+from harness.errors import HarnessError
 from harness.inventory import Inventory
 
 BACKENDS = ("docker", "ssh")
+
+
+class BadTarget(HarnessError):
+    """Options that name no target (an unknown image or backend, an inventory with docker)."""
 
 
 @dataclass(frozen=True)
@@ -31,9 +37,19 @@ class ContainerTarget:
     keep: bool = False
     volumes: Mapping[str, str] = field(default_factory=dict)
 
+    shared_hosts = False  # every cluster gets machines of its own
+
     @property
     def label(self) -> str:
         return f"{self.image}-{self.backend}"
+
+    @property
+    def kept(self) -> bool:
+        return self.keep
+
+    def with_shared_archive(self, volumes: Mapping[str, str]) -> ContainerTarget:
+        """The same target with `volumes` (name -> mount path) shared by both machines."""
+        return replace(self, volumes=volumes)
 
 
 @dataclass(frozen=True)
@@ -46,9 +62,19 @@ class InventoryTarget:
     clean_up: bool = False
     backend: str = "ssh"
 
+    shared_hosts = True  # one pair of hosts: a new cluster must wait until the last is removed
+
     @property
     def label(self) -> str:
         return "inventory-ssh"
+
+    @property
+    def kept(self) -> bool:
+        return not self.clean_up
+
+    def with_shared_archive(self, volumes: Mapping[str, str]) -> InventoryTarget | None:
+        """The same hosts, when the inventory says they share /mnt/pgarchive; None when they do not."""
+        return self if self.inventory.shared_archive else None
 
 
 Target = ContainerTarget | InventoryTarget
@@ -68,6 +94,36 @@ def make_target(
     if inventory is not None:
         return InventoryTarget(Inventory.load(inventory), allow_existing=allow_existing, clean_up=clean_up)
     return ContainerTarget(image=image, backend=backend, reuse=reuse, keep=keep)
+
+
+def target_matrix(
+    *,
+    images: list[str],
+    backends: list[str],
+    ssh_images: list[str],
+    inventory: Path | str | None = None,
+    allow_existing: bool = False,
+    reuse: bool = True,
+) -> list[Target]:
+    """The targets a test run covers: the inventory's hosts (cleaned after each cluster), or each
+    image (`all`: every one) through each backend, SSH only on `ssh_images`."""
+    backends = list(dict.fromkeys(backends))
+    if unknown := set(backends) - set(BACKENDS):
+        raise BadTarget(f"--backend {', '.join(sorted(unknown))}: choose from {', '.join(BACKENDS)}")
+    if inventory is not None:
+        if backends != ["ssh"]:
+            raise BadTarget("--inventory needs --backend ssh (alone): real hosts are reached by SSH only")
+        return [make_target(inventory=inventory, allow_existing=allow_existing, clean_up=True)]
+    known = available_images()
+    images = known if "all" in images else list(dict.fromkeys(images))
+    if unknown := set(images) - set(known):
+        raise BadTarget(f"--image {', '.join(sorted(unknown))}: no such image (known: {', '.join(known)})")
+    return [
+        make_target(image=image, backend=backend, reuse=reuse)
+        for image in images
+        for backend in backends
+        if backend == "docker" or "all" in ssh_images or image in ssh_images
+    ]
 
 
 def unwind_on_sigterm() -> None:

@@ -115,3 +115,18 @@ def test_plugin_shows_a_harness_failure_as_its_message(pytester):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["test_plugin_shows_a_harness_failure_as_its_message.py:3: WaitTimeout: *the moon*"])
     assert "def test_it" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--backend", "ssh", "--inventory="], "no inventory given"),
+        (["--backend", "docker", "--inventory", "x.toml"], "--inventory needs --backend ssh"),
+        (["--backend", "telnet"], "--backend telnet: choose from docker, ssh"),
+    ],
+)
+def test_plugin_rejects_options_that_name_no_target(pytester, args, words):
+    pytester.makepyfile("def test_it(target):\n    pass\n")
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert words in result.stderr.str()
