@@ -37,7 +37,7 @@ def _up(args: argparse.Namespace) -> int:
 def _down(args: argparse.Namespace) -> int:
     from harness.lifecycle import tear_down
 
-    tear_down(args.inventory)
+    tear_down(args.inventory, force=args.force)
     return 0
 
 
@@ -54,7 +54,10 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--no-reuse", action="store_true", help="run every step, ignoring snapshots of earlier runs")
     up.set_defaults(func=_up)
     down = sub.add_parser("down", help="remove the containers, networks and volumes the harness started")
-    down.add_argument("--inventory", help="instead: remove what the runbook installed on these real hosts")
+    down.add_argument("--inventory", help="instead: remove what the harness installed on these real hosts")
+    down.add_argument(
+        "--force", action="store_true", help="with --inventory: remove PostgreSQL even where the harness has no record"
+    )
     down.set_defaults(func=_down)
     return root
 

@@ -387,6 +387,20 @@ class Cluster:
             "(not part of the runbook)"
         )
 
+    def revoke_harness_access(self) -> None:
+        """Undo grant_harness_access (for clusters left to the user): drop the role, remove the rules."""
+        for node in self.nodes.values():
+            node.close()
+            node.host.run(
+                f"sed -i '/^# pgrepl-harness: the test runner/,+1d' {shlex.quote(node.layout.pg_hba_conf)}",
+                user="root",
+                check=False,
+            )
+            if node.psql("SELECT pg_is_in_recovery()", check=False) == "f":
+                node.psql(f"REASSIGN OWNED BY {HARNESS_ROLE} TO postgres; DROP OWNED BY {HARNESS_ROLE};", check=False)
+                node.psql(f"DROP ROLE IF EXISTS {HARNESS_ROLE};", check=False)
+            node.psql("SELECT pg_reload_conf();", check=False)
+
     def close(self) -> None:
         for node in self.nodes.values():
             node.close()

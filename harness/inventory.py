@@ -1,33 +1,49 @@
 """The inventory of real hosts (TOML): who is the primary, who the secondary, how to reach them.
 
     [postgresql]
-    major = 18                    # the major the runbook installs on these hosts
-    package_source = "pgdg"       # which variant of the package-source step to run
+    major = 18                    # the major the runbook installs on these hosts (10..99)
+    package_source = "pgdg"       # which variant of the package-source step to run: "pgdg" or "distro"
     shared_archive = false        # optional: true when /mnt/pgarchive is one shared mount on both hosts
 
     [primary]
     ssh_address = "203.0.113.10"  # where the test runner connects with SSH
     private_address = "192.168.1.10"  # what the other host uses for replication (VPC address)
     user = "ecs-user"
-    key = "~/.ssh/id_ed25519"
-    port = 22                     # optional
+    key = "~/.ssh/id_ed25519"     # relative paths are relative to this file; ~ expands
+    port = 22                     # optional (1..65535)
+    known_hosts = "known_hosts"   # optional: a known_hosts file holding this host's key (resolved like key)
+    proxy_jump = "ecs-user@bastion.example.com:22"  # optional: an OpenSSH ProxyJump (jump host)
 
     [secondary]
     ...
 
-Everything is checked before any host is touched; an error names the file and the field.
+Everything is checked before any host is touched: unknown tables and keys (a typo is not silently
+a default), types (true is not a port), ranges and shapes. An error names the file, the field and
+the fix. Primary and secondary must differ in both their SSH endpoint and their private address.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.runbook.parse import VARIANTS
 
 ROLES = ("primary", "secondary")
+# Every table and every key an inventory may have; anything else is a typo, not a default.
+FIELDS = {
+    "postgresql": ("major", "package_source", "shared_archive"),
+    **{role: ("ssh_address", "private_address", "user", "key", "port", "known_hosts", "proxy_jump") for role in ROLES},
+}
+MAJORS = range(10, 100)
+PORTS = range(1, 65536)
+USER = re.compile(r"^[a-z_][a-z0-9_.-]*$")
+_REQUIRED = object()
 
 
 class InventoryError(HarnessError, ValueError):
@@ -42,6 +58,8 @@ class HostEntry:
     user: str
     key: Path
     port: int = 22
+    known_hosts: Path | None = None
+    proxy_jump: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,53 +84,148 @@ class Inventory:
             data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise InventoryError(f"inventory {path}: not valid TOML: {exc}") from exc
-        pg = _table(data, "postgresql", path)
+        except UnicodeDecodeError as exc:
+            raise InventoryError(f"inventory {path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+        _check_tables(data, path)
+        pg = data["postgresql"]
         major = _field(pg, "major", int, path, "postgresql", "the PostgreSQL major the runbook installs, e.g. 18")
-        source = _field(pg, "package_source", str, path, "postgresql", '"pgdg" or "distro"')
-        hosts = {role: _host(role, _table(data, role, path), path) for role in ROLES}
-        if hosts["primary"].ssh_address == hosts["secondary"].ssh_address and (
-            hosts["primary"].port == hosts["secondary"].port
-        ):
-            raise InventoryError(f"inventory {path}: [primary] and [secondary] are the same host")
+        if major not in MAJORS:
+            raise InventoryError(
+                f"inventory {path}: [postgresql] major = {major!r} is not a PostgreSQL major "
+                f"(a number from {MAJORS.start} to {MAJORS.stop - 1}, e.g. 18)"
+            )
+        choices = " or ".join(f'"{v}"' for v in VARIANTS)
+        source = _field(pg, "package_source", str, path, "postgresql", choices)
+        if source not in VARIANTS:
+            raise InventoryError(f"inventory {path}: [postgresql] package_source = {source!r} is not {choices}")
         shared = _field(pg, "shared_archive", bool, path, "postgresql", "true or false", default=False)
+        hosts = {role: _host(role, data[role], path) for role in ROLES}
+        primary, secondary = hosts["primary"], hosts["secondary"]
+        if primary.ssh_address == secondary.ssh_address and primary.port == secondary.port:
+            raise InventoryError(
+                f"inventory {path}: [primary] and [secondary] are the same host "
+                f"(ssh_address = {primary.ssh_address!r}, port = {primary.port}); give each role its own host"
+            )
+        if ipaddress.ip_address(primary.private_address) == ipaddress.ip_address(secondary.private_address):
+            raise InventoryError(
+                f"inventory {path}: [primary] and [secondary] have the same private_address = "
+                f"{primary.private_address!r}; each host needs its own VPC address"
+            )
         return cls(path=path, pg_major=major, package_source=source, hosts=hosts, shared_archive=shared)
 
 
-def _table(data: dict, name: str, path: Path) -> dict:
-    table = data.get(name)
-    if not isinstance(table, dict):
-        raise InventoryError(f"inventory {path}: missing table [{name}]")
-    return table
+def _check_tables(data: dict, path: Path) -> None:
+    """Every known table is there and is a table, nothing else is, and no table has an unknown key."""
+    known = ", ".join(f"[{name}]" for name in FIELDS)
+    unknown = [name for name in data if name not in FIELDS]
+    for name in FIELDS:
+        if name not in data:
+            also = f"; {', '.join(f'[{u}]' for u in unknown)} is not one of them" if unknown else ""
+            raise InventoryError(f"inventory {path}: missing table [{name}] (an inventory has {known}{also})")
+        if not isinstance(data[name], dict):
+            raise InventoryError(
+                f"inventory {path}: {name} = {_shown(data[name])} must be a table [{name}] (an inventory has {known})"
+            )
+    for name in unknown:
+        what = (
+            f"table [{name}]"
+            if isinstance(data[name], dict)
+            else f"key {name} = {_shown(data[name])} outside any table"
+        )
+        raise InventoryError(f"inventory {path}: unknown {what}{_did_you_mean(name, FIELDS)} (known tables: {known})")
+    for name, keys in FIELDS.items():
+        for key, value in data[name].items():
+            if key not in keys:
+                raise InventoryError(
+                    f"inventory {path}: [{name}] {key} = {_shown(value)} is not a known field"
+                    f"{_did_you_mean(key, keys)} (known: {', '.join(keys)})"
+                )
 
 
-def _field(table: dict, name: str, kind: type, path: Path, section: str, hint: str, *, default=None):
+def _shown(value) -> str:
+    """A value as the TOML file spells it where that differs from Python (`true`, not `True`)."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
+
+
+def _did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _field(table: dict, name: str, kind: type, path: Path, section: str, hint: str, *, default=_REQUIRED):
     if name not in table:
-        if default is not None:
+        if default is not _REQUIRED:
             return default
         raise InventoryError(f"inventory {path}: [{section}] {name} is missing ({hint})")
     value = table[name]
-    if not isinstance(value, kind) or (kind is str and not value.strip()):
+    # a TOML boolean is a Python bool, and bool is a subclass of int: `port = true` is not port 1
+    wrong_bool = isinstance(value, bool) and kind is not bool
+    if wrong_bool or not isinstance(value, kind) or (kind is str and not value.strip()):
         raise InventoryError(
-            f"inventory {path}: [{section}] {name} = {value!r} is not a valid {kind.__name__} ({hint})"
+            f"inventory {path}: [{section}] {name} = {_shown(value)} is not a valid {kind.__name__} ({hint})"
         )
     return value
 
 
+def _ssh_word(table: dict, name: str, path: Path, section: str, hint: str, *, default=_REQUIRED) -> str | None:
+    """A value passed to ssh on its command line: not an option (no leading '-'), one word."""
+    value = _field(table, name, str, path, section, hint, default=default)
+    if value is None:
+        return None
+    if value.startswith("-") or any(char.isspace() for char in value):
+        raise InventoryError(
+            f"inventory {path}: [{section}] {name} = {value!r} must not start with '-' or contain whitespace ({hint})"
+        )
+    return value
+
+
+def _file(table: dict, name: str, path: Path, section: str, hint: str, *, default=_REQUIRED) -> Path | None:
+    """A path to an existing file; relative to the inventory's directory, `~` expanded."""
+    value = _field(table, name, str, path, section, hint, default=default)
+    if value is None:
+        return None
+    resolved = Path(value).expanduser()
+    if not resolved.is_absolute():
+        resolved = path.absolute().parent / resolved
+    if not resolved.is_file():
+        raise InventoryError(
+            f"inventory {path}: [{section}] {name} = {value!r}: no such file {str(resolved)!r} "
+            f"({hint}; a relative path is relative to the inventory's directory)"
+        )
+    return resolved
+
+
 def _host(role: str, table: dict, path: Path) -> HostEntry:
-    entry = HostEntry(
-        role=role,
-        ssh_address=_field(table, "ssh_address", str, path, role, "the address the test runner SSHes to"),
-        private_address=_field(table, "private_address", str, path, role, "the VPC address the other host uses"),
-        user=_field(table, "user", str, path, role, "the login user, with passwordless sudo"),
-        key=Path(_field(table, "key", str, path, role, "path of the SSH private key")).expanduser(),
-        port=_field(table, "port", int, path, role, "SSH port", default=22),
-    )
+    ssh_address = _ssh_word(table, "ssh_address", path, role, "the address the test runner SSHes to")
+    private_address = _field(table, "private_address", str, path, role, "the VPC address the other host uses")
     try:
-        ipaddress.ip_address(entry.private_address)
+        ipaddress.ip_address(private_address)
     except ValueError:
         raise InventoryError(
-            f"inventory {path}: [{role}] private_address = {entry.private_address!r} is not an IP address"
+            f"inventory {path}: [{role}] private_address = {private_address!r} is not an IP address "
+            "(the VPC address the other host uses, e.g. 192.168.1.10)"
         ) from None
-    if not entry.key.is_file():
-        raise InventoryError(f"inventory {path}: [{role}] key = {str(entry.key)!r}: no such file")
-    return entry
+    user = _field(table, "user", str, path, role, "the login user, with passwordless sudo")
+    if not USER.match(user):
+        raise InventoryError(
+            f"inventory {path}: [{role}] user = {user!r} is not a login name "
+            "(lower-case letters, digits, '_', '.', '-', not starting with a digit, '-' or '.', e.g. ecs-user)"
+        )
+    key = _file(table, "key", path, role, "path of the SSH private key")
+    port = _field(table, "port", int, path, role, "SSH port, e.g. 22", default=22)
+    if port not in PORTS:
+        raise InventoryError(f"inventory {path}: [{role}] port = {port!r} is not a TCP port (1 to 65535, e.g. 22)")
+    known_hosts = _file(table, "known_hosts", path, role, "a known_hosts file holding this host's key", default=None)
+    proxy_jump = _ssh_word(
+        table, "proxy_jump", path, role, "an OpenSSH ProxyJump, e.g. ecs-user@bastion.example.com:22", default=None
+    )
+    return HostEntry(
+        role=role,
+        ssh_address=ssh_address,
+        private_address=private_address,
+        user=user,
+        key=key,
+        port=port,
+        known_hosts=known_hosts,
+        proxy_jump=proxy_jump,
+    )

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from harness.errors import HarnessError
 
+# The archive directories the runbook creates (Step 2.3 and Step 5), whatever the family.
+ARCHIVE_DIRS = ("/mnt/server/archivedir", "/mnt/pgarchive/wal")
+
 
 class UnsupportedOs(HarnessError, ValueError):
     """A host whose OS family the runbook has no section for."""
@@ -22,7 +25,9 @@ class Layout:
     package_query: str  # prints the installed server package's version, or fails
     bin_dir: str
     log_file: str  # a shell expression naming the server log file
-    removal_script: str  # undoes what the runbook installed and created (`down` on real hosts)
+    packages_command: str  # prints the installed PostgreSQL packages, one name per line
+    purge_command: str  # removes the packages named by the words that follow it
+    owned_paths: tuple[str, ...]  # what the runbook may create (removed only if the harness created it)
 
     @property
     def postgresql_conf(self) -> str:
@@ -45,11 +50,13 @@ def _debian(family: str, major: int) -> Layout:
         package_query=f"dpkg-query -W -f='${{Version}}' postgresql-{major}",
         bin_dir=f"/usr/lib/postgresql/{major}/bin",
         log_file=f"/var/log/postgresql/postgresql-{major}-main.log",
-        removal_script=(
-            "systemctl stop postgresql.service || true\n"
-            "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q 'postgresql-*' >/dev/null || true\n"
-            "rm -rf /etc/postgresql /var/lib/postgresql /var/log/postgresql\n"
+        packages_command=(
+            # dpkg-query exits 1 when no package matches: that is an answer, not an error
+            "(dpkg-query -W -f='${Status} ${Package}\\n' 'postgresql*' 'libpq*' 2>/dev/null || [ $? -eq 1 ])"
+            " | awk '$3 == \"installed\" { print $4 }'"
         ),
+        purge_command="DEBIAN_FRONTEND=noninteractive apt-get purge -y -q",
+        owned_paths=("/etc/postgresql", "/var/lib/postgresql", "/var/log/postgresql", *ARCHIVE_DIRS),
     )
 
 
@@ -66,12 +73,9 @@ def _el(family: str, major: int) -> Layout:
         package_query=f"rpm -q --qf '%{{VERSION}}' postgresql{major}-server",
         bin_dir=f"/usr/pgsql-{major}/bin",
         log_file=f"$(ls -t {data_dir}/log/*.log | head -1)",
-        removal_script=(
-            f"systemctl stop postgresql-{major}.service || true\n"
-            f"(command -v dnf >/dev/null && dnf remove -y -q 'postgresql{major}*' || "
-            f"yum remove -y -q 'postgresql{major}*') >/dev/null || true\n"
-            f"rm -rf /var/lib/pgsql/{major} /var/lib/pgsql/.pgpass\n"
-        ),
+        packages_command="rpm -qa --qf '%{NAME}\\n' 'postgresql*' 'libpq*'",
+        purge_command="$(command -v dnf || command -v yum) remove -y -q",
+        owned_paths=(f"/var/lib/pgsql/{major}", "/var/lib/pgsql/.pgpass", *ARCHIVE_DIRS),
     )
 
 

@@ -13,27 +13,25 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from harness import LOGIN_USER
+from harness import LOGIN_USER, ownership
 from harness.cluster import Cluster
 from harness.hosts.base import Host, HostError
 from harness.hosts.docker import DockerHost, DockerLab, docker_client, remove_orphans, remove_resources
 from harness.hosts.ssh import SshHost
 from harness.images import ImageProfile, ensure_image, image_exists
 from harness.inventory import ROLES, HostEntry, Inventory
-from harness.layout import Layout, layout_for
+from harness.layout import layout_for
 from harness.runbook import Runbook, parse_runbook
 from harness.snapshots import SnapshotPlan
 from harness.targets import ContainerTarget, InventoryTarget, Target
 
 Log = Callable[[str], None]
-
-
-class HostNotPristine(HostError):
-    """A real host already runs or holds PostgreSQL; the harness will not touch it unless told to."""
 
 
 @contextmanager
@@ -46,6 +44,8 @@ def open_cluster(target: Target, runbook: Runbook | Path | str, *, log: Log = pr
         else:
             cluster = _container_cluster(stack, target, book, log)
         stack.callback(cluster.close)
+        if target.kept:  # the user's cluster from now on: no superuser of the harness left in it
+            stack.callback(cluster.revoke_harness_access)
         yield cluster
 
 
@@ -82,7 +82,7 @@ def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook,
         for role in ROLES:
             machine = lab.start_machine(role, start[role], mounts=mounts, authorized_key=public_key)
             entry = HostEntry(role, machine.address, machine.address, LOGIN_USER, key)
-            hosts[role] = SshHost.from_entry(entry, state)
+            hosts[role] = SshHost.from_entry(entry, state, trust_on_first_use=True)
             stack.callback(hosts[role].close)
     for host in hosts.values():
         host.wait_booted()
@@ -94,13 +94,16 @@ def _inventory_cluster(stack: ExitStack, target: InventoryTarget, book: Runbook,
     inventory = target.inventory
     hosts = ssh_hosts(stack, inventory)
     check_reachable(hosts)
+    family = check_identity(hosts)
+    layout = layout_for(family, inventory.pg_major)
     if not target.allow_existing:
         for host in hosts.values():
-            refuse_existing_postgresql(host)
-    family = hosts["primary"].os.family
-    if target.clean_up:
-        layout = layout_for(family, inventory.pg_major)
-        stack.callback(lambda: [remove_postgresql(host, layout) for host in hosts.values()])
+            ownership.refuse_existing_postgresql(host, layout)
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    if target.clean_up:  # registered first: runs last, after the record is sealed
+        stack.callback(lambda: [ownership.release(host, layout, log=log) for host in hosts.values()])
+    records = {role: ownership.claim(host, layout, run_id) for role, host in hosts.items()}
+    stack.callback(lambda: [ownership.seal(hosts[role], layout, record) for role, record in records.items()])
     return Cluster(book, hosts, family, inventory.pg_major, inventory.package_source, log=log)
 
 
@@ -120,34 +123,32 @@ def check_reachable(hosts: Mapping[str, Host]) -> None:
         host.run("true", timeout=30)
 
 
-def refuse_existing_postgresql(host: Host) -> None:
-    """Never set up over a PostgreSQL that the harness did not install."""
-    found = host.run(
-        "pgrep -a -x 'postgres|postmaster' || true; "
-        "ls -d /var/lib/postgresql/*/main /var/lib/pgsql/*/data /var/lib/pgsql/data 2>/dev/null || true",
-        timeout=30,
-    ).stdout.strip()
-    if found:
-        raise HostNotPristine(
-            f"{host.name} ({host.url}) already has PostgreSQL:\n{found}\n"
-            "the harness sets up fresh hosts only; clean it with `pgrepl-harness down --inventory FILE` "
-            "or pass --allow-existing-postgresql if you really mean to run over it"
-        )
+def check_identity(hosts: Mapping[str, Host]) -> str:
+    """Two different machines, neither the runner, of one OS family (returned): else HostError naming both."""
+    primary, secondary = hosts["primary"], hosts["secondary"]
+    names = f"primary ({primary.url}) and secondary ({secondary.url})"
+    ids = {role: host.run("cat /etc/machine-id", timeout=30).stdout.strip() for role, host in hosts.items()}
+    runner = Path("/etc/machine-id").read_text().strip() if Path("/etc/machine-id").is_file() else None
+    if ids["primary"] == ids["secondary"]:
+        raise HostError(f"{names} are the same machine (/etc/machine-id {ids['primary']}): name two hosts")
+    for role, machine_id in ids.items():
+        if machine_id == runner:
+            raise HostError(f"{role} ({hosts[role].url}) is the machine the harness runs on: name two other hosts")
+    if primary.address == secondary.address:
+        raise HostError(f"{names} have the same private address {primary.address}")
+    if primary.os.family != secondary.os.family:
+        raise HostError(f"{names} run different OS families ({primary.os.family}, {secondary.os.family})")
+    return primary.os.family
 
 
-def remove_postgresql(host: Host, layout: Layout) -> None:
-    """Remove what the runbook installed and created on `host` (packages, data, config, archives)."""
-    host.run(layout.removal_script + "rm -rf /mnt/server/archivedir /mnt/pgarchive/wal\n", user="root", timeout=300)
-
-
-def remove_from_inventory(inventory: Inventory, *, log: Log = print) -> None:
-    """`down --inventory`: remove what the runbook installed on the inventory's hosts."""
+def remove_from_inventory(inventory: Inventory, *, force: bool = False, log: Log = print) -> None:
+    """`down --inventory`: remove what the harness's records say it created on the inventory's hosts."""
     with ExitStack() as stack:
         hosts = ssh_hosts(stack, inventory)
         check_reachable(hosts)
         for host in hosts.values():
-            remove_postgresql(host, layout_for(host.os.family, inventory.pg_major))
-            log(f"{host.name} ({host.url}): PostgreSQL {inventory.pg_major}, its data and archives removed")
+            removed = ownership.release(host, layout_for(host.os.family, inventory.pg_major), force=force, log=log)
+            log(f"{host.name} ({host.url}): removed {', '.join(removed) or 'nothing (none of it was there)'}")
 
 
 def check_target(target: Target) -> None:
@@ -160,10 +161,10 @@ def check_target(target: Target) -> None:
         remove_orphans(docker_client())
 
 
-def tear_down(inventory: Path | str | None, *, log: Log = print) -> None:
+def tear_down(inventory: Path | str | None, *, force: bool = False, log: Log = print) -> None:
     """`down`: remove what the runbook installed on an inventory's hosts, or the harness's containers."""
     if inventory is not None:
-        remove_from_inventory(Inventory.load(inventory), log=log)
+        remove_from_inventory(Inventory.load(inventory), force=force, log=log)
     else:
         log(f"removed {remove_resources(client=docker_client())} containers, networks and volumes of pgrepl-harness")
 

@@ -92,8 +92,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         params = getattr(item, "callspec", None)
         if params and "target" in params.params:
-            label = params.params["target"].label
-            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}-{label}"))
+            target = params.params["target"]
+            label = target.label
+            # one pair of real hosts serves every module: one worker only, or two would install at once
+            group = label if target.shared_hosts else f"{item.module.__name__}-{label}"
+            item.add_marker(pytest.mark.xdist_group(group))
             item.user_properties.append((TARGET_PROPERTY, label))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import secrets as _random
 
 REDACTED = "********"
@@ -23,8 +25,24 @@ class Secret(str):
         return cls(_random.token_urlsafe(nbytes))
 
 
+# A run of this many characters of a secret is masked too: a truncated repr ("'Ab3x...") must not
+# show a third of it. By chance, 8 characters of a random 24 match ordinary text practically never.
+MIN_FRAGMENT = 8
+
+
+@functools.cache
+def _fragments(value: str) -> re.Pattern[str]:
+    """Every substring of `value` of MIN_FRAGMENT characters or more, longest first."""
+    parts = {value[i:j] for i in range(len(value)) for j in range(i + MIN_FRAGMENT, len(value) + 1)}
+    return re.compile("|".join(re.escape(p) for p in sorted(parts, key=len, reverse=True)))
+
+
 def redact(text: str) -> str:
-    """Replace every secret generated in this process by a fixed mask."""
-    for value in sorted(_known, key=len, reverse=True):
+    """Replace every secret generated in this process, and every long enough piece of one, by a mask."""
+    values = sorted(_known, key=len, reverse=True)
+    for value in values:
         text = text.replace(value, REDACTED)
+    for value in values:  # after every whole secret, so that a piece of one never splits another
+        if len(value) > MIN_FRAGMENT:
+            text = _fragments(value).sub(REDACTED, text)
     return text

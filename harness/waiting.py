@@ -36,6 +36,8 @@ def wait_until(
         except Exception as exc:
             last = exc
         if time.monotonic() >= deadline:
-            detail = seen() if seen is not None else repr(last)
+            detail = repr(last)
+            if seen is not None:
+                detail = seen() + (f"\nlast error: {last!r}" if isinstance(last, Exception) else "")
             raise WaitTimeout(redact(f"timed out after {timeout:.0f} s waiting for {what}; last seen:\n{detail}"))
         time.sleep(interval)

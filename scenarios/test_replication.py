@@ -55,6 +55,14 @@ def test_process_check_done_right_cannot_match_itself(cluster):
     assert not secondary.run('ps -eo args | grep "[w]alsender.*streaming"', check=False).ok
 
 
+def test_the_replication_password_is_on_no_command_line(cluster):
+    """Defect 17: sudo logs every command line it runs (journald); the password is on none of them."""
+    for node in cluster.nodes.values():
+        log = node.host.sudo_log()
+        assert "COMMAND=" in log, f"{node.name}: sudo logged nothing, the check would see nothing"
+        assert cluster.replication_password not in log, f"{node.name}: the password is in sudo's log"
+
+
 def test_secrets_are_used_but_never_shown(cluster, harness_log):
     shown = cluster.transcript.render() + render(cluster, kept=True) + harness_log.getvalue()
     for secret in (cluster.replication_password, cluster.harness_password):

@@ -48,6 +48,10 @@ def test_defect_2_the_secondary_cannot_reach_the_archive_nor_restore_from_it(sou
     assert source.secondary.psql("SHOW restore_command") == ""
 
 
+def test_defect_17_the_password_is_on_a_command_line_in_sudo_s_log(source):
+    assert source.replication_password in source.primary.host.sudo_log()
+
+
 def test_defect_12_the_process_check_passes_with_nothing_streaming(source):
     assert source.primary.scalar("SELECT count(*) FROM pg_stat_replication") == 0
     source.run("verify", steps={"verify-walsender"})  # "passes": grep matches its own command line

@@ -205,3 +205,21 @@ def test_el8_layout():
 def test_unknown_family_has_no_layout():
     with pytest.raises(ValueError, match="arch"):
         layout_for("arch", 15)
+
+
+def test_a_truncated_secret_is_redacted_too():
+    secret = Secret.generate()
+    shown = redact(f"password={secret[:11]}... and {secret[-9:]}")
+    assert secret[:11] not in shown and secret[-9:] not in shown and REDACTED in shown
+    assert redact("postgresql-18 on 192.168.1.10") == "postgresql-18 on 192.168.1.10"
+
+
+def test_wait_timeout_keeps_the_probe_s_last_error_beside_what_was_seen():
+    from harness.waiting import WaitTimeout, wait_until
+
+    def probe():
+        raise RuntimeError("password authentication failed for user x")
+
+    with pytest.raises(WaitTimeout) as failure:
+        wait_until(probe, timeout=0.05, what="a login", seen=lambda: "pg_stat_replication: (none)")
+    assert "(none)" in str(failure.value) and "password authentication failed" in str(failure.value)

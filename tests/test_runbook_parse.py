@@ -18,6 +18,7 @@ from harness.runbook.parse import (
     parse_text,
 )
 from harness.runbook.render import bind, script
+from harness.runbook.values import TARGETS
 from harness.secrets import Secret
 
 FENCE = "```"
@@ -135,13 +136,61 @@ def test_bad_expect_regex_is_an_error():
     assert "rb.md:1" in message and "expect" in message
 
 
+@pytest.mark.parametrize("step", [12, "", None, True, ["a"], "Primary-install", "-a", "a b", "a_b", "é"])
+def test_step_must_be_a_lower_case_id(step):
+    message = error_of("intro\n", fence("sh", {"step": step, "host": "primary", "os": ["debian"]}))
+    assert message.startswith(f"rb.md:3: step {json.dumps(step)}: not a step id"), message
+    assert 'lower-case letters, digits and "-"' in message and '"primary-install"' in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "hint"),
+    [
+        ("host", 1, "one of ('primary', 'secondary')"),
+        ("host", ["primary"], "one of ('primary', 'secondary')"),
+        ("expect", 0, "a regex on the step's stdout"),
+        ("expect", ["ok"], "a regex on the step's stdout"),
+        ("expect", "", "a regex on the step's stdout"),
+        ("file", True, "the file a `conf` block appends to"),
+        ("part", 2, 'e.g. "verify"'),
+        ("variant", None, "one of ('pgdg', 'distro')"),
+        ("action", {"promote": True}, "one of ('fence', 'promote', 'rewind')"),
+    ],
+)
+def test_string_attributes_must_be_strings(key, value, hint):
+    attrs = {"step": "a", "host": "primary", "os": ["debian"], key: value}
+    message = error_of("intro\n", fence("sh", attrs))
+    assert message.startswith(f'rb.md:3: step a: "{key}": {json.dumps(value)} must be a non-empty JSON string'), message
+    assert hint in message, message
+
+
+@pytest.mark.parametrize("os", [7, None, [], ["debian", 8], [["debian"]], {"debian": True}])
+def test_os_must_be_a_family_or_a_list_of_them(os):
+    message = error_of(fence("sh", {"step": "a", "host": "primary", "os": os}))
+    assert message.startswith(f'rb.md:1: step a: "os": {json.dumps(os)} must be a family'), message
+    assert "('debian', 'el8', 'el7')" in message
+
+
+@pytest.mark.parametrize("part", ["Verify", "1st", "-verify", "slot_limit", "verify all"])
+def test_part_must_be_a_lower_case_name(part):
+    message = error_of(sh(part=part))
+    assert message.startswith(f"rb.md:1: step s1: part {part!r} is not a part name"), message
+    assert 'starting with a letter (e.g. "verify")' in message
+
+
+@pytest.mark.parametrize("variant", ["x", "PGDG", "apt"])
+def test_variant_must_be_pgdg_or_distro(variant):
+    message = error_of(sh(variant=variant))
+    assert message == f"rb.md:1: step s1: variant {variant!r} is not one of ('pgdg', 'distro')"
+
+
 def test_duplicate_step_for_same_family_and_variant_is_an_error():
-    message = error_of(sh("a", variant="x"), sh("a", os=("el8", "debian"), variant="x"))
+    message = error_of(sh("a", variant="pgdg"), sh("a", os=("el8", "debian"), variant="pgdg"))
     assert "rb.md:5" in message and "'a'" in message and "line 1" in message
 
 
 def test_same_step_with_two_variants_is_allowed():
-    assert len(parse(sh("a", variant="x"), sh("a", variant="y")).blocks) == 2
+    assert len(parse(sh("a", variant="pgdg"), sh("a", variant="distro")).blocks) == 2
 
 
 def test_same_step_for_two_families_is_allowed():
@@ -173,6 +222,31 @@ def test_table_with_other_headers_is_ignored():
 @pytest.mark.parametrize("row", ["| 18 | major | `pg_major` |", "| `18` | major | pg_major |", "| `18` | major |"])
 def test_malformed_binding_row_is_an_error(row):
     assert "rb.md" in error_of(BINDINGS + row + "\n")
+
+
+@pytest.mark.parametrize(
+    ("row", "empty"),
+    [
+        ("| `` | major | `pg_major` |", "example"),
+        ("| ` ` | major | `pg_major` |", "example"),
+        ("| `18` | major | `` |", "target"),
+    ],
+)
+def test_binding_row_with_an_empty_cell_is_an_error(row, empty):
+    message = error_of(BINDINGS + row + "\n")
+    assert message.startswith("rb.md:5: binding row ") and f"the {empty} is empty" in message, message
+    assert "write it as `example` | meaning | `target`" in message
+
+
+def test_binding_to_an_unknown_target_is_an_error_at_parse_time():
+    message = error_of(BINDINGS + "| `18` | major | `pg_version` |\n")
+    assert message.startswith("rb.md:5: binding row `18` | major | `pg_version`: unknown target 'pg_version'"), message
+    assert "bind to one of: " + ", ".join(sorted(TARGETS)) in message
+
+
+def test_a_malformed_binding_row_names_its_line():
+    message = error_of(BINDINGS + "| 18 | major | `pg_major` |\n")
+    assert message.startswith("rb.md:5: binding row 18 | major | `pg_major`: write it as"), message
 
 
 # --- binding patterns -------------------------------------------------------------------------

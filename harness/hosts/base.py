@@ -217,6 +217,10 @@ class Host(ABC):
             seen=lambda: self.run("systemctl list-jobs --no-pager; systemctl --failed --no-pager", check=False).stdout,
         )
 
+    def sudo_log(self) -> str:
+        """Every command line sudo logged on this host (journald), as an auditor would read it."""
+        return self.run("journalctl --no-pager -o cat _COMM=sudo", user="root").stdout
+
     def close(self) -> None:
         """Release what the transport holds open (connections, forwards); nothing by default."""
         return None

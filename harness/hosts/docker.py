@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 import docker.errors
+import requests
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
+import harness
 from harness import LOGIN_USER
 from harness.errors import NoDockerEngine
 from harness.hosts.base import Host, Result
@@ -31,18 +37,64 @@ SYSTEMD_RUN_KWARGS = {
 }
 
 
+DEFAULT_ENGINE = "unix:///var/run/docker.sock"
+NO_INSTALL_VAR = "PGREPL_NO_ENGINE_INSTALL"
+
+
+def engine_script() -> Path:
+    """harness/engine.sh: installs (apt-get) and starts a Docker engine; shared with .ci/run."""
+    return Path(harness.__file__).resolve().parent / "engine.sh"
+
+
+def _ping() -> docker.DockerClient:
+    client = docker.from_env()
+    client.ping()
+    return client
+
+
+def _run_engine_script(script: Path) -> None:
+    """Run engine.sh with its output passed through; its outcome is judged by pinging again."""
+    subprocess.run(["bash", str(script)], check=False)
+
+
+def _why_not_install(script: Path) -> str | None:
+    """None when docker_client may run engine.sh, else how the user starts an engine instead."""
+    if os.environ.get("DOCKER_HOST"):
+        return "The engine at that address (DOCKER_HOST) does not answer: start dockerd there, or unset DOCKER_HOST."
+    if shutil.which("apt-get") is None or not script.is_file():
+        return "Start one as root: `dockerd &` (log somewhere), then run this again."
+    if os.geteuid() != 0:
+        return f"Ask an administrator to start one, or run `sudo bash {script}` (installs and starts dockerd)."
+    if os.environ.get(NO_INSTALL_VAR):
+        return f"Start one: `bash {script}` (installs and starts dockerd; {NO_INSTALL_VAR} stops the harness doing it)."
+    return None
+
+
 def docker_client() -> docker.DockerClient:
-    """A client of the engine that answers, or NoDockerEngine saying how to start one."""
+    """A client of the engine that answers. When none does at the local default address and we are
+    root on an apt-based machine, engine.sh installs and starts one first (unless
+    PGREPL_NO_ENGINE_INSTALL is set); otherwise NoDockerEngine, saying how to start one."""
     try:
-        client = docker.from_env()
-        client.ping()
-        return client
-    except docker.errors.DockerException as exc:
-        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-        raise NoDockerEngine(
-            f"no Docker engine answers at {where} ({type(exc).__name__}).\n"
-            "Start one (as root: `dockerd &`), or on a bare Debian machine run `bash .ci/run`, which installs one."
-        ) from None
+        return _ping()
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        failure = exc
+    where = os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE
+    script = engine_script()
+    how = _why_not_install(script)
+    if how is None:
+        print(
+            "no Docker engine answers: installing and starting one with harness/engine.sh "
+            f"(set {NO_INSTALL_VAR}=1 to stop this)",
+            file=sys.stderr,
+            flush=True,
+        )
+        _run_engine_script(script)
+        try:
+            return _ping()
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            failure = exc
+        how = f"{script} did not start one (its output is above; dockerd's log: /var/log/pgrepl-dockerd.log)."
+    raise NoDockerEngine(f"no Docker engine answers at {where} ({type(failure).__name__}).\n{how}") from None
 
 
 @dataclass(frozen=True)

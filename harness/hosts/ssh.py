@@ -19,8 +19,8 @@ CONNECT_TIMEOUT = 10
 
 class SshHost(Host):
     @classmethod
-    def from_entry(cls, entry: HostEntry, state_dir: Path) -> SshHost:
-        """The host an inventory entry (or a container standing in for one) describes."""
+    def from_entry(cls, entry: HostEntry, state_dir: Path, *, trust_on_first_use: bool = False) -> SshHost:
+        """The host an inventory entry (or, trusted on first use, a container of this run) describes."""
         return cls(
             entry.role,
             ssh_address=entry.ssh_address,
@@ -29,6 +29,9 @@ class SshHost(Host):
             key=entry.key,
             port=entry.port,
             state_dir=state_dir,
+            known_hosts=entry.known_hosts,
+            proxy_jump=entry.proxy_jump,
+            trust_on_first_use=trust_on_first_use,
         )
 
     def __init__(
@@ -42,13 +45,20 @@ class SshHost(Host):
         port: int = 22,
         state_dir: Path,
         share_connection: bool = True,
+        known_hosts: Path | None = None,
+        proxy_jump: str | None = None,
+        trust_on_first_use: bool = False,
     ):
+        """A real host's key must be known already (`known_hosts`, else the user's own known_hosts) and
+        the user's ssh_config applies; `trust_on_first_use` is for the run's own containers only, whose
+        keys are new on every run: any key is accepted once and ssh_config is ignored."""
         self.name = name
         self.ssh_address, self.private_address = ssh_address, private_address
         self.user, self.key, self.port = user, Path(key).expanduser(), port
         self.state_dir = state_dir
         self.share_connection = share_connection
         self._forwards: dict[int, int] = {}
+        self.known_hosts, self.proxy_jump, self.trust_on_first_use = known_hosts, proxy_jump, trust_on_first_use
 
     @property
     def address(self) -> str:
@@ -67,16 +77,22 @@ class SshHost(Host):
             "BatchMode": "yes",
             "IdentitiesOnly": "yes",
             "PasswordAuthentication": "no",
-            "StrictHostKeyChecking": "accept-new",
-            "UserKnownHostsFile": str(self.state_dir / "known_hosts"),
+            "StrictHostKeyChecking": "accept-new" if self.trust_on_first_use else "yes",
             "ConnectTimeout": str(CONNECT_TIMEOUT),
             "ServerAliveInterval": "5",
             "ServerAliveCountMax": "3",
             "LogLevel": "ERROR",
         }
+        known_hosts = self.state_dir / "known_hosts" if self.trust_on_first_use else self.known_hosts
+        if known_hosts is not None:
+            options["UserKnownHostsFile"] = str(known_hosts)
+        if self.proxy_jump:
+            options["ProxyJump"] = self.proxy_jump
         if self.share_connection if shared is None else shared:
             options |= {"ControlMaster": "auto", "ControlPath": str(self.state_dir / "%C"), "ControlPersist": "300"}
-        argv = ["ssh", "-i", str(self.key), "-p", str(self.port), "-F", "/dev/null"]
+        argv = ["ssh", "-i", str(self.key), "-p", str(self.port)]
+        if self.trust_on_first_use:
+            argv += ["-F", "/dev/null"]
         for key, value in options.items():
             argv += ["-o", f"{key}={value}"]
         return argv

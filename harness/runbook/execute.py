@@ -141,6 +141,9 @@ class Executor:
         except HostError as exc:
             self._record(block, host, started, "failed")
             raise StepFailed(block, where, host, command, None, str(exc)) from exc
+        if result.rc in (124, 137) and result.seconds >= STEP_TIMEOUT:  # coreutils timeout's TERM / KILL
+            self._record(block, host, started, "failed", "timed out")
+            raise StepFailed(block, where, host, command, result, f"timed out after {STEP_TIMEOUT:.0f} s")
         if not result.ok:
             self._record(block, host, started, "failed", f"exit {result.rc}")
             raise StepFailed(block, where, host, command, result, f"exit code {result.rc}")

@@ -4,12 +4,14 @@
     sudo apt-get install -y postgresql-18
     ```
 
-Keys: step, host, os (required); part (default "setup"), variant, expect (regex on
-stdout), file (for `conf` blocks: append the body to this file), action (what the step does
-for the harness, which finds "the promote step" by it, not by a step id the author may
-rename). Unknown keys are kept.
+Keys: step (an id: lower-case letters, digits, '-'), host, os (a family or a list of them)
+are required; part (default "setup"; lower-case letters, digits, '-'), variant ("pgdg" or
+"distro"), expect (regex on stdout), file (for `conf` blocks: append the body to this file),
+action (what the step does for the harness, which finds "the promote step" by it, not by a step
+id the author may rename) are optional strings. Unknown keys are kept.
 Blocks without a JSON object in the info string are prose and never run. The table whose
-header is `Example value | Meaning | Bound to` binds example values to live ones.
+header is `Example value | Meaning | Bound to` binds example values to live ones; every row
+needs a non-empty example and a known target (harness.runbook.values.TARGETS).
 """
 
 from __future__ import annotations
@@ -22,12 +24,25 @@ from pathlib import Path
 from markdown_it import MarkdownIt
 
 from harness.errors import HarnessError
+from harness.runbook.values import TARGETS
 
 KINDS = ("sh", "conf")
 FAMILIES = ("debian", "el8", "el7")
+VARIANTS = ("pgdg", "distro")
 HOSTS = ("primary", "secondary")
 REQUIRED = ("step", "host", "os")
 ACTIONS = ("fence", "promote", "rewind")
+# the attributes that are one string when present, and what each one holds
+STRINGS = {
+    "host": f"one of {HOSTS}",
+    "part": 'e.g. "verify"; default "setup"',
+    "variant": f"one of {VARIANTS}",
+    "expect": "a regex on the step's stdout",
+    "file": "the file a `conf` block appends to",
+    "action": f"one of {ACTIONS}",
+}
+STEP = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+PART = re.compile(r"^[a-z][a-z0-9-]*$")
 BINDING_HEADER = ["Example value", "Meaning", "Bound to"]
 
 
@@ -149,23 +164,45 @@ def _block(info: str, body: str, line: int, heading: str, path: Path) -> Block |
     missing = [key for key in REQUIRED if key not in attrs]
     if missing:
         raise RunbookError(f"{where}: block lacks {', '.join(missing)} in its attributes {rest}")
+    step = attrs["step"]
+    if not isinstance(step, str) or not STEP.match(step):
+        raise RunbookError(
+            f"{where}: step {json.dumps(step)}: not a step id; write a non-empty string of lower-case "
+            'letters, digits and "-", starting with a letter or digit (e.g. "primary-install")'
+        )
+    where = f"{where}: step {step}"
+    for key, hint in STRINGS.items():
+        if key in attrs and (not isinstance(attrs[key], str) or not attrs[key]):
+            raise RunbookError(f'{where}: "{key}": {json.dumps(attrs[key])} must be a non-empty JSON string ({hint})')
     if kind not in KINDS:
-        raise RunbookError(f"{where}: step {attrs['step']}: block language {kind!r} is not one of {KINDS}")
+        raise RunbookError(f"{where}: block language {kind!r} is not one of {KINDS}")
     if attrs["host"] not in HOSTS:
-        raise RunbookError(f"{where}: step {attrs['step']}: host {attrs['host']!r} is not one of {HOSTS}")
+        raise RunbookError(f"{where}: host {attrs['host']!r} is not one of {HOSTS}")
     families = attrs["os"] if isinstance(attrs["os"], list) else [attrs["os"]]
+    if not families or not all(isinstance(f, str) for f in families):
+        raise RunbookError(
+            f'{where}: "os": {json.dumps(attrs["os"])} must be a family or a non-empty list of families, '
+            f"as strings from {FAMILIES}"
+        )
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
-        raise RunbookError(f"{where}: step {attrs['step']}: unknown OS family {unknown} (known: {FAMILIES})")
+        raise RunbookError(f"{where}: unknown OS family {unknown} (known: {FAMILIES})")
     if (kind == "conf") != ("file" in attrs):
-        raise RunbookError(f'{where}: step {attrs["step"]}: a `conf` block needs "file", and only it may have one')
+        raise RunbookError(f'{where}: a `conf` block needs "file", and only it may have one')
+    if "part" in attrs and not PART.match(attrs["part"]):
+        raise RunbookError(
+            f'{where}: part {attrs["part"]!r} is not a part name; write lower-case letters, digits and "-", '
+            'starting with a letter (e.g. "verify")'
+        )
+    if attrs.get("variant", VARIANTS[0]) not in VARIANTS:
+        raise RunbookError(f"{where}: variant {attrs['variant']!r} is not one of {VARIANTS}")
     if attrs.get("action", ACTIONS[0]) not in ACTIONS:
-        raise RunbookError(f"{where}: step {attrs['step']}: action {attrs['action']!r} is not one of {ACTIONS}")
+        raise RunbookError(f"{where}: action {attrs['action']!r} is not one of {ACTIONS}")
     if "expect" in attrs:
         try:
             re.compile(attrs["expect"])
         except re.error as exc:
-            raise RunbookError(f"{where}: step {attrs['step']}: bad expect regex: {exc}") from exc
+            raise RunbookError(f"{where}: bad expect regex: {exc}") from exc
     return Block(
         step=attrs["step"],
         host=attrs["host"],
@@ -184,24 +221,34 @@ def _block(info: str, body: str, line: int, heading: str, path: Path) -> Block |
 
 
 def _bindings(tokens: list, start: int, path: Path) -> list[Binding]:
-    rows: list[list[str]] = []
+    rows: list[tuple[int, list[str]]] = []
     row: list[str] = []
+    line = 0
     for token in tokens[start:]:
         if token.type == "table_close":
             break
         if token.type == "tr_open":
             row = []
+            line = token.map[0] + 1 if token.map else 0
         elif token.type == "inline":
             row.append(token.content.strip())
         elif token.type == "tr_close":
-            rows.append(row)
-    if not rows or rows[0] != BINDING_HEADER:
+            rows.append((line, row))
+    if not rows or rows[0][1] != BINDING_HEADER:
         return []
+    known = ", ".join(sorted(TARGETS))
     result = []
-    for cells in rows[1:]:
+    for line, cells in rows[1:]:
+        where = f"{path}:{line}: binding row {' | '.join(cells)}"
         if len(cells) != 3 or not all(c.startswith("`") and c.endswith("`") for c in (cells[0], cells[2])):
-            raise RunbookError(f"{path}: binding row {cells} must be `example` | meaning | `target`")
-        result.append(Binding(example=cells[0].strip("`"), meaning=cells[1], target=cells[2].strip("`")))
+            raise RunbookError(f"{where}: write it as `example` | meaning | `target`")
+        example, target = cells[0].strip("`"), cells[2].strip("`")
+        if not example.strip() or not target.strip():
+            empty = "example" if not example.strip() else "target"
+            raise RunbookError(f"{where}: the {empty} is empty; write it as `example` | meaning | `target`")
+        if target not in TARGETS:
+            raise RunbookError(f"{where}: unknown target {target!r}; bind to one of: {known}")
+        result.append(Binding(example=example, meaning=cells[1], target=target))
     return result
 
 

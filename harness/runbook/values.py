@@ -8,6 +8,7 @@ PRIMARY_ADDRESS = "primary.address"
 SECONDARY_ADDRESS = "secondary.address"
 REPLICATION_PASSWORD = "secret.replication_password"
 PG_MAJOR = "pg_major"
+TARGETS = frozenset({PRIMARY_ADDRESS, SECONDARY_ADDRESS, REPLICATION_PASSWORD, PG_MAJOR})
 # Fixed by the image or inventory before any host exists (the others are known only once hosts run).
 STATIC_TARGETS = frozenset({PG_MAJOR})
 

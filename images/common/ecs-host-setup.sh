@@ -46,3 +46,7 @@ printf '%s\n' "Defaults:$user !requiretty" "$user ALL=(ALL) NOPASSWD:ALL" > "/et
 chmod 0440 "/etc/sudoers.d/$user"
 
 install -m 0755 "$here/ecs-entrypoint.sh" /usr/local/sbin/ecs-entrypoint
+
+# As cloud images do: no machine id in the image, so every machine started from it gets its own.
+: > /etc/machine-id
+rm -f /var/lib/dbus/machine-id

@@ -1,0 +1,122 @@
+"""docker_client starts an engine with harness/engine.sh only when it may; engine.sh is valid bash.
+
+Nothing here installs or starts anything: pinging the engine and running the script are replaced.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import docker.errors
+import pytest
+
+from harness.errors import NoDockerEngine
+from harness.hosts import docker as backend
+
+SCRIPT = backend.engine_script()
+
+
+class Engine:
+    """Stands in for the engine: the first `down` pings fail, later ones answer."""
+
+    def __init__(self, down: int):
+        self.down = down
+        self.pings = 0
+        self.runs: list[str] = []
+
+    def ping(self):
+        self.pings += 1
+        if self.pings <= self.down:
+            raise docker.errors.DockerException("Error while fetching server API version")
+        return "client"
+
+    def run(self, script):
+        self.runs.append(str(script))
+
+
+@pytest.fixture
+def engine(monkeypatch):
+    """No engine answers (until engine.sh 'ran'); root, apt-get present, nothing opted out."""
+    fake = Engine(down=1)
+    monkeypatch.setattr(backend, "_ping", fake.ping)
+    monkeypatch.setattr(backend, "_run_engine_script", fake.run)
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv(backend.NO_INSTALL_VAR, raising=False)
+    monkeypatch.setattr(backend.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(backend.shutil, "which", lambda name: f"/usr/bin/{name}")
+    return fake
+
+
+def message(exc: pytest.ExceptionInfo[NoDockerEngine]) -> list[str]:
+    lines = str(exc.value).splitlines()
+    assert 1 <= len(lines) <= 2 and lines[0].startswith("no Docker engine answers at ")
+    return lines
+
+
+def test_with_docker_host_set_the_script_is_not_run(engine, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.9.8.7:2375")
+    with pytest.raises(NoDockerEngine) as exc:
+        backend.docker_client()
+    assert engine.runs == [] and engine.pings == 1
+    lines = message(exc)
+    assert "tcp://10.9.8.7:2375" in lines[0] and "does not answer" in lines[1]
+
+
+def test_not_root_the_script_is_not_run_and_the_message_says_how(engine, monkeypatch):
+    monkeypatch.setattr(backend.os, "geteuid", lambda: 1000)
+    with pytest.raises(NoDockerEngine) as exc:
+        backend.docker_client()
+    assert engine.runs == []
+    lines = message(exc)
+    assert backend.DEFAULT_ENGINE in lines[0]
+    assert "administrator" in lines[1] and f"sudo bash {SCRIPT}" in lines[1]
+
+
+def test_without_apt_get_the_script_is_not_run(engine, monkeypatch):
+    monkeypatch.setattr(backend.shutil, "which", lambda name: None)
+    with pytest.raises(NoDockerEngine) as exc:
+        backend.docker_client()
+    assert engine.runs == [] and "dockerd" in message(exc)[1]
+
+
+def test_opted_out_the_script_is_not_run(engine, monkeypatch):
+    monkeypatch.setenv(backend.NO_INSTALL_VAR, "1")
+    with pytest.raises(NoDockerEngine) as exc:
+        backend.docker_client()
+    assert engine.runs == [] and f"bash {SCRIPT}" in message(exc)[1]
+
+
+def test_when_it_may_the_script_runs_once_and_the_engine_is_pinged_again(engine, capsys):
+    assert backend.docker_client() == "client"
+    assert engine.runs == [str(SCRIPT)] and engine.pings == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "no Docker engine answers: installing and starting one with harness/engine.sh "
+        "(set PGREPL_NO_ENGINE_INSTALL=1 to stop this)"
+    )
+
+
+def test_when_the_script_does_not_start_one_the_message_says_so(engine):
+    engine.down = 2
+    with pytest.raises(NoDockerEngine) as exc:
+        backend.docker_client()
+    assert engine.runs == [str(SCRIPT)] and engine.pings == 2
+    assert "did not start one" in message(exc)[1]
+
+
+def test_an_answering_engine_needs_no_script(engine):
+    engine.down = 0
+    assert backend.docker_client() == "client"
+    assert engine.runs == [] and engine.pings == 1
+
+
+def test_the_script_ships_in_the_package_and_is_valid_bash():
+    assert SCRIPT.is_file()
+    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_the_script_passes_shellcheck():
+    done = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
