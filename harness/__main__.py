@@ -37,7 +37,7 @@ def _up(args: argparse.Namespace) -> int:
 def _down(args: argparse.Namespace) -> int:
     from harness.lifecycle import tear_down
 
-    tear_down(args.inventory, force=args.force)
+    tear_down(args.inventory, force=args.force, everyone=args.all)
     return 0
 
 
@@ -55,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_up)
     down = sub.add_parser("down", help="remove the containers, networks and volumes the harness started")
     down.add_argument("--inventory", help="instead: remove what the harness installed on these real hosts")
+    down.add_argument("--all", action="store_true", help="remove every harness container on the engine, not only yours")
     down.add_argument(
         "--force", action="store_true", help="with --inventory: remove PostgreSQL even where the harness has no record"
     )

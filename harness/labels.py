@@ -1,13 +1,37 @@
-"""Labels on every container, network and volume the harness creates, and cleanup by them."""
+"""Labels on every container, network and volume the harness creates, and cleanup by them.
+
+A resource names its run, the process that made it, and its owner: the machine, user and PID
+namespace that process lives in. A PID means something only inside its own namespace, so only
+resources of the same owner are ever judged orphaned by their PID; kept clusters (`up --keep`)
+are never judged orphaned at all.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 
 LABEL = "io.pgrepl-harness"
 RUN_LABEL = f"{LABEL}.run"
 PID_LABEL = f"{LABEL}.pid"
+OWNER_LABEL = f"{LABEL}.owner"
+KEPT_LABEL = f"{LABEL}.kept"
 
 
-def resource_labels(run_id: str) -> dict[str, str]:
-    return {LABEL: "resource", RUN_LABEL: run_id, PID_LABEL: str(os.getpid())}
+def owner() -> str:
+    """This process's machine, user and PID namespace, e.g. `ci-7/0/pid:[4026531836]`."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = "pid:unknown"
+    return f"{socket.gethostname()}/{os.getuid()}/{namespace}"
+
+
+def resource_labels(run_id: str, *, kept: bool = False) -> dict[str, str]:
+    return {
+        LABEL: "resource",
+        RUN_LABEL: run_id,
+        PID_LABEL: str(os.getpid()),
+        OWNER_LABEL: owner(),
+        KEPT_LABEL: "true" if kept else "false",
+    }

@@ -26,6 +26,7 @@ from harness.hosts.docker import DockerHost, DockerLab, docker_client, remove_or
 from harness.hosts.ssh import SshHost
 from harness.images import ImageProfile, ensure_image, image_exists
 from harness.inventory import ROLES, HostEntry, Inventory
+from harness.labels import OWNER_LABEL, owner
 from harness.layout import layout_for
 from harness.runbook import Runbook, parse_runbook
 from harness.snapshots import SnapshotPlan
@@ -53,7 +54,7 @@ def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook,
     profile = ImageProfile.load(target.image)
     client = docker_client()
     tag = ensure_image(profile, log=log)
-    lab = DockerLab(client)
+    lab = DockerLab(client, kept=target.keep)
     if target.keep:  # kept only once up: a failed or interrupted bring-up is removed all the same
         stack.push(lambda exc_type, *_: exc_type is not None and lab.close())
     else:
@@ -161,12 +162,15 @@ def check_target(target: Target) -> None:
         remove_orphans(docker_client())
 
 
-def tear_down(inventory: Path | str | None, *, force: bool = False, log: Log = print) -> None:
-    """`down`: remove what the runbook installed on an inventory's hosts, or the harness's containers."""
+def tear_down(inventory: Path | str | None, *, force: bool = False, everyone: bool = False, log: Log = print) -> None:
+    """`down`: remove what the runbook installed on an inventory's hosts, or the harness's containers:
+    this user's on this machine (kept ones included), or with `everyone` every harness resource."""
     if inventory is not None:
         remove_from_inventory(Inventory.load(inventory), force=force, log=log)
-    else:
-        log(f"removed {remove_resources(client=docker_client())} containers, networks and volumes of pgrepl-harness")
+        return
+    selector = {} if everyone else {OWNER_LABEL: owner()}
+    removed = remove_resources(selector, client=docker_client())
+    log(f"removed {removed} containers, networks and volumes of pgrepl-harness ({'all' if everyone else 'yours'})")
 
 
 def _generate_key(path: Path) -> str:

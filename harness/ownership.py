@@ -26,7 +26,8 @@ SERVER_PACKAGE = re.compile(r"^postgresql-?\d+(-server)?$|^postgresql(\d+)?-serv
 # Probes run as root; each prints what it finds (nothing when there is nothing) and fails only on error.
 PROBES = {
     "clusters (pg_lsclusters)": "if command -v pg_lsclusters >/dev/null; then pg_lsclusters --no-header; fi",
-    "units": "systemctl list-unit-files --no-legend --no-pager 'postgresql*' | awk '{ print $1 }'",
+    # exit code 1: no unit matches (systemd 250 and newer)
+    "units": "(systemctl list-unit-files --no-legend --no-pager 'postgresql*' || [ $? -eq 1 ]) | awk '{ print $1 }'",
     "listening on port 5432": "ss -Hltn 'sport = :5432'",
     "running servers": "pgrep -a -x 'postgres|postmaster' || [ $? -eq 1 ]",
     "data directories": (

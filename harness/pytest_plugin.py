@@ -96,7 +96,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             label = target.label
             # one pair of real hosts serves every module: one worker only, or two would install at once
             group = label if target.shared_hosts else f"{item.module.__name__}-{label}"
-            item.add_marker(pytest.mark.xdist_group(group))
+            if config.pluginmanager.hasplugin("xdist"):
+                item.add_marker(pytest.mark.xdist_group(group))
             item.user_properties.append((TARGET_PROPERTY, label))
 
 
@@ -196,8 +197,9 @@ def make_cluster(request: pytest.FixtureRequest, target: Target, runbook: Runboo
     _check(request.config, target)
     with ExitStack() as stack:
 
-        def make(book: Runbook | None = None, *, volumes: dict[str, str] | None = None) -> Cluster:
-            chosen = target.with_shared_archive(volumes) if volumes else target
+        def make(book: Runbook | None = None, *, volumes: dict[str, str] | None = None, fresh: bool = False) -> Cluster:
+            chosen = target.fresh() if fresh else target
+            chosen = chosen.with_shared_archive(volumes) if volumes else chosen
             if chosen is None:
                 pytest.skip(f"{target.label}: the hosts share no archive (inventory: shared_archive = true)")
             if chosen.shared_hosts:

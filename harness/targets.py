@@ -51,6 +51,10 @@ class ContainerTarget:
         """The same target with `volumes` (name -> mount path) shared by both machines."""
         return replace(self, volumes=volumes)
 
+    def fresh(self) -> ContainerTarget:
+        """Machines as the image has them, not started from snapshots of completed steps."""
+        return replace(self, reuse=False)
+
 
 @dataclass(frozen=True)
 class InventoryTarget:
@@ -75,6 +79,9 @@ class InventoryTarget:
     def with_shared_archive(self, volumes: Mapping[str, str]) -> InventoryTarget | None:
         """The same hosts, when the inventory says they share /mnt/pgarchive; None when they do not."""
         return self if self.inventory.shared_archive else None
+
+    def fresh(self) -> InventoryTarget:
+        return self
 
 
 Target = ContainerTarget | InventoryTarget

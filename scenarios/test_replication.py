@@ -82,6 +82,16 @@ def test_without_the_hba_rule_the_base_backup_fails_naming_the_step(make_cluster
     assert "no pg_hba.conf entry for replication connection" in str(failure.value)
 
 
+def test_a_command_reading_stdin_cannot_hide_the_failing_line_after_it(make_cluster, runbook):
+    """A block whose `cat` would swallow the rest of the script (fed on stdin) still fails at `false`."""
+    swallowing = edit_block(runbook, "verify-walsender", 'streaming"\n', 'streaming"\ncat >/dev/null\nfalse\n')
+    cluster = make_cluster(swallowing)
+    cluster.setup()
+    with pytest.raises(StepFailed) as failure:
+        cluster.verify()
+    assert failure.value.block.step == "verify-walsender"
+
+
 def test_without_standby_signal_the_secondary_is_not_a_standby(make_cluster, runbook):
     with pytest.raises(SetupIncomplete) as failure:
         make_cluster(drop_step(runbook, "secondary-standby-signal")).setup()

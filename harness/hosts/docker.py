@@ -23,7 +23,7 @@ import harness
 from harness import LOGIN_USER
 from harness.errors import NoDockerEngine
 from harness.hosts.base import Host, Result
-from harness.labels import LABEL, PID_LABEL, RUN_LABEL, resource_labels
+from harness.labels import KEPT_LABEL, LABEL, OWNER_LABEL, PID_LABEL, RUN_LABEL, owner, resource_labels
 
 # testcontainers' reaper image would have to be pulled, which this machine cannot do; the
 # harness cleans up by its own labels instead (DockerLab.close, remove_resources).
@@ -146,9 +146,9 @@ class DockerLab:
     """The containers, private network and volumes of one cluster; leaving the context (or close())
     removes them all, then runs the extra `cleanups`, each even when an earlier one failed."""
 
-    def __init__(self, client: docker.DockerClient, run_id: str | None = None):
+    def __init__(self, client: docker.DockerClient, run_id: str | None = None, *, kept: bool = False):
         self.run_id = run_id or f"{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        self.labels = resource_labels(self.run_id)
+        self.labels = resource_labels(self.run_id, kept=kept)
         self.client = client
         self.machines: dict[str, Machine] = {}
         self.cleanups: list[Callable[[], object]] = []
@@ -236,12 +236,14 @@ def _remove(resource, **kwargs) -> int:
 
 
 def remove_orphans(client: docker.DockerClient) -> int:
-    """Remove resources left by harness processes that no longer exist (killed runs)."""
+    """Remove resources that harness processes of this owner (machine, user, PID namespace) left when
+    killed: their process is gone. Kept clusters and other owners' resources are never touched."""
     removed = 0
     runs: dict[str, str] = {}
-    for container in client.containers.list(all=True, filters={"label": [LABEL]}):
+    mine = {"label": [LABEL, f"{OWNER_LABEL}={owner()}", f"{KEPT_LABEL}=false"]}
+    for container in client.containers.list(all=True, filters=mine):
         runs[container.labels.get(RUN_LABEL, "")] = container.labels.get(PID_LABEL, "")
-    for network in client.networks.list(filters={"label": [LABEL]}):
+    for network in client.networks.list(filters=mine):
         runs.setdefault(network.attrs["Labels"].get(RUN_LABEL, ""), network.attrs["Labels"].get(PID_LABEL, ""))
     for run_id, pid in runs.items():
         if run_id and pid.isdigit() and not _alive(int(pid)):
