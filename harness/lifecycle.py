@@ -10,6 +10,7 @@ when another part's removal fails.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -26,13 +27,15 @@ from harness.hosts.docker import DockerHost, DockerLab, docker_client, remove_or
 from harness.hosts.ssh import SshHost
 from harness.images import ImageProfile, ensure_image, image_exists
 from harness.inventory import ROLES, HostEntry, Inventory
-from harness.labels import OWNER_LABEL, owner
+from harness.labels import LABEL, OWNER_LABEL, RUN_LABEL, owner
 from harness.layout import layout_for
 from harness.runbook import Runbook, parse_runbook
 from harness.snapshots import SnapshotPlan
 from harness.targets import ContainerTarget, InventoryTarget, Target
 
 Log = Callable[[str], None]
+# Per-user state of container runs reached by SSH (their generated keys).
+STATE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pgrepl-harness" / "runs"
 
 
 @contextmanager
@@ -75,7 +78,8 @@ def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook,
     if target.backend == "docker":
         hosts = {role: DockerHost(lab.start_machine(role, start[role], mounts=mounts)) for role in ROLES}
     else:
-        state = Path(tempfile.mkdtemp(prefix=f"pgrepl-{lab.run_id}-"))
+        state = STATE_ROOT / lab.run_id  # holds the run's private key: this user's only, and swept
+        state.mkdir(mode=0o700, parents=True)
         lab.cleanups.append(lambda: shutil.rmtree(state, ignore_errors=True))
         key = state / "id_ed25519"
         public_key = _generate_key(key)
@@ -159,7 +163,19 @@ def check_target(target: Target) -> None:
         with ExitStack() as stack:
             check_reachable(ssh_hosts(stack, target.inventory))
     else:
-        remove_orphans(docker_client())
+        client = docker_client()
+        remove_orphans(client)
+        remove_stale_state(client)
+
+
+def remove_stale_state(client) -> None:
+    """Remove the state (private keys) of runs whose containers are gone (killed runs, `down`)."""
+    if not STATE_ROOT.is_dir():
+        return
+    live = {c.labels.get(RUN_LABEL) for c in client.containers.list(all=True, filters={"label": [LABEL]})}
+    for state in STATE_ROOT.iterdir():
+        if state.name not in live and state.stat().st_mtime < time.time() - 60:  # not one being set up
+            shutil.rmtree(state, ignore_errors=True)
 
 
 def tear_down(inventory: Path | str | None, *, force: bool = False, everyone: bool = False, log: Log = print) -> None:
@@ -169,7 +185,9 @@ def tear_down(inventory: Path | str | None, *, force: bool = False, everyone: bo
         remove_from_inventory(Inventory.load(inventory), force=force, log=log)
         return
     selector = {} if everyone else {OWNER_LABEL: owner()}
-    removed = remove_resources(selector, client=docker_client())
+    client = docker_client()
+    removed = remove_resources(selector, client=client)
+    remove_stale_state(client)
     log(f"removed {removed} containers, networks and volumes of pgrepl-harness ({'all' if everyone else 'yours'})")
 
 
