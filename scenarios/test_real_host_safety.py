@@ -36,7 +36,7 @@ def inventory_for(cluster, path: Path) -> Inventory:
     return Inventory.load(path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def stand_ins(make_cluster, target, tmp_path_factory):
     """Two fresh machines reached only over SSH, and an inventory naming them."""
     if target.shared_hosts or target.backend != "ssh":
@@ -58,41 +58,35 @@ def test_the_harness_removes_exactly_what_it_created(stand_ins, runbook):
         assert node.host.run(f"test -f {USERS_OWN}", check=False).ok, "the user's own file was removed"
 
 
-def test_a_host_with_a_running_postgresql_is_refused(stand_ins, runbook):
+def refusal(inventory: Inventory, runbook) -> str:
+    """What the harness says when asked to set up on the inventory's hosts (it must refuse)."""
+    with pytest.raises(ownership.HostNotPristine) as refused, open_cluster(InventoryTarget(inventory), runbook):
+        pass
+    return str(refused.value)
+
+
+def test_every_form_of_an_existing_postgresql_is_refused_and_nothing_is_removed(stand_ins, runbook):
     cluster, inventory = stand_ins
+    host, layout, major = cluster.primary.host, cluster.primary.layout, cluster.pg_major
     cluster.run("setup", steps={"primary-package-source", "primary-install"})
-    with pytest.raises(ownership.HostNotPristine) as refused, open_cluster(InventoryTarget(inventory), runbook):
-        pass
+    said = refusal(inventory, runbook)
     for sign in ("server packages", "running servers", "listening on port 5432", "clusters"):
-        assert sign in str(refused.value)
+        assert sign in said
 
+    # stopped, and not named main
+    host.run(f"pg_ctlcluster {major} main stop && pg_renamecluster {major} main other", user="root")
+    said = refusal(inventory, runbook)
+    assert f"{major}  other" in said or f"{major} other" in said
+    assert "running servers" not in said
 
-def test_a_stopped_cluster_with_another_name_is_refused(stand_ins, runbook):
-    cluster, inventory = stand_ins
-    major = cluster.pg_major
-    cluster.primary.host.run(f"pg_ctlcluster {major} main stop && pg_renamecluster {major} main other", user="root")
-    with pytest.raises(ownership.HostNotPristine) as refused, open_cluster(InventoryTarget(inventory), runbook):
-        pass
-    assert f"{major}  other" in str(refused.value) or f"{major} other" in str(refused.value)
-    assert "running servers" not in str(refused.value)
-
-
-def test_data_moved_elsewhere_without_packages_is_refused(stand_ins, runbook):
-    cluster, inventory = stand_ins
-    host, layout = cluster.primary.host, cluster.primary.layout
-    host.run(f"mv /var/lib/postgresql/{cluster.pg_major}/other /srv/pgdata", user="root")
+    # the data moved elsewhere, the packages gone
+    host.run(f"mv /var/lib/postgresql/{major}/other /srv/pgdata", user="root")
     host.run(f"{layout.purge_command} $({layout.packages_command}) >/dev/null", user="root", timeout=300)
-    with pytest.raises(ownership.HostNotPristine) as refused, open_cluster(InventoryTarget(inventory), runbook):
-        pass
-    assert "/srv/pgdata" in str(refused.value) and "server packages" not in str(refused.value)
+    said = refusal(inventory, runbook)
+    assert "/srv/pgdata" in said and "server packages" not in said
 
-
-def test_down_on_a_host_without_the_record_deletes_nothing(stand_ins):
-    cluster, inventory = stand_ins
-    host = cluster.primary.host
-    cluster.secondary.host.run(f"touch {ownership.RECORD} && rm -f {ownership.RECORD}", user="root", check=False)
+    # no ownership record: `down` deletes nothing
     before = host.run("ls -d /srv/pgdata /etc/postgresql* 2>/dev/null || true", user="root").stdout
     with pytest.raises(ownership.NotOwned, match="has no ownership record"):
         remove_from_inventory(inventory)
     assert host.run("ls -d /srv/pgdata /etc/postgresql* 2>/dev/null || true", user="root").stdout == before
-    assert "/srv/pgdata" in before
