@@ -1,63 +1,144 @@
 """Wall-time benchmark of the main job and of the scenario suite (a script, not a test).
 
-python bench/bench.py              # warm main job (images and snapshots kept), 3 runs
-python bench/bench.py --cold       # first remove harness images, snapshots and the base image
-python bench/bench.py --suite      # also time `pytest scenarios/`
+    python bench/bench.py                          # where one warm bring-up's time goes, 3 runs
+    python bench/bench.py --suite                  # and the suite: per-module wall time, bring-ups
+    python bench/bench.py --suite --compare REV    # the same for git revision REV, side by side
+    python bench/bench.py --cold                   # first forget the image, its snapshots and base
+
+A bring-up is measured in-process (phases from harness.lifecycle and Cluster.setup, each runbook
+step from the transcript); a revision to compare is checked out into a git worktree and measured
+as a user would run it (`python -m harness up`, `pytest scenarios`), so any revision works.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from pathlib import Path
 
-import docker
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
 def remove_images(image: str) -> None:
     """Forget one image profile's build, its snapshots and its base image: the next run is cold."""
+    import docker
+
     from harness.images import ImageProfile, image_repository, snapshot_repository
 
     base = ImageProfile.load(image).base
     client = docker.from_env()
     client.images.prune(filters={"dangling": True})  # old snapshot layers that lost their tag
-    # children before parents: snapshots, then builds, then the base
     prefixes = (snapshot_repository(image, "primary"), snapshot_repository(image, "secondary"), image_repository(image))
-    for prefix in (*(f"{p}:" for p in prefixes), base):
+    for prefix in (*(f"{p}:" for p in prefixes), base):  # children before parents
         for found in client.images.list():
             if any(t.startswith(prefix) for t in found.tags):
                 client.images.remove(found.id, force=True)
 
 
-def timed(argv: list[str]) -> float:
+def bring_up_phases(image: str) -> dict[str, float]:
+    """One `up` in-process: seconds per phase, per runbook step, for teardown and in total."""
+    from harness import DEFAULT_RUNBOOK
+    from harness.lifecycle import open_cluster
+    from harness.targets import make_target
+
     started = time.monotonic()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    with open_cluster(make_target(image=image), DEFAULT_RUNBOOK, log=lambda line: None) as cluster:
+        cluster.setup()
+        cluster.verify()
+        phases = dict(cluster.stopwatch.phases)
+        for record in cluster.transcript.records:
+            phases[f"  step {record.step} ({record.host}, {record.outcome})"] = record.seconds
+        teardown_from = time.monotonic()
+    phases["teardown"] = time.monotonic() - teardown_from
+    phases["total"] = time.monotonic() - started
+    return phases
+
+
+def up_wall_time(tree: Path, image: str) -> float:
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "harness", "up", "--image", image],
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return time.monotonic() - started
 
 
+def suite(tree: Path, image: str) -> tuple[float, dict[str, tuple[float, int]]]:
+    """`pytest scenarios -n 2` in `tree`: wall time, and per module (summed test time, bring-ups)."""
+    with tempfile.TemporaryDirectory() as out:
+        junit = Path(out) / "junit.xml"
+        argv = [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "scenarios"]
+        argv += ["--image", image, f"--junitxml={junit}", "-o", "junit_logging=all"]
+        if not (tree / "harness" / "pytest_plugin.py").exists():
+            argv += ["-p", "no:pgrepl-harness"]  # an older tree wires pytest in its conftest.py
+        started = time.monotonic()
+        subprocess.run(argv, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, stdout=subprocess.DEVNULL)
+        wall = time.monotonic() - started
+        modules: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+        for case in ET.parse(junit).iter("testcase"):
+            module = case.get("classname", "?").rsplit(".", 1)[-1]
+            modules[module][0] += float(case.get("time", 0))
+            logged = "".join(e.text or "" for e in case.iter() if e.tag in ("system-out", "system-err"))
+            modules[module][1] += logged.count("Container started")
+    return wall, {m: (t, n // 2) for m, (t, n) in sorted(modules.items(), key=lambda kv: -kv[1][0])}
+
+
+def worktree(rev: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="pgrepl-bench-")) / rev.replace("/", "_")
+    subprocess.run(["git", "worktree", "add", "--detach", str(path), rev], cwd=ROOT, check=True, capture_output=True)
+    return path
+
+
+def table(columns: list[str], rows: dict[str, list[str]]) -> str:
+    width = max(len(k) for k in rows) if rows else 10
+    lines = [f"{'':<{width}}  " + "  ".join(f"{c:>14}" for c in columns)]
+    lines += [f"{k:<{width}}  " + "  ".join(f"{v:>14}" for v in vs) for k, vs in rows.items()]
+    return "\n".join(lines)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image", default="debian-12")
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cold", action="store_true")
     parser.add_argument("--suite", action="store_true")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--image", default="debian-12")
+    parser.add_argument("--compare", metavar="REV", help="also measure this git revision (a worktree)")
     args = parser.parse_args()
-    up = [sys.executable, "-m", "harness", "up", "--image", args.image]
     if args.cold:
         remove_images(args.image)
-        print(f"main job, cold (base image, image and snapshots built): {timed(up):.1f} s")
-    warm = [timed(up) for _ in range(args.runs)]
-    print(
-        f"main job, warm: median {statistics.median(warm):.1f} s over {len(warm)} runs "
-        f"({', '.join(f'{t:.1f}' for t in warm)})"
-    )
+        print(f"cold bring-up (image and snapshots built): {bring_up_phases(args.image)['total']:.1f} s")
+    runs = [bring_up_phases(args.image) for _ in range(args.runs)]
+    print(f"\n== one bring-up ({args.image}, warm), median of {len(runs)} runs, seconds")
+    print(table(["this tree"], {k: [f"{statistics.median(r.get(k, 0) for r in runs):.2f}"] for k in runs[0]}))
+    trees = {"this tree": ROOT}
+    if args.compare:
+        trees[args.compare] = worktree(args.compare)
+        ups = {name: [up_wall_time(tree, args.image) for _ in range(args.runs)] for name, tree in trees.items()}
+        print(f"\n== `python -m harness up` wall time, median of {args.runs} runs, seconds")
+        print(table(list(ups), {"up": [f"{statistics.median(v):.1f}" for v in ups.values()]}))
     if args.suite:
-        suite = timed(
-            [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "scenarios", "--image", args.image]
-        )
-        print(f"scenario suite (-n 2): {suite:.1f} s")
+        results = {name: suite(tree, args.image) for name, tree in trees.items()}
+        print(f"\n== scenarios on {args.image} (-n 2): per module, summed test seconds / bring-ups")
+        modules = dict.fromkeys(m for _, per in results.values() for m in per)
+        rows = {
+            m: [f"{per[m][0]:.1f} / {per[m][1]}" if m in per else "-" for _, per in results.values()] for m in modules
+        }
+        rows["wall time of the suite"] = [f"{wall:.1f}" for wall, _ in results.values()]
+        print(table(list(results), rows))
+    for tree in trees.values():
+        if tree != ROOT:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from harness.layout import Layout, layout_for
 from harness.runbook import After, Before, Block, Executor, Runbook, StepHook, Transcript
 from harness.runbook.values import live_values
 from harness.secrets import Secret, redact
-from harness.waiting import WaitTimeout, wait_until
+from harness.waiting import Stopwatch, WaitTimeout, wait_until
 
 HARNESS_ROLE = "pgrepl_harness"
 LSN_FUNCTIONS = {
@@ -205,7 +205,9 @@ class Node:
             seen=lambda: self.rows_as_text("SELECT * FROM pg_stat_replication"),
         )
 
-    def wait_for_streaming(self, standby: Node, *, timeout: float = 60) -> None:
+    def wait_for_streaming(
+        self, standby: Node, *, timeout: float = 60, hopeless: Callable[[], str | None] | None = None
+    ) -> None:
         """Wait until this node has a streaming walsender for `standby`, and it a streaming walreceiver."""
         wait_until(
             lambda: self.scalar(
@@ -213,6 +215,7 @@ class Node:
                 (standby.host.address,),
             ),
             timeout=timeout,
+            hopeless=hopeless,
             what=f"{self.name} to stream to {standby.name}",
             seen=lambda: self.rows_as_text("SELECT * FROM pg_stat_replication"),
         )
@@ -306,6 +309,7 @@ class Cluster:
     variant: str | None
     log: Callable[[str], None] = print
     hooks: Sequence[StepHook] = ()
+    stopwatch: Stopwatch = field(default_factory=Stopwatch)
     replication_password: Secret = field(default_factory=Secret.generate)
     harness_password: Secret = field(default_factory=Secret.generate)
 
@@ -355,13 +359,22 @@ class Cluster:
 
     def setup(self) -> Transcript:
         """Steps 2 and 3 of the runbook, then the harness's own access, then wait for streaming."""
-        self.run("setup")
-        self.grant_harness_access()
+        with self.stopwatch.phase("runbook setup steps"):
+            self.run("setup")
+        with self.stopwatch.phase("harness access"):
+            self.grant_harness_access()
         try:
-            self.primary.wait_for_streaming(self.secondary, timeout=30)
+            with self.stopwatch.phase("first streaming"):
+                self.primary.wait_for_streaming(self.secondary, timeout=30, hopeless=self._standby_impossible)
         except WaitTimeout as exc:
             raise SetupIncomplete(_why_not_streaming(self, exc)) from exc
         return self.transcript
+
+    def _standby_impossible(self) -> str | None:
+        """Why the secondary can never stream as it is (it is no standby), or None."""
+        if self.secondary.psql("SELECT pg_is_in_recovery()", check=False) == "f":
+            return "the secondary runs but is not in recovery, so it will never stream"
+        return None
 
     def verify(self) -> Transcript:
         """Step 4 of the runbook, as written."""

@@ -32,6 +32,7 @@ from harness.layout import layout_for
 from harness.runbook import Runbook, parse_runbook
 from harness.snapshots import SnapshotPlan
 from harness.targets import ContainerTarget, InventoryTarget, Target
+from harness.waiting import Stopwatch
 
 Log = Callable[[str], None]
 # Per-user state of container runs reached by SSH (their generated keys).
@@ -56,7 +57,9 @@ def open_cluster(target: Target, runbook: Runbook | Path | str, *, log: Log = pr
 def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook, log: Log) -> Cluster:
     profile = ImageProfile.load(target.image)
     client = docker_client()
-    tag = ensure_image(profile, log=log)
+    stopwatch = Stopwatch()
+    with stopwatch.phase("image check"):
+        tag = ensure_image(profile, log=log)
     lab = DockerLab(client, kept=target.keep)
     if target.keep:  # kept only once up: a failed or interrupted bring-up is removed all the same
         stack.push(lambda exc_type, *_: exc_type is not None and lab.close())
@@ -74,25 +77,35 @@ def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook,
             exists=lambda candidate: image_exists(client, candidate),
         )
     start = {role: plan.start_image(role) if plan else tag for role in ROLES}
-    hosts: dict[str, Host]
-    if target.backend == "docker":
-        hosts = {role: DockerHost(lab.start_machine(role, start[role], mounts=mounts)) for role in ROLES}
-    else:
-        state = STATE_ROOT / lab.run_id  # holds the run's private key: this user's only, and swept
-        state.mkdir(mode=0o700, parents=True)
-        lab.cleanups.append(lambda: shutil.rmtree(state, ignore_errors=True))
-        key = state / "id_ed25519"
-        public_key = _generate_key(key)
-        hosts = {}
-        for role in ROLES:
-            machine = lab.start_machine(role, start[role], mounts=mounts, authorized_key=public_key)
-            entry = HostEntry(role, machine.address, machine.address, LOGIN_USER, key)
-            hosts[role] = SshHost.from_entry(entry, state, trust_on_first_use=True)
-            stack.callback(hosts[role].close)
-    for host in hosts.values():
-        host.wait_booted()
+    with stopwatch.phase("container start"):
+        hosts = _start_hosts(stack, lab, target.backend, start, mounts)
+    with stopwatch.phase("boot"):
+        for host in hosts.values():
+            host.wait_booted()
     hooks = [plan.hook(hosts, lab.commit, log=log)] if plan else []
-    return Cluster(book, hosts, profile.family, profile.pg_major, profile.package_source, log=log, hooks=hooks)
+    return Cluster(
+        book, hosts, profile.family, profile.pg_major, profile.package_source, log=log, hooks=hooks, stopwatch=stopwatch
+    )
+
+
+def _start_hosts(
+    stack: ExitStack, lab: DockerLab, backend: str, start: Mapping[str, str], mounts: Mapping[str, str]
+) -> dict[str, Host]:
+    """Both machines, reached by `docker exec` or, like real instances, by SSH with a key of this run."""
+    if backend == "docker":
+        return {role: DockerHost(lab.start_machine(role, start[role], mounts=mounts)) for role in ROLES}
+    state = STATE_ROOT / lab.run_id  # holds the run's private key: this user's only, and swept
+    state.mkdir(mode=0o700, parents=True)
+    lab.cleanups.append(lambda: shutil.rmtree(state, ignore_errors=True))
+    key = state / "id_ed25519"
+    public_key = _generate_key(key)
+    hosts: dict[str, Host] = {}
+    for role in ROLES:
+        machine = lab.start_machine(role, start[role], mounts=mounts, authorized_key=public_key)
+        entry = HostEntry(role, machine.address, machine.address, LOGIN_USER, key)
+        hosts[role] = SshHost.from_entry(entry, state, trust_on_first_use=True)
+        stack.callback(hosts[role].close)
+    return hosts
 
 
 def _inventory_cluster(stack: ExitStack, target: InventoryTarget, book: Runbook, log: Log) -> Cluster:

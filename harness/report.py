@@ -37,6 +37,8 @@ def render(cluster: Cluster, *, kept: bool) -> str:
         "",
         "== replication state",
         replication_state(cluster),
+        "",
+        "== where the time went: " + ", ".join(f"{name} {secs:.1f} s" for name, secs in cluster.stopwatch.phases),
     ]
     if kept:
         lines += ["", "== hosts kept running (remove them with: pgrepl-harness down); to get in:"]

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from harness.errors import WaitTimeout
 from harness.secrets import redact
 
 T = TypeVar("T")
-__all__ = ["WaitTimeout", "wait_until"]
+__all__ = ["Stopwatch", "WaitTimeout", "wait_until"]
+
+
+class Stopwatch:
+    """Wall time per phase of a bring-up, in order (what `up` and bench show)."""
+
+    def __init__(self) -> None:
+        self.phases: list[tuple[str, float]] = []
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases.append((name, time.monotonic() - started))
 
 
 def wait_until(
@@ -20,13 +36,16 @@ def wait_until(
     what: str,
     interval: float = 0.1,
     seen: Callable[[], str] | None = None,
+    hopeless: Callable[[], str | None] | None = None,
 ) -> T:
     """Call `probe` until it returns a truthy value, which is returned.
 
     On timeout, raise WaitTimeout naming `what` and showing `seen()` (or the last value or
-    exception the probe produced), like PostgreSQL's poll_query_until.
+    exception the probe produced), like PostgreSQL's poll_query_until. `hopeless()`, asked at
+    most once a second, names a reason the condition can no longer hold: the wait stops at once.
     """
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline, next_hope_check = started + timeout, started + 1.0
     last: object = None
     while True:
         try:
@@ -35,6 +54,13 @@ def wait_until(
                 return last  # type: ignore[return-value]
         except Exception as exc:
             last = exc
+        if hopeless is not None and time.monotonic() >= next_hope_check:
+            next_hope_check = time.monotonic() + 1.0
+            reason = hopeless()
+            if reason:
+                raise WaitTimeout(
+                    redact(f"gave up after {time.monotonic() - started:.1f} s waiting for {what}: {reason}")
+                )
         if time.monotonic() >= deadline:
             detail = repr(last)
             if seen is not None:
