@@ -273,11 +273,13 @@ class Node:
     def reload(self) -> None:
         self.psql("SELECT pg_reload_conf();")
 
-    def append_conf(self, filename: str, lines: str) -> None:
-        """Append lines to a file in the node's config directory (as root)."""
+    def append_conf(self, filename: str, lines: str, *, reload: bool = False) -> None:
+        """Append lines to a file in the node's config directory (as root); `reload` the server after."""
         path = shlex.quote(f"{self.layout.conf_dir}/{filename}")
+        reload_server = f"systemctl reload {shlex.quote(self.layout.unit)}\n" if reload else ""
         self.host.run(
-            f"sed -i -e '$a\\' {path}\ncat >> {path} <<'__PGREPL_CONF__'\n{lines.rstrip()}\n__PGREPL_CONF__\n",
+            f"sed -i -e '$a\\' {path}\ncat >> {path} <<'__PGREPL_CONF__'\n{lines.rstrip()}\n__PGREPL_CONF__\n"
+            + reload_server,
             user="root",
         )
 
@@ -393,8 +395,7 @@ class Cluster:
         )
         for node in nodes or tuple(self.nodes.values()):
             rule = f"host all {HARNESS_ROLE} {node.host.runner_address}/32 scram-sha-256"
-            node.append_conf("pg_hba.conf", f"# pgrepl-harness: the test runner's own access\n{rule}")
-            node.reload()
+            node.append_conf("pg_hba.conf", f"# pgrepl-harness: the test runner's own access\n{rule}", reload=True)
         self.note(
             f"harness: role {HARNESS_ROLE} and one pg_hba.conf rule per node for the test runner "
             "(not part of the runbook)"

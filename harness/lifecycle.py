@@ -14,22 +14,24 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from harness import LOGIN_USER, ownership
 from harness.cluster import Cluster
-from harness.hosts.base import Host, HostError
+from harness.hosts.base import Host, HostError, Result
 from harness.hosts.docker import DockerHost, DockerLab, docker_client, remove_orphans, remove_resources
 from harness.hosts.ssh import SshHost
 from harness.images import ImageProfile, ensure_image, image_exists
 from harness.inventory import ROLES, HostEntry, Inventory
 from harness.labels import LABEL, OWNER_LABEL, RUN_LABEL, owner
 from harness.layout import layout_for
-from harness.runbook import Runbook, parse_runbook
+from harness.runbook import Block, Runbook, Skip, parse_runbook
 from harness.snapshots import SnapshotPlan
 from harness.targets import ContainerTarget, InventoryTarget, Target
 from harness.waiting import Stopwatch
@@ -79,13 +81,43 @@ def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook,
     start = {role: plan.start_image(role) if plan else tag for role in ROLES}
     with stopwatch.phase("container start"):
         hosts = _start_hosts(stack, lab, target.backend, start, mounts)
-    with stopwatch.phase("boot"):
-        for host in hosts.values():
-            host.wait_booted()
-    hooks = [plan.hook(hosts, lab.commit, log=log)] if plan else []
+    booting = BootWait(hosts)
+    stack.callback(booting.stop)
+    with stopwatch.phase("boot (primary; the secondary boots on meanwhile)"):
+        booting.before_role("primary")
+    hooks = [booting, *([plan.hook(hosts, lab.commit, log=log)] if plan else [])]
     return Cluster(
         book, hosts, profile.family, profile.pg_major, profile.package_source, log=log, hooks=hooks, stopwatch=stopwatch
     )
+
+
+class BootWait:
+    """A step hook: each machine boots in the background and a host's first step waits for its boot,
+    so the primary's steps run while the secondary is still booting. Code that uses a host before
+    its first step calls `host.wait_booted()` itself."""
+
+    def __init__(self, hosts: Mapping[str, Host]):
+        self.stopped = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=len(hosts), thread_name_prefix="boot")
+        self.booting = {role: pool.submit(host.wait_booted, hopeless=self._hopeless) for role, host in hosts.items()}
+        pool.shutdown(wait=False)
+
+    def _hopeless(self) -> str | None:
+        return "the cluster is being removed" if self.stopped.is_set() else None
+
+    def stop(self) -> None:
+        """Give up the waits still running (the bring-up failed): no thread outlives the cluster."""
+        self.stopped.set()
+
+    def before_role(self, role: str) -> None:
+        self.booting[role].result()  # raises the boot's WaitTimeout, if any
+
+    def before(self, block: Block) -> Skip | None:
+        self.before_role(block.host)
+        return None
+
+    def after(self, block: Block, result: Result) -> None:
+        return None
 
 
 def _start_hosts(
@@ -93,15 +125,22 @@ def _start_hosts(
 ) -> dict[str, Host]:
     """Both machines, reached by `docker exec` or, like real instances, by SSH with a key of this run."""
     if backend == "docker":
-        return {role: DockerHost(lab.start_machine(role, start[role], mounts=mounts)) for role in ROLES}
+        with ThreadPoolExecutor(max_workers=len(ROLES), thread_name_prefix="start") as pool:
+            machines = {role: pool.submit(lab.start_machine, role, start[role], mounts=mounts) for role in ROLES}
+        return {role: DockerHost(machine.result()) for role, machine in machines.items()}
     state = STATE_ROOT / lab.run_id  # holds the run's private key: this user's only, and swept
     state.mkdir(mode=0o700, parents=True)
     lab.cleanups.append(lambda: shutil.rmtree(state, ignore_errors=True))
     key = state / "id_ed25519"
     public_key = _generate_key(key)
     hosts: dict[str, Host] = {}
+    with ThreadPoolExecutor(max_workers=len(ROLES), thread_name_prefix="start") as pool:
+        started = {
+            role: pool.submit(lab.start_machine, role, start[role], mounts=mounts, authorized_key=public_key)
+            for role in ROLES
+        }
     for role in ROLES:
-        machine = lab.start_machine(role, start[role], mounts=mounts, authorized_key=public_key)
+        machine = started[role].result()
         entry = HostEntry(role, machine.address, machine.address, LOGIN_USER, key)
         hosts[role] = SshHost.from_entry(entry, state, trust_on_first_use=True)
         stack.callback(hosts[role].close)

@@ -43,6 +43,7 @@ def stand_ins(make_cluster, target, tmp_path_factory):
         pytest.skip("stand-ins are SSH containers (--backend ssh); real inventory hosts are never dirtied on purpose")
     cluster = make_cluster(fresh=True)
     for node in cluster.nodes.values():  # reach them once, so their host keys are known
+        node.host.wait_booted()
         node.host.run(f"mkdir -p {Path(USERS_OWN).parent} && touch {USERS_OWN}", user="root")
     return cluster, inventory_for(cluster, tmp_path_factory.mktemp("inventory") / "inventory.toml")
 

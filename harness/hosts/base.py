@@ -12,6 +12,7 @@ import math
 import shlex
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -203,7 +204,7 @@ class Host(ABC):
     def get_file(self, path: str) -> bytes:
         return base64.b64decode(self.run(f"base64 -w0 {shlex.quote(path)}", user="root").stdout)
 
-    def wait_booted(self, timeout: float = 90) -> None:
+    def wait_booted(self, timeout: float = 90, *, hopeless: Callable[[], str | None] | None = None) -> None:
         """Wait until the host answers and systemd has finished booting (running or degraded)."""
 
         def booted() -> bool:
@@ -214,6 +215,7 @@ class Host(ABC):
             booted,
             timeout=timeout,
             what=f"systemd to finish booting on {self.name} ({self.url})",
+            hopeless=hopeless,
             seen=lambda: self.run("systemctl list-jobs --no-pager; systemctl --failed --no-pager", check=False).stdout,
         )
 
