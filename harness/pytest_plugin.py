@@ -62,6 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Check the options and build the target matrix once (a bad option stops the run at once)."""
     unwind_on_sigterm()
     config.addinivalue_line("markers", "parts(*names): the runbook parts a scenario module executes")
+    config.addinivalue_line("markers", "bringups(n): clusters a scenario module brings up (longest modules run first)")
     try:
         config.stash[TARGETS] = _targets(config)
     except HarnessError as exc:
@@ -88,7 +89,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under `--dist loadgroup`, one xdist worker owns each (module, target) cluster set; each
-    item carries its target's label to the report (and through xdist to the summary)."""
+    item carries its target's label to the report (and through xdist to the summary). Modules
+    that bring up the most clusters come first, so no worker idles at the end while another works
+    through a long module."""
+    items.sort(key=lambda item: -_bringups(item))  # stable: each module keeps its own order
     for item in items:
         params = getattr(item, "callspec", None)
         if params and "target" in params.params:
@@ -99,6 +103,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if config.pluginmanager.hasplugin("xdist"):
                 item.add_marker(pytest.mark.xdist_group(group))
             item.user_properties.append((TARGET_PROPERTY, label))
+
+
+def _bringups(item: pytest.Item) -> int:
+    marker = item.get_closest_marker("bringups")
+    return int(marker.args[0]) if marker else 0
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -206,7 +215,8 @@ def make_cluster(request: pytest.FixtureRequest, target: Target, runbook: Runboo
                 stack.close()
             try:
                 made = stack.enter_context(open_cluster(chosen, book or runbook, log=log.info))
-            except ImageUnavailable as exc:
+            except ImageUnavailable as exc:  # the same for every later module: they skip at _check
+                request.config.stash[CHECKED][target.label] = str(exc).splitlines()[0]
                 pytest.skip(str(exc).splitlines()[0])
             # the proof that an SSH run uses no `docker exec`: only DockerHost does that
             assert chosen.backend == "docker" or not any(isinstance(h, DockerHost) for h in made.hosts.values())

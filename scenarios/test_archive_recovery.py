@@ -8,7 +8,7 @@ import pytest
 
 from harness.runbook import drop_step
 
-pytestmark = pytest.mark.parts("setup", "archive")
+pytestmark = [pytest.mark.parts("setup", "archive"), pytest.mark.bringups(3)]
 SHARED_ARCHIVE = {"archive": "/mnt/pgarchive"}
 CHECKSUM = "SELECT count(*), md5(string_agg(id || ':' || note, ',' ORDER BY id)) FROM archive_rows"
 

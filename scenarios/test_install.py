@@ -6,7 +6,7 @@ import pytest
 
 from harness.runbook import StepFailed, drop_step
 
-pytestmark = pytest.mark.parts("setup", "verify")
+pytestmark = [pytest.mark.parts("setup", "verify"), pytest.mark.bringups(2)]
 
 
 @pytest.fixture(scope="module", params=["primary", "secondary"])

@@ -15,7 +15,7 @@ from harness.cluster import Cluster
 from harness.failover import PROBE_ID, TABLE, Failover, fail_over
 from harness.runbook import StepFailed, drop_step
 
-pytestmark = pytest.mark.parts("setup", "failover", "rejoin")
+pytestmark = [pytest.mark.parts("setup", "failover", "rejoin"), pytest.mark.bringups(3)]
 FIGURES = Path("/tmp/pgrepl-promotion-figures.txt")
 
 

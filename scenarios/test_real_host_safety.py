@@ -16,7 +16,7 @@ from harness.inventory import Inventory
 from harness.lifecycle import open_cluster, remove_from_inventory
 from harness.targets import InventoryTarget
 
-pytestmark = pytest.mark.parts("setup")
+pytestmark = [pytest.mark.parts("setup"), pytest.mark.bringups(2)]
 USERS_OWN = "/mnt/pgarchive/wal/users-own-file"  # something of the user's where the runbook writes too
 
 

@@ -9,7 +9,7 @@ from harness.cluster import SetupIncomplete
 from harness.report import render
 from harness.runbook import StepFailed, drop_step, edit_block
 
-pytestmark = pytest.mark.parts("setup", "verify")
+pytestmark = [pytest.mark.parts("setup", "verify"), pytest.mark.bringups(4)]
 
 
 def test_primary_has_a_streaming_walsender_for_the_secondary(cluster):

@@ -7,7 +7,7 @@ import pytest
 from harness.cluster import Cluster, Node
 from harness.runbook import drop_step, edit_block
 
-pytestmark = pytest.mark.parts("setup", "slot-limit")
+pytestmark = [pytest.mark.parts("setup", "slot-limit"), pytest.mark.bringups(2)]
 SLOT = "secondary_slot"
 TABLE = "outage_rows"
 CONTENT = f"SELECT count(*), md5(coalesce(string_agg(id::text || note, ',' ORDER BY id), '')) FROM {TABLE}"

@@ -11,7 +11,7 @@ import pytest
 from harness import RUNBOOKS_DIR
 from harness.runbook import StepFailed, parse_runbook
 
-pytestmark = pytest.mark.parts("setup", "verify")
+pytestmark = [pytest.mark.parts("setup", "verify"), pytest.mark.bringups(1)]
 
 
 @pytest.fixture(scope="module")
