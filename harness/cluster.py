@@ -312,6 +312,10 @@ class Cluster:
     log: Callable[[str], None] = print
     hooks: Sequence[StepHook] = ()
     stopwatch: Stopwatch = field(default_factory=Stopwatch)
+    # Set by the lifecycle layer: the harness's access is already in place (a restored set-up state),
+    # and what to do once set-up has succeeded (save it for the run's later clusters).
+    access_granted: bool = False
+    after_setup: Callable[[Cluster], None] | None = None
     replication_password: Secret = field(default_factory=Secret.generate)
     harness_password: Secret = field(default_factory=Secret.generate)
 
@@ -363,13 +367,16 @@ class Cluster:
         """Steps 2 and 3 of the runbook, then the harness's own access, then wait for streaming."""
         with self.stopwatch.phase("runbook setup steps"):
             self.run("setup")
-        with self.stopwatch.phase("harness access"):
-            self.grant_harness_access()
+        if not self.access_granted:
+            with self.stopwatch.phase("harness access"):
+                self.grant_harness_access()
         try:
             with self.stopwatch.phase("first streaming"):
                 self.primary.wait_for_streaming(self.secondary, timeout=30, hopeless=self._standby_impossible)
         except WaitTimeout as exc:
             raise SetupIncomplete(_why_not_streaming(self, exc)) from exc
+        if self.after_setup is not None:
+            self.after_setup(self)
         return self.transcript
 
     def _standby_impossible(self) -> str | None:
@@ -396,6 +403,7 @@ class Cluster:
         for node in nodes or tuple(self.nodes.values()):
             rule = f"host all {HARNESS_ROLE} {node.host.runner_address}/32 scram-sha-256"
             node.append_conf("pg_hba.conf", f"# pgrepl-harness: the test runner's own access\n{rule}", reload=True)
+        self.access_granted = True
         self.note(
             f"harness: role {HARNESS_ROLE} and one pg_hba.conf rule per node for the test runner "
             "(not part of the runbook)"

@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import docker.errors
+
 from harness import LOGIN_USER, ownership
 from harness.cluster import Cluster
 from harness.hosts.base import Host, HostError, Result
@@ -32,6 +34,7 @@ from harness.inventory import ROLES, HostEntry, Inventory
 from harness.labels import LABEL, OWNER_LABEL, RUN_LABEL, owner
 from harness.layout import layout_for
 from harness.runbook import Block, Runbook, Skip, parse_runbook
+from harness.runstate import COPY_UP_LIST, KIND, RUN_STATES, RestoredSetup, SetupState, state_key, state_tag
 from harness.snapshots import SnapshotPlan
 from harness.targets import ContainerTarget, InventoryTarget, Target
 from harness.waiting import Stopwatch
@@ -62,7 +65,21 @@ def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook,
     stopwatch = Stopwatch()
     with stopwatch.phase("image check"):
         tag = ensure_image(profile, log=log)
-    lab = DockerLab(client, kept=target.keep)
+    setup_blocks = book.select(family=profile.family, parts=("setup",), variant=profile.package_source)
+    state = key = None
+    if target.reuse and not target.volumes and not target.keep:
+        key = state_key(profile.name, target.backend, tag, setup_blocks)
+        state = RUN_STATES.claim(key, client)
+        if state is not None:
+            stack.callback(RUN_STATES.release, state)
+    try:
+        lab = DockerLab(client, kept=target.keep, subnet=state.subnet if state else None)
+    except docker.errors.APIError as exc:  # another session took that subnet: set up for real
+        if state is None:
+            raise
+        log(f"set-up state not used: its subnet {state.subnet} is taken ({exc.explanation})")
+        state = None  # (released with the cluster; its images stay listed for removal at exit)
+        lab = DockerLab(client, kept=target.keep)
     if target.keep:  # kept only once up: a failed or interrupted bring-up is removed all the same
         stack.push(lambda exc_type, *_: exc_type is not None and lab.close())
     else:
@@ -72,23 +89,63 @@ def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook,
     if target.reuse:
         plan = SnapshotPlan(
             book,
-            book.select(family=profile.family, parts=("setup",), variant=profile.package_source),
+            setup_blocks,
             image=profile.name,
             base_tag=tag,
             pg_major=profile.pg_major,
             exists=lambda candidate: image_exists(client, candidate),
         )
     start = {role: plan.start_image(role) if plan else tag for role in ROLES}
+    restored = state is not None and bool(state.images)
+    if restored:
+        start = dict(state.images)
+    addresses = state.addresses() if state else {}
     with stopwatch.phase("container start"):
-        hosts = _start_hosts(stack, lab, target.backend, start, mounts)
+        hosts = _start_hosts(stack, lab, target.backend, start, mounts, addresses)
     booting = BootWait(hosts)
     stack.callback(booting.stop)
     with stopwatch.phase("boot (primary; the secondary boots on meanwhile)"):
         booting.before_role("primary")
     hooks = [booting, *([plan.hook(hosts, lab.commit, log=log)] if plan else [])]
-    return Cluster(
-        book, hosts, profile.family, profile.pg_major, profile.package_source, log=log, hooks=hooks, stopwatch=stopwatch
+    secrets = {}
+    if restored:
+        hooks.insert(1, RestoredSetup())
+        secrets = dict(zip(("replication_password", "harness_password"), state.passwords, strict=True))
+    cluster = Cluster(
+        book,
+        hosts,
+        profile.family,
+        profile.pg_major,
+        profile.package_source,
+        log=log,
+        hooks=hooks,
+        stopwatch=stopwatch,
+        access_granted=restored,
+        **secrets,
     )
+    if restored:
+        cluster.note("setup: both hosts start from this run's set-up state (the runbook's setup ran once already)")
+    elif state is not None:
+        cluster.after_setup = lambda done: _save_state(done, lab, state, key, profile.name)
+    return cluster
+
+
+def _save_state(cluster: Cluster, lab: DockerLab, state: SetupState, key: str, image: str) -> None:
+    """Both hosts, cleanly stopped, committed for the run's later clusters; then on again."""
+    for node in (cluster.secondary, cluster.primary):
+        node.stop()
+    try:
+        tags = {role: state_tag(image, role, key, lab.run_id) for role in ROLES}
+        for role, tag in tags.items():
+            node = cluster.nodes[role]
+            node.host.put_file(COPY_UP_LIST, f"{node.layout.data_dir}\n")  # read by the image's entry wrapper
+            lab.commit(role, tag, kind=KIND)
+            node.host.run(f"rm -f {COPY_UP_LIST}", user="root")
+        state.images, state.passwords = tags, (cluster.replication_password, cluster.harness_password)
+    finally:
+        cluster.primary.start()
+        cluster.secondary.start()
+        cluster.primary.wait_for_streaming(cluster.secondary, timeout=60)
 
 
 class BootWait:
@@ -121,12 +178,20 @@ class BootWait:
 
 
 def _start_hosts(
-    stack: ExitStack, lab: DockerLab, backend: str, start: Mapping[str, str], mounts: Mapping[str, str]
+    stack: ExitStack,
+    lab: DockerLab,
+    backend: str,
+    start: Mapping[str, str],
+    mounts: Mapping[str, str],
+    addresses: Mapping[str, str],
 ) -> dict[str, Host]:
     """Both machines, reached by `docker exec` or, like real instances, by SSH with a key of this run."""
     if backend == "docker":
         with ThreadPoolExecutor(max_workers=len(ROLES), thread_name_prefix="start") as pool:
-            machines = {role: pool.submit(lab.start_machine, role, start[role], mounts=mounts) for role in ROLES}
+            machines = {
+                role: pool.submit(lab.start_machine, role, start[role], mounts=mounts, address=addresses.get(role))
+                for role in ROLES
+            }
         return {role: DockerHost(machine.result()) for role, machine in machines.items()}
     state = STATE_ROOT / lab.run_id  # holds the run's private key: this user's only, and swept
     state.mkdir(mode=0o700, parents=True)
@@ -136,7 +201,14 @@ def _start_hosts(
     hosts: dict[str, Host] = {}
     with ThreadPoolExecutor(max_workers=len(ROLES), thread_name_prefix="start") as pool:
         started = {
-            role: pool.submit(lab.start_machine, role, start[role], mounts=mounts, authorized_key=public_key)
+            role: pool.submit(
+                lab.start_machine,
+                role,
+                start[role],
+                mounts=mounts,
+                authorized_key=public_key,
+                address=addresses.get(role),
+            )
             for role in ROLES
         }
     for role in ROLES:

@@ -86,12 +86,7 @@ class SnapshotHook:
         ).stdout.split()
         if active:
             host.run(f"systemctl stop {' '.join(active)}", user="root")
-        # Machines started from the snapshot must not share this one's machine id (it is in /run meanwhile).
-        host.run("cp /etc/machine-id /run/pgrepl-machine-id && : > /etc/machine-id", user="root")
-        try:
-            self.commit(block.host, tag)
-        finally:
-            host.run("cat /run/pgrepl-machine-id > /etc/machine-id", user="root")
+        self.commit(block.host, tag)
         if active:
             host.run(f"systemctl start {' '.join(active)}", user="root")
         self.log(f"snapshot {tag} saved after step {block.step} on {block.host}")

@@ -146,14 +146,21 @@ class DockerLab:
     """The containers, private network and volumes of one cluster; leaving the context (or close())
     removes them all, then runs the extra `cleanups`, each even when an earlier one failed."""
 
-    def __init__(self, client: docker.DockerClient, run_id: str | None = None, *, kept: bool = False):
+    def __init__(
+        self, client: docker.DockerClient, run_id: str | None = None, *, kept: bool = False, subnet: str | None = None
+    ):
+        """`subnet` fixes the network's addresses (machines then get them in start order from .2 on)."""
         self.run_id = run_id or f"{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.labels = resource_labels(self.run_id, kept=kept)
+        self.subnet = subnet
         self.client = client
         self.machines: dict[str, Machine] = {}
         self.cleanups: list[Callable[[], object]] = []
         self.volumes: list[str] = []
-        self.network = Network(docker_network_kw={"labels": self.labels})
+        network_kw: dict = {"labels": self.labels}
+        if subnet is not None:
+            network_kw["ipam"] = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+        self.network = Network(docker_network_kw=network_kw)
         self.network.name = f"pgrepl-{self.run_id}"
         self.network.create()
 
@@ -165,17 +172,29 @@ class DockerLab:
         return full
 
     def start_machine(
-        self, name: str, image: str, *, mounts: dict[str, str] | None = None, authorized_key: str | None = None
+        self,
+        name: str,
+        image: str,
+        *,
+        mounts: dict[str, str] | None = None,
+        authorized_key: str | None = None,
+        address: str | None = None,
     ) -> Machine:
-        """A booting container on the cluster's network; `authorized_key` is put in ecs-user's
-        authorized_keys before boot, as an ECS key pair is (no `docker exec` involved)."""
+        """A booting container on the cluster's network (at `address`, if given); `authorized_key` is
+        put in the login user's authorized_keys before boot, as an ECS key pair is (no `docker exec`)."""
+        endpoint = docker.types.EndpointConfig(self.client.api.api_version, ipv4_address=address)
         container = (
             DockerContainer(image)
             .with_name(f"pgrepl-{self.run_id}-{name}")
-            .with_network(self.network)
             .with_tmpfs_mount("/run")
             .with_tmpfs_mount("/run/lock")
-            .with_kwargs(hostname=name, labels=self.labels, **SYSTEMD_RUN_KWARGS)
+            .with_kwargs(
+                hostname=name,
+                labels=self.labels,
+                network=self.network.name,
+                networking_config={self.network.name: endpoint},
+                **SYSTEMD_RUN_KWARGS,
+            )
         )
         for volume, path in (mounts or {}).items():
             container.with_volume_mapping(volume, path, mode="rw")
@@ -190,12 +209,18 @@ class DockerLab:
         self.machines[name] = Machine(name, container, network["IPAddress"], network["Gateway"])
         return self.machines[name]
 
-    def commit(self, name: str, tag: str) -> None:
-        """Save machine `name` as image `tag` (repository:version)."""
+    def commit(self, name: str, tag: str, *, kind: str = "snapshot") -> None:
+        """Save machine `name` as image `tag` (repository:version), labelled `kind` and with this run's
+        owner labels. Machines started from it must not share this one's machine id: it is blanked
+        in the image (kept in /run, which is not committed, meanwhile)."""
         repository, _, version = tag.partition(":")
-        self.machines[name].container.get_wrapped_container().commit(
-            repository=repository, tag=version, changes=[f"LABEL {LABEL}=snapshot"]
-        )
+        wrapped = self.machines[name].container.get_wrapped_container()
+        wrapped.exec_run(["sh", "-c", "cp /etc/machine-id /run/pgrepl-machine-id && : > /etc/machine-id"])
+        try:
+            changes = [f"LABEL {LABEL}={kind}"] + [f"LABEL {k}={v}" for k, v in self.labels.items() if k != LABEL]
+            wrapped.commit(repository=repository, tag=version, changes=changes)
+        finally:
+            wrapped.exec_run(["sh", "-c", "cat /run/pgrepl-machine-id > /etc/machine-id"])
 
     def __enter__(self) -> DockerLab:
         return self
@@ -248,7 +273,22 @@ def remove_orphans(client: docker.DockerClient) -> int:
     for run_id, pid in runs.items():
         if run_id and pid.isdigit() and not _alive(int(pid)):
             removed += remove_resources({RUN_LABEL: run_id}, client=client)
+    # images of a run's set-up state hold its secrets: a killed run's go too
+    for image in client.images.list(filters={"label": [f"{LABEL}=setup-state", f"{OWNER_LABEL}={owner()}"]}):
+        pid = image.labels.get(PID_LABEL, "")
+        if pid.isdigit() and not _alive(int(pid)):
+            removed += _remove_image(client, image.id)
     return removed
+
+
+def _remove_image(client: docker.DockerClient, image_id: str) -> int:
+    try:
+        client.images.remove(image_id, force=True)
+        return 1
+    except docker.errors.APIError as exc:
+        if exc.status_code in (404, 409):
+            return 0
+        raise
 
 
 def _alive(pid: int) -> bool:

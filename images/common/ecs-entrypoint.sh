@@ -16,4 +16,15 @@ elif ! grep -q " /sys/fs/cgroup/systemd cgroup rw," /proc/self/mounts; then
     mkdir -p /sys/fs/cgroup/systemd
     mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
 fi
+# A machine started from an image committed by the harness (this run's set-up state) lists here the
+# directories that must move up from the image's layers before anything runs: overlayfs refuses to
+# rename a directory of a lower layer (EXDEV), and PostgreSQL renames some (pg_replslot/<slot>).
+if [ -f /etc/pgrepl-harness-copy-up ]; then
+    while read -r dir; do
+        if [ -d "$dir" ]; then
+            cp -a "$dir" "$dir.copy-up" && rm -rf "$dir" && mv "$dir.copy-up" "$dir"
+        fi
+    done < /etc/pgrepl-harness-copy-up
+    rm -f /etc/pgrepl-harness-copy-up
+fi
 exec /sbin/init
