@@ -31,7 +31,7 @@ from harness.hosts.docker import DockerHost, DockerLab, docker_client, remove_or
 from harness.hosts.ssh import SshHost
 from harness.images import ImageProfile, ensure_image, image_exists
 from harness.inventory import ROLES, HostEntry, Inventory
-from harness.labels import LABEL, OWNER_LABEL, RUN_LABEL, owner
+from harness.labels import LABEL, RUN_LABEL
 from harness.layout import layout_for
 from harness.runbook import Block, Runbook, Skip, parse_runbook
 from harness.runstate import COPY_UP_LIST, KIND, RUN_STATES, RestoredSetup, SetupState, state_key, state_tag
@@ -304,13 +304,13 @@ def remove_stale_state(client) -> None:
 
 def tear_down(inventory: Path | str | None, *, force: bool = False, everyone: bool = False, log: Log = print) -> None:
     """`down`: remove what the runbook installed on an inventory's hosts, or the harness's containers:
-    this user's on this machine (kept ones included), or with `everyone` every harness resource."""
+    this user's kept clusters and killed runs on this machine (a run still going removes its own), or
+    with `everyone` every harness resource on the engine."""
     if inventory is not None:
         remove_from_inventory(Inventory.load(inventory), force=force, log=log)
         return
-    selector = {} if everyone else {OWNER_LABEL: owner()}
     client = docker_client()
-    removed = remove_resources(selector, client=client)
+    removed = remove_resources(client=client) if everyone else remove_orphans(client, kept_too=True)
     remove_stale_state(client)
     log(f"removed {removed} containers, networks and volumes of pgrepl-harness ({'all' if everyone else 'yours'})")
 

@@ -40,6 +40,10 @@ def test_orphans_are_judged_only_among_this_owner_s_unkept_runs(client):
         left = {n.name for n in client.networks.list(names=["pgrepl-test-"])}
         assert f"pgrepl-test-killed-{tag}" not in left
         assert {f"pgrepl-test-{name}-{tag}" for name in ("kept", "elsewhere", "alive")} <= left
+        remove_orphans(client, kept_too=True)  # what `down` does: kept clusters go too, live runs stay
+        left = {n.name for n in client.networks.list(names=["pgrepl-test-"])}
+        assert f"pgrepl-test-kept-{tag}" not in left
+        assert {f"pgrepl-test-{name}-{tag}" for name in ("elsewhere", "alive")} <= left
     finally:
         for labels in runs.values():
             remove_resources({RUN_LABEL: labels[RUN_LABEL]}, client=client)

@@ -250,28 +250,32 @@ def remove_resources(selector: dict[str, str] | None = None, *, client: docker.D
 
 
 def _remove(resource, **kwargs) -> int:
-    """Remove one resource; gone already (404) or being removed by another run (409) counts as done."""
+    """Remove one resource; gone already (404), being removed by another run (409) or still in use by
+    a container being started (403, network) is left to its run."""
     try:
         resource.remove(**kwargs)
         return 1
     except docker.errors.APIError as exc:
-        if exc.status_code in (404, 409):
+        if exc.status_code in (403, 404, 409):
             return 0
         raise
 
 
-def remove_orphans(client: docker.DockerClient) -> int:
+def remove_orphans(client: docker.DockerClient, *, kept_too: bool = False) -> int:
     """Remove resources that harness processes of this owner (machine, user, PID namespace) left when
-    killed: their process is gone. Kept clusters and other owners' resources are never touched."""
+    killed: their process is gone; `kept_too`: also kept clusters (`down`). A live run's resources
+    (it removes them itself) and other owners' are never touched."""
     removed = 0
-    runs: dict[str, str] = {}
-    mine = {"label": [LABEL, f"{OWNER_LABEL}={owner()}", f"{KEPT_LABEL}=false"]}
+    runs: dict[str, tuple[str, str]] = {}
+    mine = {"label": [LABEL, f"{OWNER_LABEL}={owner()}"]}
     for container in client.containers.list(all=True, filters=mine):
-        runs[container.labels.get(RUN_LABEL, "")] = container.labels.get(PID_LABEL, "")
+        runs[container.labels.get(RUN_LABEL, "")] = (container.labels.get(PID_LABEL, ""), container.labels[KEPT_LABEL])
     for network in client.networks.list(filters=mine):
-        runs.setdefault(network.attrs["Labels"].get(RUN_LABEL, ""), network.attrs["Labels"].get(PID_LABEL, ""))
-    for run_id, pid in runs.items():
-        if run_id and pid.isdigit() and not _alive(int(pid)):
+        labels = network.attrs["Labels"]
+        runs.setdefault(labels.get(RUN_LABEL, ""), (labels.get(PID_LABEL, ""), labels.get(KEPT_LABEL, "false")))
+    for run_id, (pid, kept) in runs.items():
+        finished = pid.isdigit() and not _alive(int(pid))
+        if run_id and ((kept_too and kept == "true") or (kept != "true" and finished)):
             removed += remove_resources({RUN_LABEL: run_id}, client=client)
     # images of a run's set-up state hold its secrets: a killed run's go too
     for image in client.images.list(filters={"label": [f"{LABEL}=setup-state", f"{OWNER_LABEL}={owner()}"]}):
