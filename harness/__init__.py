@@ -8,6 +8,9 @@ IMAGES_DIR = PROJECT_ROOT / "images"
 DEFAULT_RUNBOOK = RUNBOOKS_DIR / "postgresql-primary-secondary.md"
 # The login user of every container image (with passwordless sudo), as on an ECS instance.
 LOGIN_USER = "ecs-user"
+# Where PostgreSQL's packages come from: the runbook's `variant` of its package-source steps, and an
+# image's or inventory's `package_source`.
+PACKAGE_SOURCES = ("pgdg", "distro")
 
 
 def available_images() -> list[str]:

@@ -71,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:  # the harness's own verdict; anything else is a bug and keeps its traceback
         print(f"\nFAILED: {exc}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] == "harness":
+            raise  # a bug, not the user's setup
+        print(
+            f"\nFAILED: the harness's dependencies are not installed here (no module {exc.name!r}): "
+            "run `pip install -e .` in this Python first",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         if getattr(args, "inventory", None):
             what = f"the inventory's hosts are left as they are (`pgrepl-harness down --inventory {args.inventory}`)"

@@ -31,8 +31,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import PACKAGE_SOURCES
 from harness.errors import HarnessError
-from harness.runbook.parse import VARIANTS
 
 ROLES = ("primary", "secondary")
 # Every table and every key an inventory may have; anything else is a typo, not a default.
@@ -94,9 +94,9 @@ class Inventory:
                 f"inventory {path}: [postgresql] major = {major!r} is not a PostgreSQL major "
                 f"(a number from {MAJORS.start} to {MAJORS.stop - 1}, e.g. 18)"
             )
-        choices = " or ".join(f'"{v}"' for v in VARIANTS)
+        choices = " or ".join(f'"{v}"' for v in PACKAGE_SOURCES)
         source = _field(pg, "package_source", str, path, "postgresql", choices)
-        if source not in VARIANTS:
+        if source not in PACKAGE_SOURCES:
             raise InventoryError(f"inventory {path}: [postgresql] package_source = {source!r} is not {choices}")
         shared = _field(pg, "shared_archive", bool, path, "postgresql", "true or false", default=False)
         hosts = {role: _host(role, data[role], path) for role in ROLES}

@@ -23,12 +23,13 @@ from pathlib import Path
 
 from markdown_it import MarkdownIt
 
+from harness import PACKAGE_SOURCES
 from harness.errors import HarnessError
 from harness.runbook.values import TARGETS
 
 KINDS = ("sh", "conf")
 FAMILIES = ("debian", "el8", "el7")
-VARIANTS = ("pgdg", "distro")
+VARIANTS = PACKAGE_SOURCES
 HOSTS = ("primary", "secondary")
 REQUIRED = ("step", "host", "os")
 ACTIONS = ("fence", "promote", "rewind")
