@@ -16,9 +16,9 @@ import psycopg
 from psycopg.rows import namedtuple_row
 
 from harness.errors import SetupIncomplete
-from harness.hosts.base import Host
+from harness.hosts.base import Host, Result
 from harness.layout import Layout, layout_for
-from harness.runbook import After, Before, Block, Executor, Runbook, StepHook, Transcript
+from harness.runbook import After, Before, Block, Executor, Runbook, Skip, StepHook, Transcript
 from harness.runbook.values import live_values
 from harness.secrets import Secret, redact
 from harness.waiting import Stopwatch, WaitTimeout, wait_until
@@ -296,6 +296,20 @@ class Node:
         self.query("CHECKPOINT")
 
 
+class PreinstalledPackages:
+    """A step hook: on an image whose PostgreSQL is preinstalled (the el*-pgdg-layout images), the
+    runbook's package steps (action "packages") are recorded as skipped, saying why, not run."""
+
+    def __init__(self, note: str):
+        self.note = note
+
+    def before(self, block: Block) -> Skip | None:
+        return Skip("skipped (preinstalled)", self.note) if block.action == "packages" else None
+
+    def after(self, block: Block, result: Result) -> None:
+        return None
+
+
 @dataclass
 class Cluster:
     """A primary and a secondary, the runbook that sets them up, and its transcript.
@@ -310,6 +324,9 @@ class Cluster:
     pg_major: int
     variant: str | None
     log: Callable[[str], None] = print
+    packaging: str | None = None  # the package manager, where it is not the family's own (layout_for)
+    # Why the runbook's package steps do not run here (PostgreSQL preinstalled in the image), or None.
+    preinstalled: str | None = None
     hooks: Sequence[StepHook] = ()
     stopwatch: Stopwatch = field(default_factory=Stopwatch)
     # Set by the lifecycle layer: the harness's access is already in place (a restored set-up state),
@@ -322,9 +339,12 @@ class Cluster:
     def __post_init__(self) -> None:
         addresses = {role: host.address for role, host in self.hosts.items()}
         self.values = live_values(addresses, self.replication_password, self.pg_major)
-        layout = layout_for(self.family, self.pg_major)
+        layout = layout_for(self.family, self.pg_major, self.packaging)
         self.nodes = {name: Node(host, layout, self.harness_password) for name, host in self.hosts.items()}
-        self._executor = Executor(self.runbook, self.hosts, self.values, log=self.log, hooks=self.hooks)
+        hooks = [PreinstalledPackages(self.preinstalled), *self.hooks] if self.preinstalled else self.hooks
+        self._executor = Executor(self.runbook, self.hosts, self.values, log=self.log, hooks=hooks)
+        if self.preinstalled:
+            self.note(self.preinstalled)
 
     @property
     def primary(self) -> Node:

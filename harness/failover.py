@@ -121,6 +121,7 @@ class Failover:
     old_wal_records: int = 0
     rpo_bytes: int | None = None
     old_state: str = ""
+    restarts: int = 0  # times systemd started the old primary again by itself (a unit with Restart=)
 
     @property
     def lost(self) -> list[int]:
@@ -146,6 +147,12 @@ class Failover:
             f"old WAL ends at {self.old_wal_end}, new primary replayed up to {self.replay_lsn})\n"
             f"timeline: {self.timeline_before} -> {self.timeline_after}\n"
             f"old primary control file: {self.old_state}\n"
+            + (
+                f"systemd restarted the killed primary {self.restarts} time(s) by itself (its unit has Restart=) "
+                "until the fence step stopped it\n"
+                if self.restarts
+                else ""
+            )
         )
 
 
@@ -248,6 +255,7 @@ def fail_over(cluster: Cluster, *, crash: bool = False) -> Failover:
     result.ids_after = ids_on(secondary)
     result.replay_lsn = secondary.lsn("replay")  # static after promotion: the last record recovery replayed
     result.old_state = control_state(primary)
+    result.restarts = int(primary.host.run(f"systemctl show -p NRestarts --value {primary.layout.unit}").stdout or 0)
     result.old_wal_end, result.old_wal_records = wal_after(primary, result.replay_lsn, result.timeline_before)
     if result.old_wal_end is not None:
         result.rpo_bytes = int(

@@ -74,6 +74,11 @@ class ImageProfile:
     debootstrap_script: str | None = None
     apt_ignore_valid_until: bool = False
     lang: str = "C.UTF-8"
+    # Built on top of another image profile (which names the base, once) by images/<preinstalled>/:
+    # "pgdg-layout" preinstalls PostgreSQL pg_major from that image's Debian archive in PGDG's EL
+    # layout; the harness skips the runbook's package steps on such an image.
+    on_image: str | None = None
+    preinstalled: str | None = None
     directory: Path = field(default=IMAGES_DIR, repr=False)
 
     @classmethod
@@ -83,16 +88,41 @@ class ImageProfile:
             known = ", ".join(available_images()) or "none"
             raise ImageUnavailable(f"unknown image {name!r}: no {path} (known: {known})")
         data = tomllib.loads(path.read_text())
+        if "on_image" in data:
+            data.setdefault("base", image_repository(data["on_image"]))
+            if data.get("preinstalled") not in PREINSTALLS:
+                raise ImageUnavailable(f"{path}: an image with on_image needs preinstalled, one of {PREINSTALLS}")
         return cls(name=name, directory=path.parent, **data)
 
+    @property
+    def preinstalled_note(self) -> str | None:
+        """What the transcript says at the top and at each package step the harness skips here."""
+        if self.preinstalled != "pgdg-layout":
+            return None
+        return (
+            f"preinstalled: PostgreSQL {self.pg_major} from Debian's archive, arranged in PGDG's layout "
+            f"(/usr/pgsql-{self.pg_major}, /var/lib/pgsql/{self.pg_major}/data, postgresql-{self.pg_major}.service) "
+            "on a Debian userland; the runbook's package steps do not run on this image"
+        )
+
+    @property
+    def packaging(self) -> str | None:
+        """The package manager, where it is not the family's own (PGDG's layout installed by dpkg)."""
+        return "dpkg" if self.preinstalled else None
+
     def context_files(self) -> dict[str, bytes]:
-        """The build context: images/common/ and this image's directory (which may hold its own Dockerfile)."""
+        """The build context: images/common/ (or images/<preinstalled>/ for an image built on another)
+        and this image's directory (which may hold its own Dockerfile)."""
         files: dict[str, bytes] = {}
-        for root, prefix in ((IMAGES_DIR / "common", "common/"), (self.directory, "")):
+        shared = (IMAGES_DIR / self.preinstalled, "") if self.on_image else (IMAGES_DIR / "common", "common/")
+        for root, prefix in (shared, (self.directory, "")):
             for path in sorted(root.rglob("*")):
                 if path.is_file():
                     files[prefix + path.relative_to(root).as_posix()] = path.read_bytes()
         return files
+
+
+PREINSTALLS = ("pgdg-layout",)  # directories of images/ that build on top of another image
 
 
 def _client() -> docker.DockerClient:
@@ -124,10 +154,13 @@ def _build_lock(name: str) -> Iterator[None]:
 def ensure_image(profile: ImageProfile, *, log=print) -> str:
     """Return the tag of the built image, building it (and its base) only when needed."""
     client = _client()
+    parent = ensure_image(ImageProfile.load(profile.on_image), log=log) if profile.on_image else None
     with _build_lock(profile.name):
-        base_id = ensure_base(profile, client, log=log)
+        base_id = client.images.get(parent).id if parent else ensure_base(profile, client, log=log)
         files = profile.context_files()
         digest = hashlib.sha256(f"{base_id}\0{LOGIN_USER}\0".encode())
+        if parent:
+            digest.update(f"{profile.pg_major}\0".encode())
         for name, data in files.items():
             digest.update(name.encode() + b"\0" + data + b"\0")
         tag = f"{image_repository(profile.name)}:{digest.hexdigest()[:12]}"
@@ -148,7 +181,12 @@ def ensure_image(profile: ImageProfile, *, log=print) -> str:
                 custom_context=True,
                 dockerfile=dockerfile,
                 tag=tag,
-                buildargs={"BASE": profile.base, "LOGIN_USER": LOGIN_USER, "LANG": profile.lang},
+                buildargs={
+                    "BASE": parent or profile.base,
+                    "LOGIN_USER": LOGIN_USER,
+                    "LANG": profile.lang,
+                    "PG_MAJOR": str(profile.pg_major),
+                },
                 labels={LABEL: "image", f"{LABEL}.image": profile.name},
                 rm=True,
                 forcerm=True,

@@ -38,7 +38,39 @@ class Layout:
         return f"{self.conf_dir}/pg_hba.conf"
 
 
-def _debian(family: str, major: int) -> Layout:
+@dataclass(frozen=True)
+class Packaging:
+    """How the host's package manager answers for PostgreSQL's packages."""
+
+    package_query: str
+    packages_command: str
+    purge_command: str
+
+
+def _dpkg(major: int) -> Packaging:
+    return Packaging(
+        package_query=f"dpkg-query -W -f='${{Version}}' postgresql-{major}",
+        packages_command=(
+            # dpkg-query exits 1 when no package matches: that is an answer, not an error
+            "(dpkg-query -W -f='${Status} ${Package}\\n' 'postgresql*' 'libpq*' 2>/dev/null || [ $? -eq 1 ])"
+            " | awk '$3 == \"installed\" { print $4 }'"
+        ),
+        purge_command="DEBIAN_FRONTEND=noninteractive apt-get purge -y -q",
+    )
+
+
+def _rpm(major: int) -> Packaging:
+    return Packaging(
+        package_query=f"rpm -q --qf '%{{VERSION}}' postgresql{major}-server",
+        packages_command="rpm -qa --qf '%{NAME}\\n' 'postgresql*' 'libpq*'",
+        purge_command="$(command -v dnf || command -v yum) remove -y -q",
+    )
+
+
+PACKAGINGS = {"dpkg": _dpkg, "rpm": _rpm}
+
+
+def _debian(family: str, major: int, packaging: Packaging) -> Layout:
     """postgresql-common: config in /etc, data in /var/lib, one unit per cluster."""
     return Layout(
         family,
@@ -47,20 +79,14 @@ def _debian(family: str, major: int) -> Layout:
         conf_dir=f"/etc/postgresql/{major}/main",
         unit=f"postgresql@{major}-main.service",
         service="postgresql.service",
-        package_query=f"dpkg-query -W -f='${{Version}}' postgresql-{major}",
         bin_dir=f"/usr/lib/postgresql/{major}/bin",
         log_file=f"/var/log/postgresql/postgresql-{major}-main.log",
-        packages_command=(
-            # dpkg-query exits 1 when no package matches: that is an answer, not an error
-            "(dpkg-query -W -f='${Status} ${Package}\\n' 'postgresql*' 'libpq*' 2>/dev/null || [ $? -eq 1 ])"
-            " | awk '$3 == \"installed\" { print $4 }'"
-        ),
-        purge_command="DEBIAN_FRONTEND=noninteractive apt-get purge -y -q",
         owned_paths=("/etc/postgresql", "/var/lib/postgresql", "/var/log/postgresql", *ARCHIVE_DIRS),
+        **vars(packaging),
     )
 
 
-def _el(family: str, major: int) -> Layout:
+def _el(family: str, major: int, packaging: Packaging) -> Layout:
     """PGDG RPMs: config inside the data directory, logs in its log/ by the logging collector."""
     data_dir = f"/var/lib/pgsql/{major}/data"
     return Layout(
@@ -70,22 +96,24 @@ def _el(family: str, major: int) -> Layout:
         conf_dir=data_dir,
         unit=f"postgresql-{major}.service",
         service=f"postgresql-{major}.service",
-        package_query=f"rpm -q --qf '%{{VERSION}}' postgresql{major}-server",
         bin_dir=f"/usr/pgsql-{major}/bin",
         log_file=f"$(ls -t {data_dir}/log/*.log | head -1)",
-        packages_command="rpm -qa --qf '%{NAME}\\n' 'postgresql*' 'libpq*'",
-        purge_command="$(command -v dnf || command -v yum) remove -y -q",
         owned_paths=(f"/var/lib/pgsql/{major}", "/var/lib/pgsql/.pgpass", *ARCHIVE_DIRS),
+        **vars(packaging),
     )
 
 
-LAYOUTS = {"debian": _debian, "el8": _el, "el7": _el}
+# family -> (layout, the packaging its systems use)
+LAYOUTS = {"debian": (_debian, "dpkg"), "el8": (_el, "rpm"), "el7": (_el, "rpm")}
 
 
-def layout_for(family: str, pg_major: int) -> Layout:
+def layout_for(family: str, pg_major: int, packaging: str | None = None) -> Layout:
+    """Where `family` keeps PostgreSQL `pg_major`; `packaging` overrides the family's package manager
+    (the el*-pgdg-layout images: PGDG's layout, installed by dpkg)."""
     if family not in LAYOUTS:
         raise UnsupportedOs(
             f"no PostgreSQL layout known for OS family {family!r} (known: {sorted(LAYOUTS)}): "
             "use a host of a family the runbook covers"
         )
-    return LAYOUTS[family](family, pg_major)
+    make, default_packaging = LAYOUTS[family]
+    return make(family, pg_major, PACKAGINGS[packaging or default_packaging](pg_major))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from harness.runbook import StepFailed, drop_step
@@ -37,7 +39,32 @@ def test_data_checksums_reported_and_pg_rewind_possible(cluster, node):
     assert "on" in (checksums, hints)
 
 
-def test_without_the_install_step_the_first_step_needing_postgresql_fails(make_cluster, runbook):
+# The step that provides the server, and the first later step that cannot do without it.
+NEEDED = {
+    "debian": ("primary-install", "primary-archive-dir"),  # the postgres account comes with the package
+    "el": ("primary-install", "primary-initdb"),  # postgresql-N-setup comes with the package
+    "preinstalled": ("primary-initdb", "primary-configure"),  # PGDG's package leaves no configuration file
+}
+
+
+def test_without_the_step_providing_postgresql_the_first_step_needing_it_fails(cluster, make_cluster, runbook):
+    kind = "preinstalled" if cluster.preinstalled else cluster.family.rstrip("0123456789")
+    dropped, first_failing = NEEDED[kind]
     with pytest.raises(StepFailed) as failure:
-        make_cluster(drop_step(runbook, "primary-install")).setup()
-    assert failure.value.block.step == "primary-archive-dir"
+        make_cluster(drop_step(runbook, dropped)).setup()
+    assert failure.value.block.step == first_failing
+
+
+def test_where_the_secondary_s_configuration_comes_from(cluster):
+    """EL (PGDG): the configuration lives in the data directory, so the base backup copies the
+    primary's postgresql.conf and the secondary only appends to it (source defect 6). Debian: the
+    secondary keeps its own package's file, and 3.7 must set what it needs again."""
+    primary_conf, secondary_conf = (
+        n.host.run(f"cat {n.layout.postgresql_conf}", user="root").stdout for n in cluster.nodes.values()
+    )
+    if cluster.family == "debian":
+        assert not secondary_conf.startswith(primary_conf)
+        assert not re.search(r"^\s*archive_command", secondary_conf, re.M)
+    else:
+        assert secondary_conf.startswith(primary_conf), "the secondary's postgresql.conf is not the primary's copy"
+        assert "primary_conninfo" in secondary_conf[len(primary_conf) :]

@@ -154,7 +154,7 @@ def test_step_must_be_a_lower_case_id(step):
         ("file", True, "the file a `conf` block appends to"),
         ("part", 2, 'e.g. "verify"'),
         ("variant", None, "one of ('pgdg', 'distro')"),
-        ("action", {"promote": True}, "one of ('fence', 'promote', 'rewind')"),
+        ("action", {"promote": True}, "one of ('fence', 'promote', 'rewind', 'packages')"),
     ],
 )
 def test_string_attributes_must_be_strings(key, value, hint):

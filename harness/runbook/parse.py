@@ -32,7 +32,7 @@ FAMILIES = ("debian", "el8", "el7")
 VARIANTS = PACKAGE_SOURCES
 HOSTS = ("primary", "secondary")
 REQUIRED = ("step", "host", "os")
-ACTIONS = ("fence", "promote", "rewind")
+ACTIONS = ("fence", "promote", "rewind", "packages")
 # the attributes that are one string when present, and what each one holds
 STRINGS = {
     "host": f"one of {HOSTS}",
