@@ -125,12 +125,18 @@ def target_matrix(
     images = known if "all" in images else list(dict.fromkeys(images))
     if unknown := set(images) - set(known):
         raise BadTarget(f"--image {', '.join(sorted(unknown))}: no such image (known: {', '.join(known)})")
-    return [
+    targets = [
         make_target(image=image, backend=backend, reuse=reuse)
         for image in images
         for backend in backends
         if backend == "docker" or "all" in ssh_images or image in ssh_images
     ]
+    if not targets:
+        raise BadTarget(
+            f"--image {' '.join(images)} with --backend ssh only: SSH runs only on --ssh-image "
+            f"({', '.join(ssh_images)}); add --ssh-image IMAGE (or all), or --backend docker"
+        )
+    return targets
 
 
 def unwind_on_sigterm() -> None:

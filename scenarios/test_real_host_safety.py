@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness import ownership
+from harness.images import ImageProfile
 from harness.inventory import Inventory
 from harness.lifecycle import open_cluster, remove_from_inventory
 from harness.targets import InventoryTarget
@@ -41,6 +42,10 @@ def stand_ins(make_cluster, target, tmp_path_factory):
     """Two fresh machines reached only over SSH, and an inventory naming them."""
     if target.shared_hosts or target.backend != "ssh":
         pytest.skip("stand-ins are SSH containers (--backend ssh); real inventory hosts are never dirtied on purpose")
+    if ImageProfile.load(target.image).preinstalled:
+        pytest.skip(
+            f"{target.image} has PostgreSQL preinstalled: no fresh host to stand in (tested on the Debian images)"
+        )
     cluster = make_cluster(fresh=True)
     for node in cluster.nodes.values():  # reach them once, so their host keys are known
         node.host.wait_booted()

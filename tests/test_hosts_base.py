@@ -202,6 +202,13 @@ def test_el8_layout():
     assert layout.pg_hba_conf == "/var/lib/pgsql/18/data/pg_hba.conf"
 
 
+def test_pgdg_layout_on_a_debian_userland_keeps_el_paths_and_asks_dpkg():
+    layout = layout_for("el7", 15, "dpkg")
+    assert layout.data_dir == "/var/lib/pgsql/15/data" and layout.bin_dir == "/usr/pgsql-15/bin"
+    assert layout.package_query.startswith("dpkg-query") and "postgresql-15" in layout.package_query
+    assert layout_for("el7", 15).package_query.startswith("rpm -q")
+
+
 def test_unknown_family_has_no_layout():
     with pytest.raises(ValueError, match="arch"):
         layout_for("arch", 15)
