@@ -453,15 +453,26 @@ def _why_not_streaming(cluster: Cluster, exc: WaitTimeout) -> str:
     last = {r.host: r.step for r in cluster.transcript.records}
     hints = []
     # psql over the local socket: the harness role may not exist on a secondary that never replicated
-    if cluster.secondary.psql("SELECT pg_is_in_recovery()", check=False) == "f":
-        hints.append(
+    secondary = cluster.secondary
+    setup = cluster.blocks("setup")
+    if secondary.psql("SELECT pg_is_in_recovery()", check=False) == "f":
+        hint = (
             "the secondary is not in recovery (pg_is_in_recovery() = false): the steps that make it "
             "a standby (standby.signal) did not take effect"
         )
-    if cluster.secondary.psql("SELECT count(*) FROM pg_stat_wal_receiver", check=False) == "0":
+        signal = f"{secondary.layout.data_dir}/standby.signal"
+        step = next((b for b in setup if b.host == "secondary" and "standby.signal" in b.body), None)
+        if step is not None and not secondary.host.run(f"test -f {signal}", user="root", check=False).ok:
+            hint += (
+                f"; there is no {signal}: step {step.step} ({step.where(cluster.runbook.path)}) did not create it there"
+            )
+        hints.append(hint)
+    if secondary.psql("SELECT count(*) FROM pg_stat_wal_receiver", check=False) == "0":
+        rule = next((b for b in setup if b.host == "primary" and (b.file or "").endswith("pg_hba.conf")), None)
+        where = f" (step {rule.step}, {rule.where(cluster.runbook.path)})" if rule else ""
         hints.append(
             "the secondary has no walreceiver (pg_stat_wal_receiver is empty): check primary_conninfo "
-            "and the primary's pg_hba.conf rule; the secondary's log says more"
+            f"and the primary's pg_hba.conf rule{where}; the secondary's log says more"
         )
     return redact(
         f"the runbook's setup steps all succeeded (last on primary: {last.get('primary')}, on secondary: "
