@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -266,8 +266,17 @@ class Node:
             user="root",
         )
 
+    def isolate_from(self, peer: Node) -> None:
+        """Drop every packet from `peer` to this host, whatever the port (both nodes: a network split)."""
+        self.host.run(
+            "nft add table inet pgrepl_cut\n"
+            "nft add chain inet pgrepl_cut input '{ type filter hook input priority -10 ; }'\n"
+            f"nft add rule inet pgrepl_cut input ip saddr {peer.host.address} drop\n",
+            user="root",
+        )
+
     def heal(self) -> None:
-        """Remove the rules cut_from added."""
+        """Remove the rules cut_from and isolate_from added."""
         self.host.run("nft delete table inet pgrepl_cut 2>/dev/null || true", user="root")
 
     def reload(self) -> None:
@@ -446,6 +455,14 @@ class Cluster:
     def close(self) -> None:
         for node in self.nodes.values():
             node.close()
+
+    def swapped(self) -> Cluster:
+        """The same two hosts with their roles exchanged: after a failover and rejoin, the runbook's
+        Steps 7 and 8 run again the other way round (its example addresses bind to the swapped
+        hosts), which switches back to the original primary."""
+        self.close()
+        hosts = {"primary": self.hosts["secondary"], "secondary": self.hosts["primary"]}
+        return replace(self, hosts=hosts, access_granted=True, hooks=(), after_setup=None, preinstalled=None)
 
 
 def _why_not_streaming(cluster: Cluster, exc: WaitTimeout) -> str:

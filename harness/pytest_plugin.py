@@ -206,12 +206,19 @@ def make_cluster(request: pytest.FixtureRequest, target: Target, runbook: Runboo
     _check(request.config, target)
     with ExitStack() as stack:
 
-        def make(book: Runbook | None = None, *, volumes: dict[str, str] | None = None, fresh: bool = False) -> Cluster:
+        def make(
+            book: Runbook | None = None,
+            *,
+            volumes: dict[str, str] | None = None,
+            fresh: bool = False,
+            replacing: bool = False,
+        ) -> Cluster:
+            """`replacing`: remove the clusters made before first (a loop keeps one alive at a time)."""
             chosen = target.fresh() if fresh else target
             chosen = chosen.with_shared_archive(volumes) if volumes else chosen
             if chosen is None:
                 pytest.skip(f"{target.label}: the hosts share no archive (inventory: shared_archive = true)")
-            if chosen.shared_hosts:
+            if chosen.shared_hosts or replacing:
                 stack.close()
             try:
                 made = stack.enter_context(open_cluster(chosen, book or runbook, log=log.info))

@@ -47,6 +47,7 @@ def rejoined(promoted) -> Cluster:
 
     def show_rewind(block, result):
         if block.action == "rewind":
+            cluster.rewind_output = result.stdout + result.stderr
             record_figures(f"== rejoin ==\npg_rewind said:\n{result.tail(4)}\n")
 
     cluster.run("rejoin", after=show_rewind)
@@ -109,6 +110,11 @@ def test_old_primary_rejoins_as_a_streaming_standby(rejoined, promoted):
         ("streaming", promoted[1].timeline_after, "primary_slot")
     ]
     assert old.query("SELECT slot_name FROM pg_replication_slots") == []
+
+
+def test_after_a_clean_stop_pg_rewind_has_nothing_to_copy(rejoined):
+    """Every WAL record reached the secondary before the clean stop: the control for test_rewind.py."""
+    assert "no rewind required" in rejoined.rewind_output
 
 
 def test_row_written_on_new_primary_is_read_on_old_primary(rejoined):

@@ -1,0 +1,82 @@
+"""A long read on the secondary while the primary deletes and vacuums what it reads (a recovery
+conflict, as PostgreSQL's 031_recovery_conflict.pl provokes one)."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+import psycopg
+
+from harness.cluster import Node
+from harness.waiting import wait_until
+
+TABLE = "pgrepl_conflict"
+READ_SECONDS = 4.0
+ROWS = 1000
+
+
+@dataclass
+class ReadOutcome:
+    seconds: float = 0.0
+    error: str | None = None  # what the secondary said, if it cancelled the read
+    backend_xmin: str | None = None  # the secondary's xmin as the primary saw it before VACUUM
+    dead_rows_kept: int = 0  # dead rows VACUUM had to leave on the primary
+
+
+def long_read_against_vacuum(primary: Node, secondary: Node) -> ReadOutcome:
+    """Start a READ_SECONDS read of TABLE on the secondary; meanwhile delete every row on the primary
+    and VACUUM it. Without hot standby feedback the cleanup conflicts with the read's snapshot."""
+    primary.query(
+        f"DROP TABLE IF EXISTS {TABLE}; CREATE TABLE {TABLE} AS SELECT g AS id FROM generate_series(1, {ROWS}) g"
+    )
+    primary.query(f"VACUUM {TABLE}")  # all-visible before the read starts: only our DELETE makes dead rows
+    primary.wait_for_catchup(secondary)
+    outcome = ReadOutcome()
+    started = threading.Event()
+
+    def read() -> None:
+        begin = time.monotonic()
+        try:
+            with secondary.connect() as conn:
+                started.set()
+                conn.execute(f"SELECT count(*), pg_sleep({READ_SECONDS}) FROM {TABLE}")
+        except psycopg.Error as exc:
+            outcome.error = str(exc).strip()
+        finally:
+            outcome.seconds = time.monotonic() - begin
+
+    reader = threading.Thread(target=read, name="standby-read")
+    reader.start()
+    started.wait(10)
+    secondary.poll_query_until(
+        f"SELECT count(*) > 0 FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep({READ_SECONDS})%'"
+        " AND pid <> pg_backend_pid()",
+        timeout=10,
+    )
+    if secondary.scalar("SHOW hot_standby_feedback") == "on":  # the primary must know the read's xmin first
+        outcome.backend_xmin = wait_until(
+            lambda: primary.scalar("SELECT backend_xmin::text FROM pg_stat_replication"),
+            timeout=15,
+            what="the primary to receive the secondary's hot standby feedback (backend_xmin)",
+        )
+    primary.query(f"DELETE FROM {TABLE}")
+    outcome.dead_rows_kept = vacuum_keeps(primary)
+    reader.join(READ_SECONDS + 30)
+    return outcome
+
+
+def vacuum_keeps(primary: Node) -> int:
+    """VACUUM (VERBOSE) TABLE on the primary; how many dead rows it had to keep (PostgreSQL 13's wording
+    and 14's on)."""
+    said: list[str] = []
+    with primary.connect() as conn:
+        conn.add_notice_handler(lambda diag: said.append(f"{diag.message_primary} {diag.message_detail or ''}"))
+        conn.execute(f"VACUUM (VERBOSE) {TABLE}")
+    text = "\n".join(said)
+    match = re.search(r"(\d+) (?:dead row versions cannot be removed yet|are dead but not yet removable)", text)
+    if match is None:
+        raise AssertionError(f"VACUUM VERBOSE did not say how many dead rows it kept:\n{text}")
+    return int(match.group(1))

@@ -1,0 +1,44 @@
+"""Reads on the secondary against VACUUM on the primary (source defect 16; PostgreSQL's own
+031_recovery_conflict.pl): without hot_standby_feedback a long read is cancelled, with the
+runbook's Step 9 it completes, and the primary shows what that costs (backend_xmin).
+
+To keep the scenario short, the secondary's max_standby_streaming_delay is lowered from 30 s to
+1 s (the harness says so in the transcript); the conflict is the same, only sooner.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.conflicts import READ_SECONDS, long_read_against_vacuum
+
+pytestmark = [pytest.mark.parts("setup", "read-offload"), pytest.mark.bringups(1)]
+
+
+@pytest.fixture(scope="module")
+def reads(cluster):
+    cluster.note("harness: max_standby_streaming_delay = 1s on the secondary (30 s by default), to keep the test short")
+    cluster.secondary.append_conf("postgresql.conf", "max_standby_streaming_delay = 1s", reload=True)
+    return cluster
+
+
+def test_without_feedback_vacuum_on_the_primary_cancels_a_long_read_on_the_secondary(reads):
+    outcome = long_read_against_vacuum(reads.primary, reads.secondary)
+    assert outcome.error is not None, f"the read completed in {outcome.seconds:.1f} s: no conflict"
+    assert "conflict with recovery" in outcome.error
+    assert outcome.seconds < READ_SECONDS
+    assert outcome.dead_rows_kept == 0, "without feedback VACUUM removes every deleted row at once"
+    reads.secondary.poll_query_until(
+        "SELECT confl_snapshot > 0 FROM pg_stat_database_conflicts WHERE datname = 'postgres'", timeout=15
+    )
+
+
+def test_with_step_9_the_same_read_completes_and_the_primary_holds_back_vacuum(reads):
+    reads.run("read-offload")
+    outcome = long_read_against_vacuum(reads.primary, reads.secondary)
+    assert outcome.error is None, (
+        f"the read was cancelled although the runbook set hot_standby_feedback: {outcome.error}"
+    )
+    assert outcome.seconds >= READ_SECONDS
+    assert outcome.backend_xmin is not None, "the primary never saw the secondary's xmin"
+    assert outcome.dead_rows_kept > 0, "VACUUM on the primary removed the rows the read still needed"

@@ -1,0 +1,77 @@
+"""Step 10, synchronous commit: a crash of the primary (kill -9) under write load, then the
+runbook's failover, loses no acknowledged transaction, run after run; while the secondary is
+down a commit waits, and the runbook's way to turn it off lets it through.
+
+The asynchronous counterpart is measured, not asserted (a kill may or may not catch a commit in
+flight): test_promotion.py's crash variant prints its RPO.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from harness.failover import fail_over
+
+pytestmark = [pytest.mark.parts("setup", "sync-commit", "sync-commit-off", "failover"), pytest.mark.bringups(6)]
+RUNS = 5
+
+
+@pytest.fixture(scope="module")
+def kills(make_cluster):
+    """RUNS times: a new cluster, Step 10, write load, kill -9 of the primary, Step 7."""
+    failovers = []
+    for run in range(1, RUNS + 1):
+        cluster = make_cluster(replacing=True)
+        cluster.setup()
+        cluster.run("sync-commit")
+        failover = fail_over(cluster, crash=True)
+        print(f"\nrun {run}/{RUNS} with synchronous commit:\n{failover.render()}")
+        failovers.append(failover)
+    return failovers
+
+
+def test_no_kill_loses_an_acknowledged_transaction(kills):
+    assert len(kills) == RUNS
+    for failover in kills:
+        assert failover.unanswered is not None, f"the writes were not going on at the kill ({failover.writer_error})"
+        assert failover.lost == [], failover.render()
+    acknowledged = sum(len(f.committed) for f in kills)
+    print(f"\nRPO over {RUNS} kills with synchronous commit: 0 of {acknowledged} acknowledged transactions lost")
+
+
+def test_with_the_secondary_down_a_commit_waits_until_synchronous_commit_is_off(make_cluster):
+    cluster = make_cluster(replacing=True)
+    cluster.setup()
+    cluster.run("sync-commit")
+    primary = cluster.primary
+    primary.query("CREATE TABLE pgrepl_sync (id int)")
+    cluster.secondary.stop()
+    primary.wait_for_no_walsender()
+    said: list[str] = []
+    with primary.connect() as conn:  # the commit waits for the standby until statement_timeout cancels the wait
+        conn.add_notice_handler(lambda diag: said.append(diag.message_primary or ""))
+        conn.execute("SET statement_timeout = '2s'")
+        started = time.monotonic()
+        conn.execute("INSERT INTO pgrepl_sync VALUES (1)")
+        waited = time.monotonic() - started
+    assert waited >= 2, f"the commit returned after {waited:.1f} s without waiting for the standby"
+    assert any("canceling wait for synchronous replication" in line for line in said), said
+
+    committed = threading.Event()
+
+    def commit() -> None:
+        with primary.connect() as conn:
+            conn.execute("SET statement_timeout = 0")
+            conn.execute("INSERT INTO pgrepl_sync VALUES (2)")
+            committed.set()
+
+    waiter = threading.Thread(target=commit, name="waiting-commit", daemon=True)
+    waiter.start()
+    primary.poll_query_until("SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event = 'SyncRep'", timeout=15)
+    assert not committed.is_set(), "the commit did not wait for the (stopped) synchronous standby"
+    cluster.run("sync-commit-off")
+    waiter.join(timeout=30)
+    assert committed.is_set(), "turning synchronous commit off did not release the waiting commit"
