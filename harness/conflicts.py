@@ -22,7 +22,7 @@ ROWS = 1000
 class ReadOutcome:
     seconds: float = 0.0
     error: str | None = None  # what the secondary said, if it cancelled the read
-    backend_xmin: str | None = None  # the secondary's xmin as the primary saw it before VACUUM
+    held_xmin: str | None = None  # the secondary's xmin as the primary kept it (on the slot) before VACUUM
     dead_rows_kept: int = 0  # dead rows VACUUM had to leave on the primary
 
 
@@ -57,10 +57,14 @@ def long_read_against_vacuum(primary: Node, secondary: Node) -> ReadOutcome:
         timeout=10,
     )
     if secondary.scalar("SHOW hot_standby_feedback") == "on":  # the primary must know the read's xmin first
-        outcome.backend_xmin = wait_until(
-            lambda: primary.scalar("SELECT backend_xmin::text FROM pg_stat_replication"),
+        # through a slot the feedback goes to pg_replication_slots.xmin, not pg_stat_replication.backend_xmin
+        outcome.held_xmin = wait_until(
+            lambda: primary.scalar(
+                "SELECT coalesce(s.xmin, r.backend_xmin)::text FROM pg_stat_replication r"
+                " LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid"
+            ),
             timeout=15,
-            what="the primary to receive the secondary's hot standby feedback (backend_xmin)",
+            what="the primary to receive the secondary's hot standby feedback (slot xmin or backend_xmin)",
         )
     primary.query(f"DELETE FROM {TABLE}")
     outcome.dead_rows_kept = vacuum_keeps(primary)

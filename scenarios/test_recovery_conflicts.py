@@ -1,6 +1,7 @@
 """Reads on the secondary against VACUUM on the primary (source defect 16; PostgreSQL's own
 031_recovery_conflict.pl): without hot_standby_feedback a long read is cancelled, with the
-runbook's Step 9 it completes, and the primary shows what that costs (backend_xmin).
+runbook's Step 9 it completes, and the primary shows what that costs (the slot's xmin, and
+dead rows its VACUUM must keep).
 
 To keep the scenario short, the secondary's max_standby_streaming_delay is lowered from 30 s to
 1 s (the harness says so in the transcript); the conflict is the same, only sooner.
@@ -40,5 +41,5 @@ def test_with_step_9_the_same_read_completes_and_the_primary_holds_back_vacuum(r
         f"the read was cancelled although the runbook set hot_standby_feedback: {outcome.error}"
     )
     assert outcome.seconds >= READ_SECONDS
-    assert outcome.backend_xmin is not None, "the primary never saw the secondary's xmin"
+    assert outcome.held_xmin is not None, "the primary never saw the secondary's xmin"
     assert outcome.dead_rows_kept > 0, "VACUUM on the primary removed the rows the read still needed"

@@ -25,7 +25,7 @@ def rewound(cluster):
     primary.query(f"CREATE TABLE {TABLE} (id int PRIMARY KEY, v text)")
     primary.query(f"INSERT INTO {TABLE} SELECT g, 'before the split' FROM generate_series(1, 20000) g")
     primary.wait_for_catchup(secondary)
-    timeline = secondary.timeline()
+    timeline = primary.timeline()
     primary.isolate_from(secondary)
     secondary.isolate_from(primary)
     try:

@@ -8,6 +8,8 @@ it gets through, and the defects that do not depend on that still show.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from harness import RUNBOOKS_DIR
@@ -65,5 +67,13 @@ def test_defect_12_the_process_check_passes_with_nothing_streaming(source):
         source.secondary.stop()
         source.primary.wait_for_no_walsender()
     assert source.primary.scalar("SELECT count(*) FROM pg_stat_replication") == 0
-    source.run("verify", steps={"verify-walsender"})  # "passes": grep matches its own command line
-    assert source.transcript.records[-1].outcome == "ok"
+    # "Passes": grep matches its own command line - when ps lists it. ps and grep start together, and
+    # now and then ps reads the process table before grep exists; so one pass in a few tries shows it.
+    outcomes = []
+    for _ in range(5):
+        with contextlib.suppress(StepFailed):
+            source.run("verify", steps={"verify-walsender"})
+        outcomes.append(source.transcript.records[-1].outcome)
+        if outcomes[-1] == "ok":
+            break
+    assert "ok" in outcomes, outcomes

@@ -9,7 +9,6 @@ flight): test_promotion.py's crash variant prints its RPO.
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -43,6 +42,8 @@ def test_no_kill_loses_an_acknowledged_transaction(kills):
 
 
 def test_with_the_secondary_down_a_commit_waits_until_synchronous_commit_is_off(make_cluster):
+    """The wait is seen in pg_stat_activity (wait_event SyncRep). statement_timeout does not end it:
+    PostgreSQL turns the timeout off before it commits; only a cancel or Step 10's "off" does."""
     cluster = make_cluster(replacing=True)
     cluster.setup()
     cluster.run("sync-commit")
@@ -50,16 +51,6 @@ def test_with_the_secondary_down_a_commit_waits_until_synchronous_commit_is_off(
     primary.query("CREATE TABLE pgrepl_sync (id int)")
     cluster.secondary.stop()
     primary.wait_for_no_walsender()
-    said: list[str] = []
-    with primary.connect() as conn:  # the commit waits for the standby until statement_timeout cancels the wait
-        conn.add_notice_handler(lambda diag: said.append(diag.message_primary or ""))
-        conn.execute("SET statement_timeout = '2s'")
-        started = time.monotonic()
-        conn.execute("INSERT INTO pgrepl_sync VALUES (1)")
-        waited = time.monotonic() - started
-    assert waited >= 2, f"the commit returned after {waited:.1f} s without waiting for the standby"
-    assert any("canceling wait for synchronous replication" in line for line in said), said
-
     committed = threading.Event()
 
     def commit() -> None:
