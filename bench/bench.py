@@ -4,6 +4,7 @@
     python bench/bench.py --suite                  # and the suite: per-module wall time, bring-ups
     python bench/bench.py --suite --compare REV    # the same for git revision REV, side by side
     python bench/bench.py --cold                   # first forget the image, its snapshots and base
+    python bench/bench.py --load 10                # only: pgbench write/read tps and replay lag, 10 s
 
 A bring-up is measured in-process (phases from harness.lifecycle and Cluster.setup, each runbook
 step from the transcript); a revision to compare is checked out into a git worktree and measured
@@ -107,6 +108,20 @@ def table(columns: list[str], rows: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
+def load_figures(image: str, seconds: int) -> str:
+    """Read offloading under load on one cluster: pgbench writes on the primary, -S reads on the
+    secondary at once, replay lag sampled (the same as scenarios/test_read_offload.py)."""
+    from harness import DEFAULT_RUNBOOK
+    from harness.lifecycle import open_cluster
+    from harness.load import init_pgbench, read_offload
+    from harness.targets import make_target
+
+    with open_cluster(make_target(image=image), DEFAULT_RUNBOOK, log=lambda line: None) as cluster:
+        cluster.setup()
+        init_pgbench(cluster.primary)
+        return read_offload(cluster.primary, cluster.secondary, seconds=seconds).render()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", default="debian-12")
@@ -114,7 +129,11 @@ def main() -> None:
     parser.add_argument("--cold", action="store_true")
     parser.add_argument("--suite", action="store_true")
     parser.add_argument("--compare", metavar="REV", help="also measure this git revision (a worktree)")
+    parser.add_argument("--load", type=int, metavar="SECONDS", help="only: pgbench read offloading figures")
     args = parser.parse_args()
+    if args.load:
+        print(load_figures(args.image, args.load))
+        return
     if args.cold:
         remove_images(args.image)
         print(f"cold bring-up (image and snapshots built): {bring_up_phases(args.image)['total']:.1f} s")

@@ -9,6 +9,7 @@ flight): test_promotion.py's crash variant prints its RPO.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -16,18 +17,21 @@ from harness.failover import fail_over
 
 pytestmark = [pytest.mark.parts("setup", "sync-commit", "sync-commit-off", "failover"), pytest.mark.bringups(6)]
 RUNS = 5
+FIGURES = Path("/tmp/pgrepl-sync-figures.txt")
 
 
 @pytest.fixture(scope="module")
 def kills(make_cluster):
     """RUNS times: a new cluster, Step 10, write load, kill -9 of the primary, Step 7."""
     failovers = []
+    FIGURES.unlink(missing_ok=True)
     for run in range(1, RUNS + 1):
         cluster = make_cluster(replacing=True)
         cluster.setup()
         cluster.run("sync-commit")
         failover = fail_over(cluster, crash=True)
-        print(f"\nrun {run}/{RUNS} with synchronous commit:\n{failover.render()}")
+        with FIGURES.open("a") as out:
+            out.write(f"run {run}/{RUNS} with synchronous commit:\n{failover.render()}\n")
         failovers.append(failover)
     return failovers
 
@@ -38,7 +42,10 @@ def test_no_kill_loses_an_acknowledged_transaction(kills):
         assert failover.unanswered is not None, f"the writes were not going on at the kill ({failover.writer_error})"
         assert failover.lost == [], failover.render()
     acknowledged = sum(len(f.committed) for f in kills)
-    print(f"\nRPO over {RUNS} kills with synchronous commit: 0 of {acknowledged} acknowledged transactions lost")
+    with FIGURES.open("a") as out:
+        out.write(
+            f"RPO over {RUNS} kills with synchronous commit: 0 of {acknowledged} acknowledged transactions lost\n"
+        )
 
 
 def test_with_the_secondary_down_a_commit_waits_until_synchronous_commit_is_off(make_cluster):
