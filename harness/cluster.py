@@ -259,19 +259,17 @@ class Node:
 
     def cut_from(self, peer: Node) -> None:
         """Drop every packet from `peer` to this node's PostgreSQL port (a firewall rule on this host)."""
-        self.host.run(
-            "nft add table inet pgrepl_cut\n"
-            "nft add chain inet pgrepl_cut input '{ type filter hook input priority -10 ; }'\n"
-            f"nft add rule inet pgrepl_cut input ip saddr {peer.host.address} tcp dport 5432 drop\n",
-            user="root",
-        )
+        self._drop(f"ip saddr {peer.host.address} tcp dport 5432")
 
     def isolate_from(self, peer: Node) -> None:
         """Drop every packet from `peer` to this host, whatever the port (both nodes: a network split)."""
+        self._drop(f"ip saddr {peer.host.address}")
+
+    def _drop(self, match: str) -> None:
         self.host.run(
             "nft add table inet pgrepl_cut\n"
             "nft add chain inet pgrepl_cut input '{ type filter hook input priority -10 ; }'\n"
-            f"nft add rule inet pgrepl_cut input ip saddr {peer.host.address} drop\n",
+            f"nft add rule inet pgrepl_cut input {match} drop\n",
             user="root",
         )
 
