@@ -4,8 +4,6 @@ conflict, as PostgreSQL's 031_recovery_conflict.pl provokes one)."""
 from __future__ import annotations
 
 import re
-import threading
-import time
 from dataclasses import dataclass
 
 import psycopg
@@ -14,61 +12,49 @@ from harness.cluster import Node
 from harness.waiting import wait_until
 
 TABLE = "pgrepl_conflict"
-READ_SECONDS = 4.0
 ROWS = 1000
 
 
 @dataclass
 class ReadOutcome:
-    seconds: float = 0.0
-    error: str | None = None  # what the secondary said, if it cancelled the read
+    rows: int = 0  # rows the read returned once the primary's VACUUM had been replayed
+    error: str | None = None  # what the secondary said instead, if it cancelled the read
     held_xmin: str | None = None  # the secondary's xmin as the primary kept it (on the slot) before VACUUM
     dead_rows_kept: int = 0  # dead rows VACUUM had to leave on the primary
 
 
 def long_read_against_vacuum(primary: Node, secondary: Node) -> ReadOutcome:
-    """Start a READ_SECONDS read of TABLE on the secondary; meanwhile delete every row on the primary
-    and VACUUM it. Without hot standby feedback the cleanup conflicts with the read's snapshot."""
+    """A read of TABLE on the secondary, begun (a cursor, its first row fetched) before the primary
+    deletes every row and vacuums, and finished after the secondary has replayed that VACUUM.
+    Without hot standby feedback the cleanup conflicts with the read's snapshot and the secondary
+    cancels the read (after max_standby_streaming_delay); with it, the read returns every row."""
     primary.query(
         f"DROP TABLE IF EXISTS {TABLE}; CREATE TABLE {TABLE} AS SELECT g AS id FROM generate_series(1, {ROWS}) g"
     )
     primary.query(f"VACUUM {TABLE}")  # all-visible before the read starts: only our DELETE makes dead rows
     primary.wait_for_catchup(secondary)
     outcome = ReadOutcome()
-    started = threading.Event()
-
-    def read() -> None:
-        begin = time.monotonic()
+    with secondary.connect() as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        conn.execute(f"DECLARE pgrepl_read CURSOR FOR SELECT id FROM {TABLE}")
+        outcome.rows = len(conn.execute("FETCH FORWARD 1 FROM pgrepl_read").fetchall())
+        if secondary.scalar("SHOW hot_standby_feedback") == "on":  # the primary must know the read's xmin first
+            # through a slot the feedback goes to pg_replication_slots.xmin, not pg_stat_replication.backend_xmin
+            outcome.held_xmin = wait_until(
+                lambda: primary.scalar(
+                    "SELECT coalesce(s.xmin, r.backend_xmin)::text FROM pg_stat_replication r"
+                    " LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid"
+                ),
+                timeout=15,
+                what="the primary to receive the secondary's hot standby feedback (slot xmin or backend_xmin)",
+            )
+        primary.query(f"DELETE FROM {TABLE}")
+        outcome.dead_rows_kept = vacuum_keeps(primary)
+        primary.wait_for_catchup(secondary)  # replayed: at once, or once the conflicting read is cancelled
         try:
-            with secondary.connect() as conn:
-                started.set()
-                conn.execute(f"SELECT count(*), pg_sleep({READ_SECONDS}) FROM {TABLE}")
+            outcome.rows += len(conn.execute("FETCH FORWARD ALL FROM pgrepl_read").fetchall())
         except psycopg.Error as exc:
             outcome.error = str(exc).strip()
-        finally:
-            outcome.seconds = time.monotonic() - begin
-
-    reader = threading.Thread(target=read, name="standby-read")
-    reader.start()
-    started.wait(10)
-    secondary.poll_query_until(
-        f"SELECT count(*) > 0 FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep({READ_SECONDS})%'"
-        " AND pid <> pg_backend_pid()",
-        timeout=10,
-    )
-    if secondary.scalar("SHOW hot_standby_feedback") == "on":  # the primary must know the read's xmin first
-        # through a slot the feedback goes to pg_replication_slots.xmin, not pg_stat_replication.backend_xmin
-        outcome.held_xmin = wait_until(
-            lambda: primary.scalar(
-                "SELECT coalesce(s.xmin, r.backend_xmin)::text FROM pg_stat_replication r"
-                " LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid"
-            ),
-            timeout=15,
-            what="the primary to receive the secondary's hot standby feedback (slot xmin or backend_xmin)",
-        )
-    primary.query(f"DELETE FROM {TABLE}")
-    outcome.dead_rows_kept = vacuum_keeps(primary)
-    reader.join(READ_SECONDS + 30)
     return outcome
 
 
