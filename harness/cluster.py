@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,7 +34,7 @@ LSN_FUNCTIONS = {
 }
 
 
-__all__ = ["Cluster", "Node", "SetupIncomplete"]
+__all__ = ["Cluster", "Node", "SetupIncomplete", "on_each"]
 STATEMENT_TIMEOUT_MS = 60_000  # no harness query may hang a test: a stuck server shows as an error
 
 
@@ -423,13 +424,17 @@ class Cluster:
         as a note so the reader sees it. The role is created on the primary (a standby gets it by
         replication); `nodes` (default: both) get the pg_hba.conf rule.
         """
-        self.primary.psql(
-            "SET password_encryption = 'scram-sha-256';\n"  # the default only from PostgreSQL 14
-            f"CREATE ROLE {HARNESS_ROLE} SUPERUSER LOGIN PASSWORD '{self.harness_password}';"
-        )
-        for node in nodes or tuple(self.nodes.values()):
+
+        def grant(node: Node) -> None:
+            if node is self.primary:
+                node.psql(
+                    "SET password_encryption = 'scram-sha-256';\n"  # the default only from PostgreSQL 14
+                    f"CREATE ROLE {HARNESS_ROLE} SUPERUSER LOGIN PASSWORD '{self.harness_password}';"
+                )
             rule = f"host all {HARNESS_ROLE} {node.host.runner_address}/32 scram-sha-256"
             node.append_conf("pg_hba.conf", f"# pgrepl-harness: the test runner's own access\n{rule}", reload=True)
+
+        on_each(grant, nodes or self.nodes.values())
         self.access_granted = True
         self.note(
             f"harness: role {HARNESS_ROLE} and one pg_hba.conf rule per node for the test runner "
@@ -461,6 +466,14 @@ class Cluster:
         self.close()
         hosts = {"primary": self.hosts["secondary"], "secondary": self.hosts["primary"]}
         return replace(self, hosts=hosts, access_granted=True, hooks=(), after_setup=None, preinstalled=None)
+
+
+def on_each(action: Callable[[Node], object], nodes: Iterable[Node]) -> None:
+    """`action` on every node at once (each host works on its own); the first failure is raised."""
+    nodes = list(nodes)
+    with ThreadPoolExecutor(max_workers=len(nodes) or 1, thread_name_prefix="node") as pool:
+        for done in [pool.submit(action, node) for node in nodes]:
+            done.result()
 
 
 def _why_not_streaming(cluster: Cluster, exc: WaitTimeout) -> str:

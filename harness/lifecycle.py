@@ -25,7 +25,7 @@ from pathlib import Path
 import docker.errors
 
 from harness import LOGIN_USER, ownership
-from harness.cluster import Cluster
+from harness.cluster import Cluster, Node, on_each
 from harness.hosts.base import Host, HostError, Result
 from harness.hosts.docker import DockerHost, DockerLab, docker_client, remove_orphans, remove_resources
 from harness.hosts.ssh import SshHost
@@ -134,20 +134,21 @@ def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook,
 
 def _save_state(cluster: Cluster, lab: DockerLab, state: SetupState, key: str, image: str) -> None:
     """Both hosts, cleanly stopped, committed for the run's later clusters; then on again."""
-    for node in (cluster.secondary, cluster.primary):
-        node.stop()
-    try:
-        tags = {role: state_tag(image, role, key, lab.run_id) for role in ROLES}
-        for role, tag in tags.items():
-            node = cluster.nodes[role]
+    cluster.secondary.stop()  # first: the primary's shutdown then waits for no walsender
+    cluster.primary.stop()
+    tags = {role: state_tag(image, role, key, lab.run_id) for role in ROLES}
+
+    def commit(node: Node) -> None:
+        try:
             node.host.put_file(COPY_UP_LIST, f"{node.layout.data_dir}\n")  # read by the image's entry wrapper
-            lab.commit(role, tag, kind=KIND)
+            lab.commit(node.name, tags[node.name], kind=KIND)
             node.host.run(f"rm -f {COPY_UP_LIST}", user="root")
-        state.images, state.passwords = tags, (cluster.replication_password, cluster.harness_password)
-    finally:
-        cluster.primary.start()
-        cluster.secondary.start()
-        cluster.primary.wait_for_streaming(cluster.secondary, timeout=60)
+        finally:
+            node.start()
+
+    on_each(commit, cluster.nodes.values())
+    state.images, state.passwords = tags, (cluster.replication_password, cluster.harness_password)
+    cluster.primary.wait_for_streaming(cluster.secondary, timeout=60)
 
 
 class BootWait:

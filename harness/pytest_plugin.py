@@ -88,21 +88,47 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under `--dist loadgroup`, one xdist worker owns each (module, target) cluster set; each
-    item carries its target's label to the report (and through xdist to the summary). Modules
-    that bring up the most clusters come first, so no worker idles at the end while another works
-    through a long module."""
+    """Modules that bring up the most clusters come first (xdist hands them out in this order, see
+    ClusterScheduling), so no worker idles at the end while another works through a long module;
+    each item carries its target's label to the report (and through xdist to the summary)."""
     items.sort(key=lambda item: -_bringups(item))  # stable: each module keeps its own order
     for item in items:
         params = getattr(item, "callspec", None)
         if params and "target" in params.params:
-            target = params.params["target"]
-            label = target.label
-            # one pair of real hosts serves every module: one worker only, or two would install at once
-            group = label if target.shared_hosts else f"{item.module.__name__}-{label}"
-            if config.pluginmanager.hasplugin("xdist"):
-                item.add_marker(pytest.mark.xdist_group(group))
-            item.user_properties.append((TARGET_PROPERTY, label))
+            item.user_properties.append((TARGET_PROPERTY, params.params["target"].label))
+
+
+def cluster_group(nodeid: str, targets: list[Target]) -> str:
+    """The unit one worker runs whole: a module on one target (its module fixtures hold the clusters),
+    or every module of a target whose hosts are shared (one pair of real hosts: two workers would
+    install at once). Read off the node id, which ends its parameters with the target's label."""
+    module, _, rest = nodeid.partition("::")
+    params = rest[rest.find("[") + 1 : -1] if rest.endswith("]") else ""
+    for target in sorted(targets, key=lambda t: -len(t.label)):
+        if params == target.label or params.endswith(f"-{target.label}") or params.startswith(f"{target.label}-"):
+            return target.label if target.shared_hosts else f"{module}@{target.label}"
+    return module
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own choice for --dist loadgroup
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadgroup` with cluster groups (cluster_group) handed out in collection order.
+
+    xdist's own loadgroup reads `xdist_group` marks through a node-id suffix that pytest 9 no
+    longer keeps, so every test became its own unit: a module's clusters were brought up once
+    on each worker."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    targets = config.stash[TARGETS]
+
+    class ClusterScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return cluster_group(nodeid, targets)
+
+    config.option.loadscopereorder = False  # keep the longest-first order of the collection
+    return ClusterScheduling(config, log)
 
 
 def _bringups(item: pytest.Item) -> int:

@@ -57,9 +57,11 @@ class RunStates:
         self.requests: dict[str, int] = {}
         self.lock = threading.Lock()
         # each process its own block of subnets (xdist workers, parallel sessions on one engine)
-        subnets = list(POOL.subnets(new_prefix=29))
-        start = (os.getpid() % (len(subnets) // BLOCK)) * BLOCK
-        self.subnets = iter(subnets[start:] + subnets[:start])
+        count = 2 ** (29 - POOL.prefixlen)
+        start = (os.getpid() % (count // BLOCK)) * BLOCK
+        self.subnets = (
+            ipaddress.ip_network((int(POOL.network_address) + 8 * ((start + i) % count), 29)) for i in range(count)
+        )
         self.client: docker.DockerClient | None = None
         atexit.register(self.remove_images)
 

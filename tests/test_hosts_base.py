@@ -150,6 +150,14 @@ def test_timeout_raises_command_timeout():
     assert time.monotonic() - started < 3
 
 
+def test_a_hung_transport_is_stopped_at_the_local_deadline(monkeypatch):
+    monkeypatch.setattr("harness.hosts.base._KILL_GRACE", 1)
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout, match="no answer within 3 s"):
+        LocalHost(wrapper="sleep 30").run("true", timeout=1)  # the transport ignores the host's deadline
+    assert time.monotonic() - started < 6
+
+
 def test_transport_failure_raises_host_unreachable():
     with pytest.raises(HostUnreachable, match="local://test"):
         FlakyTransport().run("exit 255", check=False)

@@ -130,3 +130,39 @@ def test_plugin_rejects_options_that_name_no_target(pytester, args, words):
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert words in result.stderr.str()
+
+
+def test_under_loadgroup_one_worker_runs_a_whole_module_for_a_target(pytester):
+    """A module's clusters are module fixtures: split over two workers, each would bring them up."""
+    pytester.makeini("[pytest]\npgrepl_images = debian-11 debian-12\npgrepl_backends = docker\n")
+    record = pytester.path / "ran.txt"
+    body = "import os\n" + "".join(
+        f"def test_{n}(target):\n"
+        f"    with open({str(record)!r}, 'a') as out:\n"
+        f"        out.write(f'{{__name__}} {{target.label}} {{os.environ[\"PYTEST_XDIST_WORKER\"]}}\\n')\n"
+        for n in range(4)
+    )
+    pytester.makepyfile(test_a=body, test_b=body)
+    result = pytester.runpytest_subprocess("-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=16)
+    workers: dict[tuple[str, str], set[str]] = {}
+    for line in record.read_text().splitlines():
+        module, label, worker = line.split()
+        workers.setdefault((module, label), set()).add(worker)
+    assert len(workers) == 4 and all(len(ran_on) == 1 for ran_on in workers.values()), workers
+
+
+@pytest.mark.parametrize(
+    "nodeid, group",
+    [
+        ("scenarios/test_a.py::test_x[debian-12-docker]", "scenarios/test_a.py@debian-12-docker"),
+        ("scenarios/test_a.py::test_x[primary-debian-12-ssh]", "scenarios/test_a.py@debian-12-ssh"),
+        ("tests/test_b.py::test_y", "tests/test_b.py"),
+    ],
+)
+def test_cluster_group_is_the_module_on_one_target(nodeid, group):
+    from harness.pytest_plugin import cluster_group
+    from harness.targets import make_target
+
+    targets = [make_target(image="debian-12"), make_target(image="debian-12", backend="ssh")]
+    assert cluster_group(nodeid, targets) == group

@@ -158,26 +158,22 @@ class Host(ABC):
         if user is not None:
             remote += ["sudo", "-n", "-H", "-u", user, "--"]
         remote += ["bash", "-e", "-o", "pipefail", "-s"]
-        argv = self._transport(remote)
+        # The local deadline is coreutils `timeout` around the transport, in case the transport hangs:
+        # sh's own `_timeout` polls every 0.1 s and so adds about 0.05 s to every command.
+        local_deadline = math.ceil(timeout) + 2 * _KILL_GRACE
+        argv = ["timeout", "-k", str(_KILL_GRACE), str(local_deadline), *self._transport(remote)]
         started = time.monotonic()
-        try:
-            proc = sh.Command(argv[0])(
-                *argv[1:],
-                _in=script,
-                _ok_code=list(range(256)),
-                _timeout=timeout + 2 * _KILL_GRACE,
-                _return_cmd=True,
-            )
-        except sh.TimeoutException as exc:
-            raise CommandTimeout(
-                f"on {self.name}: no answer within {timeout:.0f} s\n--- command ---\n{redact(script)}"
-            ) from exc
+        proc = sh.Command(argv[0])(*argv[1:], _in=script, _ok_code=list(range(256)), _return_cmd=True)
         result = Result(
             rc=proc.exit_code,
             stdout=proc.stdout.decode(errors="replace"),
             stderr=proc.stderr.decode(errors="replace"),
             seconds=time.monotonic() - started,
         )
+        if result.rc in (124, 137) and result.seconds >= local_deadline:
+            raise CommandTimeout(
+                f"on {self.name}: no answer within {local_deadline} s\n--- command ---\n{redact(script)}"
+            )
         # coreutils timeout exits 124 after TERM, 137 when it had to KILL
         if check and result.rc in (124, 137) and result.seconds >= timeout:
             raise CommandTimeout(
@@ -208,7 +204,10 @@ class Host(ABC):
         """Wait until the host answers and systemd has finished booting (running or degraded)."""
 
         def booted() -> bool:
-            state = self.run("systemctl is-system-running", check=False, timeout=10).stdout.strip()
+            # --wait blocks until the boot is over: one command, not one per poll (each costs a process);
+            # as root, since for other users it waits on the system bus and never returns
+            script = "systemctl is-system-running --wait"
+            state = self.run(script, user="root", check=False, timeout=timeout).stdout.strip()
             return state in ("running", "degraded")
 
         wait_until(

@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,7 +244,9 @@ def remove_resources(selector: dict[str, str] | None = None, *, client: docker.D
     """Remove containers, then networks and volumes, carrying the harness label (and `selector`)."""
     client = client or docker.from_env()
     filters = {"label": [LABEL] + [f"{key}={value}" for key, value in (selector or {}).items()]}
-    removed = sum(_remove(c, force=True, v=True) for c in client.containers.list(all=True, filters=filters))
+    containers = client.containers.list(all=True, filters=filters)
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(containers))), thread_name_prefix="remove") as pool:
+        removed = sum(pool.map(lambda c: _remove(c, force=True, v=True), containers))
     for collection in (client.networks, client.volumes):  # after the containers that use them
         removed += sum(_remove(resource) for resource in collection.list(filters=filters))
     return removed
