@@ -75,11 +75,11 @@ def up_wall_time(tree: Path, image: str) -> float:
     return time.monotonic() - started
 
 
-def suite(tree: Path, image: str) -> tuple[float, dict[str, tuple[float, int]]]:
-    """`pytest scenarios -n 2` in `tree`: wall time, and per module (summed test time, bring-ups)."""
+def suite(tree: Path, image: str, workers: int) -> tuple[float, dict[str, tuple[float, int]]]:
+    """`pytest scenarios -n WORKERS` in `tree`: wall time, and per module (summed test time, bring-ups)."""
     with tempfile.TemporaryDirectory() as out:
         junit = Path(out) / "junit.xml"
-        argv = [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "scenarios"]
+        argv = [sys.executable, "-m", "pytest", "-q", "-n", str(workers), "--dist", "loadgroup", "scenarios"]
         argv += ["--image", image, f"--junitxml={junit}", "-o", "junit_logging=all"]
         if not (tree / "harness" / "pytest_plugin.py").exists():
             argv += ["-p", "no:pgrepl-harness"]  # an older tree wires pytest in its conftest.py
@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cold", action="store_true")
     parser.add_argument("--suite", action="store_true")
+    parser.add_argument("--workers", type=int, default=4, help="pytest-xdist workers for --suite (the README's)")
     parser.add_argument("--compare", metavar="REV", help="also measure this git revision (a worktree)")
     parser.add_argument("--load", type=int, metavar="SECONDS", help="only: pgbench read offloading figures")
     args = parser.parse_args()
@@ -147,8 +148,8 @@ def main() -> None:
         print(f"\n== `python -m harness up` wall time, median of {args.runs} runs, seconds")
         print(table(list(ups), {"up": [f"{statistics.median(v):.1f}" for v in ups.values()]}))
     if args.suite:
-        results = {name: suite(tree, args.image) for name, tree in trees.items()}
-        print(f"\n== scenarios on {args.image} (-n 2): per module, summed test seconds / bring-ups")
+        results = {name: suite(tree, args.image, args.workers) for name, tree in trees.items()}
+        print(f"\n== scenarios on {args.image} (-n {args.workers}): per module, summed test seconds / bring-ups")
         modules = dict.fromkeys(m for _, per in results.values() for m in per)
         rows = {
             m: [f"{per[m][0]:.1f} / {per[m][1]}" if m in per else "-" for _, per in results.values()] for m in modules
