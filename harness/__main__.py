@@ -41,6 +41,19 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gate(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from harness import PROJECT_ROOT
+    from harness.gate import plan, pytest_argv
+
+    chosen = plan(args.base)
+    print(chosen.render(), flush=True)
+    argv = [sys.executable, "-m", "pytest", *pytest_argv(chosen, artifacts=args.artifacts), *args.pytest_args]
+    print(f"\ngate: {' '.join(argv[1:])}\n", flush=True)
+    return subprocess.run(argv, cwd=PROJECT_ROOT).returncode
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="pgrepl-harness", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
@@ -60,6 +73,15 @@ def parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="with --inventory: remove PostgreSQL even where the harness has no record"
     )
     down.set_defaults(func=_down)
+    gate = sub.add_parser(
+        "gate",
+        help="run what a change to the runbooks touches since a git revision: the static gate, then the "
+        "scenarios that execute the changed blocks' parts on their OS families' images",
+    )
+    gate.add_argument("--base", required=True, help="the git revision to compare with (e.g. origin/main)")
+    gate.add_argument("--artifacts", default="artifacts", help="where JUnit XML, the summary and evidence go")
+    gate.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
+    gate.set_defaults(func=_gate)
     return root
 
 

@@ -343,6 +343,8 @@ class Cluster:
     after_setup: Callable[[Cluster], None] | None = None
     replication_password: Secret = field(default_factory=Secret.generate)
     harness_password: Secret = field(default_factory=Secret.generate)
+    # The runbook parts run so far (shared with swapped()): checked against a module's `parts` marker.
+    parts_run: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         addresses = {role: host.address for role, host in self.hosts.items()}
@@ -384,6 +386,7 @@ class Cluster:
 
         `before(block)` and `after(block, result)` let a scenario act around a step.
         """
+        self.parts_run.update(parts)
         blocks = [b for b in self.blocks(*parts) if steps is None or b.step in steps]
         try:
             return self._executor.run(blocks, before=before, after=after)

@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -23,11 +24,17 @@ from harness.targets import Target, target_matrix, unwind_on_sigterm
 
 if TYPE_CHECKING:  # heavy imports (docker, psycopg) wait until a test needs them: bad options fail fast
     from harness.cluster import Cluster
+    from harness.gate import Plan
     from harness.runbook import Runbook
 
 log = logging.getLogger("pgrepl")
 logging.getLogger("sh").setLevel(logging.WARNING)
 TARGETS = pytest.StashKey[list[Target]]()
+GATE_PLAN = pytest.StashKey["Plan"]()
+# per (module, target): the clusters its make_cluster made; the keys whose evidence is collected or hosts kept
+MADE = pytest.StashKey[dict[tuple[str, str], list]]()
+EVIDENCE = pytest.StashKey[set[tuple[str, str]]]()
+KEEP = pytest.StashKey[set[tuple[str, str]]]()
 TARGET_PROPERTY = "pgrepl_target"
 # option -> (ini name, ini type, help)
 OPTIONS = {
@@ -38,6 +45,9 @@ OPTIONS = {
     "--allow-existing-postgresql": ("pgrepl_allow_existing_postgresql", "bool", "run over PostgreSQL found there"),
     "--runbook": ("pgrepl_runbook", "string", "the runbook under test"),
     "--no-reuse": ("pgrepl_no_reuse", "bool", "do not start hosts from snapshots of completed steps"),
+    "--artifacts": ("pgrepl_artifacts", "string", "folder for the summary and failures' evidence (default: artifacts)"),
+    "--keep-on-failure": ("pgrepl_keep_on_failure", "bool", "keep the hosts of a failed scenario; print how to log in"),
+    "--gate-base": ("pgrepl_gate_base", "string", "run only what changed since this git revision touches (the gate)"),
 }
 
 
@@ -49,7 +59,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         elif kind == "args":
             group.addoption(option, action="append", default=None, help=help_text)
         else:
-            group.addoption(option, default=os.environ.get("PGREPL_INVENTORY") if ini == "pgrepl_inventory" else None)
+            default = os.environ.get("PGREPL_INVENTORY") if ini == "pgrepl_inventory" else None
+            group.addoption(option, default=default, help=help_text)
         parser.addini(ini, help_text, type=kind)
 
 
@@ -61,9 +72,16 @@ def _option(config: pytest.Config, option: str):
 def pytest_configure(config: pytest.Config) -> None:
     """Check the options and build the target matrix once (a bad option stops the run at once)."""
     unwind_on_sigterm()
-    config.addinivalue_line("markers", "parts(*names): the runbook parts a scenario module executes")
+    config.addinivalue_line(
+        "markers", "parts(*names, runbook=FILE): the runbook parts a scenario module executes (and of which runbook)"
+    )
     config.addinivalue_line("markers", "bringups(n): clusters a scenario module brings up (longest modules run first)")
     try:
+        base = _option(config, "--gate-base")
+        if base:
+            from harness.gate import plan
+
+            config.stash[GATE_PLAN] = plan(base)
         config.stash[TARGETS] = _targets(config)
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -71,8 +89,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _targets(config: pytest.Config) -> list[Target]:
     inventory = config.getoption("--inventory")  # "" (tox -e ecs without PGREPL_INVENTORY) is an error too
+    gate = config.stash.get(GATE_PLAN, None)
+    planned = gate.images if gate is not None and not gate.everything else None  # the gate's images by default
     return target_matrix(
-        images=_option(config, "--image") or ["debian-12"],
+        images=_option(config, "--image") or planned or ["debian-12"],
         backends=_option(config, "--backend") or ["docker"],
         ssh_images=_option(config, "--ssh-image") or ["debian-12"],
         inventory=inventory if inventory is not None else _option(config, "--inventory") or None,
@@ -92,10 +112,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ClusterScheduling), so no worker idles at the end while another works through a long module;
     each item carries its target's label to the report (and through xdist to the summary)."""
     items.sort(key=lambda item: -_bringups(item))  # stable: each module keeps its own order
+    gate = config.stash.get(GATE_PLAN, None)
+    if gate is not None and not gate.everything:
+        kept = [item for item in items if _gate_selects(gate, item)]
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
     for item in items:
         params = getattr(item, "callspec", None)
         if params and "target" in params.params:
             item.user_properties.append((TARGET_PROPERTY, params.params["target"].label))
+
+
+def _gate_selects(gate: Plan, item: pytest.Item) -> bool:
+    from harness.gate import STATIC_GATE
+
+    module = item.nodeid.split("::")[0]
+    params = getattr(item, "callspec", None)
+    target = params.params.get("target") if params else None
+    if target is None:
+        return module == STATIC_GATE
+    return gate.selects(module, getattr(target, "image", ""))
 
 
 def cluster_group(nodeid: str, targets: list[Target]) -> str:
@@ -110,7 +146,7 @@ def cluster_group(nodeid: str, targets: list[Target]) -> str:
     return module
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own choice for --dist loadgroup
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own choice (absent without xdist)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """`--dist loadgroup` with cluster groups (cluster_group) handed out in collection order.
 
@@ -143,6 +179,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report = outcome.get_result()
     excinfo = call.excinfo
+    _report_runbook(item, report, excinfo)
     if report.failed and excinfo is not None and isinstance(excinfo.value, HarnessError):
         entry = next((e for e in reversed(excinfo.traceback) if e.path == item.path), None)
         where = f"{item.path.name}:{entry.lineno + 1}: " if entry is not None else ""
@@ -154,8 +191,82 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         report.longrepr = redact(str(report.longrepr))
 
 
+def _report_runbook(item: pytest.Item, report: pytest.TestReport, excinfo) -> None:
+    """On the report: which runbook steps this module's clusters ran (for the step x image matrix);
+    for a failure, the runbook's file, line and step, and the evidence folder (and kept hosts)."""
+    from harness.ci_report import (
+        STEPS_PROPERTY,
+        collect_evidence,
+        encode_steps,
+        failure_properties,
+        relative,
+        safe_name,
+        step_outcomes,
+    )
+
+    key = _module_key(item)
+    made = item.config.stash.get(MADE, {}).get(key, [])
+    added: list[tuple[str, str]] = []
+    if report.when == "call" and made:
+        added.append((STEPS_PROPERTY, encode_steps(step_outcomes(c for c, unmodified in made if unmodified))))
+    if report.failed:
+        if excinfo is not None:
+            added += failure_properties(excinfo.value)
+        if made:
+            folder = artifacts_dir(item.config) / "evidence" / safe_name(f"{key[0]}-{key[1]}")
+            collected = item.config.stash.setdefault(EVIDENCE, set())
+            if key not in collected:  # a failed module fixture fails every test of the module: once
+                collected.add(key)
+                collect_evidence([cluster for cluster, _ in made], folder)
+            added.append(("evidence", relative(folder)))
+            if _option(item.config, "--keep-on-failure"):
+                item.config.stash.setdefault(KEEP, set()).add(key)
+                logins = [f"{h.name}: {h.login_command}" for c, _ in made for h in c.hosts.values()]
+                report.sections.append(
+                    ("kept hosts (--keep-on-failure; removed by `pgrepl-harness down`)", "\n".join(logins))
+                )
+    if added:
+        report.user_properties = [*report.user_properties, *added]
+        item.user_properties += added  # JUnit takes a test's properties from its last (teardown) report
+
+
+def _module_key(item_or_module: pytest.Item | pytest.Module, target: Target | None = None) -> tuple[str, str]:
+    module = item_or_module if isinstance(item_or_module, pytest.Module) else item_or_module.getparent(pytest.Module)
+    if target is None:
+        params = getattr(item_or_module, "callspec", None)
+        target = params.params.get("target") if params else None
+    return (module.nodeid if module else "", target.label if target is not None else "")
+
+
+def artifacts_dir(config: pytest.Config) -> Path:
+    return config.rootpath / (_option(config, "--artifacts") or "artifacts")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """On GitHub Actions, a failed runbook step becomes an error annotation on its runbook line."""
+    if os.environ.get("GITHUB_ACTIONS") != "true" or not report.failed:
+        return
+    from harness.ci_report import annotations
+
+    text = report.longrepr if isinstance(report.longrepr, str) else str(report.longrepr or "")
+    lines = annotations(dict(report.user_properties), report.nodeid, text)
+    if lines:  # GitHub reads a command only at the start of a line: not after the progress dots
+        print("\n" + "\n".join(lines), flush=True)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The gate's plan first: what runs, and why."""
+    gate = config.stash.get(GATE_PLAN, None)
+    return gate.render().splitlines() if gate is not None else []
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    """Which targets (image and backend) ran, and which did not and why."""
+    """The gate's plan again; which targets (image and backend) ran, and which did not and why."""
+    gate = config.stash.get(GATE_PLAN, None)
+    if gate is not None:
+        terminalreporter.section("gate plan")
+        for line in gate.render().splitlines():
+            terminalreporter.line(line)
     ran: dict[str, int] = {}
     skipped: dict[str, str] = {}
     for outcome in ("passed", "failed", "error", "skipped"):
@@ -173,6 +284,38 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             terminalreporter.line(f"ran      {target}: {ran[target]} tests")
         else:
             terminalreporter.line(f"skipped  {target}: {skipped[target]}")
+    if not hasattr(config, "workerinput"):
+        written = _write_summary(terminalreporter, config, {t: r for t, r in skipped.items() if t not in ran})
+        terminalreporter.line(f"summary (step x image matrix, failures): {written}")
+
+
+def _write_summary(terminalreporter, config: pytest.Config, skipped_targets: dict[str, str]) -> Path:
+    """The Markdown summary of the run (harness.ci_report.summary), from every test's report."""
+    from harness.ci_report import STEPS_PROPERTY, decode_steps, merge_steps, summary, write_summary
+    from harness.images import ImageProfile
+    from harness.runbook import parse_runbook
+
+    results: dict[str, dict[str, int]] = {}
+    steps: dict[str, dict[str, str]] = {}
+    failures = []
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            props = dict(getattr(report, "user_properties", ()))
+            target = props.get(TARGET_PROPERTY)
+            if not target or (outcome == "passed" and report.when != "call"):
+                continue
+            counted = "failed" if outcome == "error" else outcome
+            results.setdefault(target, {}).setdefault(counted, 0)
+            results[target][counted] += 1
+            merge_steps(steps.setdefault(target, {}), decode_steps(props.get(STEPS_PROPERTY, "")))
+            if counted == "failed":
+                message = report.longrepr if isinstance(report.longrepr, str) else str(report.longrepr)
+                failures.append({"test": report.nodeid, "target": target, "message": message, **props})
+    families = {t.label: ImageProfile.load(t.image).family for t in config.stash[TARGETS] if hasattr(t, "image")}
+    gate = config.stash.get(GATE_PLAN, None)
+    book = parse_runbook(_option(config, "--runbook") or DEFAULT_RUNBOOK)
+    text = summary(book, families, results, skipped_targets, steps, failures, gate.render() if gate else None)
+    return write_summary(text, artifacts_dir(config))
 
 
 CHECKED = pytest.StashKey[dict[str, str | None]]()
@@ -253,9 +396,29 @@ def make_cluster(request: pytest.FixtureRequest, target: Target, runbook: Runboo
                 pytest.skip(str(exc).splitlines()[0])
             # the proof that an SSH run uses no `docker exec`: only DockerHost does that
             assert chosen.backend == "docker" or not any(isinstance(h, DockerHost) for h in made.hosts.values())
+            made_here.append((made, book is None))
             return made
 
+        made_here: list[tuple[Cluster, bool]] = []  # with: made from the session's runbook, unmodified
+        key = _module_key(request.node, target)
+        request.config.stash.setdefault(MADE, {})[key] = made_here
         yield make
+        if key in request.config.stash.get(KEEP, set()):
+            stack.pop_all()  # left running, labelled as this run's: `down` or the next session removes them
+    _check_declared_parts(request, [cluster for cluster, _ in made_here])
+
+
+def _check_declared_parts(request: pytest.FixtureRequest, clusters: list[Cluster]) -> None:
+    """The gate selects modules by their `parts` marker: a module running an undeclared part is an error."""
+    ran = set().union(*(cluster.parts_run for cluster in clusters))
+    marker = request.node.get_closest_marker("parts")
+    undeclared = sorted(ran - set(marker.args if marker else ()))
+    if undeclared:
+        pytest.fail(
+            f"{request.node.name} runs runbook parts {undeclared} its `parts` marker does not declare: "
+            "add them to its pytestmark, or the gate will not run it when those blocks change",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 import secrets as _random
 
 REDACTED = "********"
 _known: set[str] = set()
+# On GitHub Actions every generated secret is announced to the runner (`::add-mask::`), which then
+# masks it in the job's log whatever prints it. The announcement goes to the stderr this process
+# had when it started (kept here, before pytest captures it), never into a test's captured output.
+_MASK_FD: int | None = os.dup(2) if os.environ.get("GITHUB_ACTIONS") == "true" else None
 
 
 class Secret(str):
@@ -22,7 +27,10 @@ class Secret(str):
 
     @classmethod
     def generate(cls, nbytes: int = 18) -> Secret:
-        return cls(_random.token_urlsafe(nbytes))
+        value = _random.token_urlsafe(nbytes)
+        if _MASK_FD is not None:
+            os.write(_MASK_FD, f"::add-mask::{value}\n".encode())
+        return cls(value)
 
 
 # A run of this many characters of a secret is masked too: a truncated repr ("'Ab3x...") must not

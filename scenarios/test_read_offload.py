@@ -12,7 +12,7 @@ import pytest
 
 from harness.load import SCALE, amcheck, init_pgbench, read_offload, table_checksums
 
-pytestmark = [pytest.mark.parts("setup"), pytest.mark.bringups(1)]
+pytestmark = [pytest.mark.parts("setup", "verify"), pytest.mark.bringups(1)]
 FIGURES = Path("/tmp/pgrepl-load-figures.txt")
 
 

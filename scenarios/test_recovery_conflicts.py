@@ -13,7 +13,7 @@ import pytest
 
 from harness.conflicts import ROWS, long_read_against_vacuum
 
-pytestmark = [pytest.mark.parts("setup", "read-offload"), pytest.mark.bringups(1)]
+pytestmark = [pytest.mark.parts("setup", "verify", "read-offload"), pytest.mark.bringups(1)]
 
 
 @pytest.fixture(scope="module")

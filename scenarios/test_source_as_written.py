@@ -15,7 +15,7 @@ import pytest
 from harness import RUNBOOKS_DIR
 from harness.runbook import StepFailed, parse_runbook
 
-pytestmark = [pytest.mark.parts("setup", "verify"), pytest.mark.bringups(1)]
+pytestmark = [pytest.mark.parts("setup", "verify", runbook="source-as-written.md"), pytest.mark.bringups(1)]
 
 
 @pytest.fixture(scope="module")

@@ -73,8 +73,19 @@ After = Callable[[Block, Result], None]
 class StepFailed(HarnessError):
     """A runbook step failed; the message names the step, the host, the line and what to fix."""
 
-    def __init__(self, block: Block, where: str, host: Host, command: str, result: Result | None, why: str):
+    def __init__(
+        self,
+        block: Block,
+        where: str,
+        host: Host,
+        command: str,
+        result: Result | None,
+        why: str,
+        book: Runbook | None = None,
+    ):
         self.block, self.host_name = block, host.name
+        self.book = book  # the runbook the block is in (for reports pointing at its line)
+        self.runbook = book.path if book is not None else None
         output = result.tail() if result is not None else ""
         super().__init__(
             redact(
@@ -140,16 +151,17 @@ class Executor:
             result = host.run(without_stdin(command), timeout=STEP_TIMEOUT, check=False)
         except HostError as exc:
             self._record(block, host, started, "failed")
-            raise StepFailed(block, where, host, command, None, str(exc)) from exc
+            raise StepFailed(block, where, host, command, None, str(exc), self.runbook) from exc
         if result.rc in (124, 137) and result.seconds >= STEP_TIMEOUT:  # coreutils timeout's TERM / KILL
             self._record(block, host, started, "failed", "timed out")
-            raise StepFailed(block, where, host, command, result, f"timed out after {STEP_TIMEOUT:.0f} s")
+            raise StepFailed(block, where, host, command, result, f"timed out after {STEP_TIMEOUT:.0f} s", self.runbook)
         if not result.ok:
             self._record(block, host, started, "failed", f"exit {result.rc}")
-            raise StepFailed(block, where, host, command, result, f"exit code {result.rc}")
+            raise StepFailed(block, where, host, command, result, f"exit code {result.rc}", self.runbook)
         if block.expect and not re.search(block.expect, result.stdout, re.M):
             self._record(block, host, started, "failed", "output mismatch")
-            raise StepFailed(block, where, host, command, result, f"output does not match expected /{block.expect}/")
+            why = f"output does not match expected /{block.expect}/"
+            raise StepFailed(block, where, host, command, result, why, self.runbook)
         self._record(block, host, started, "ok")
         return result
 

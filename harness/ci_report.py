@@ -1,0 +1,232 @@
+"""What a CI run reports about the runbook: where a failure is in it, the evidence, the summary.
+
+- A failed runbook step's test report carries the runbook file, line and step id (JUnit
+  properties); on GitHub Actions it also becomes an `::error file=...,line=...::` annotation.
+- For every failed scenario, an evidence folder: transcript, both servers' logs, the unit's
+  journal, the replication views; all redacted.
+- A Markdown summary opening with the step x image matrix (the "verified on" table), then per
+  target passed/failed/skipped and per failed test its step, host, command and last lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from harness import PROJECT_ROOT
+from harness.runbook import Runbook, StepFailed
+from harness.secrets import redact
+
+STEPS_PROPERTY = "pgrepl_steps"  # JSON {step: outcome} of the clusters that ran the unmodified runbook
+RANK = {"failed": 4, "ok": 3, "reused": 2}  # a step's verdict per target: the strongest outcome seen
+
+
+def relative(path: Path | str) -> str:
+    """A path as the repository names it (what GitHub annotations and JUnit readers expect)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
+
+
+def failure_properties(error: BaseException) -> list[tuple[str, str]]:
+    """For a failed runbook step: runbook file, line, step id, host, and the likely cause, if another block."""
+    if not isinstance(error, StepFailed) or error.runbook is None:
+        return []
+    props = [
+        ("runbook_file", relative(error.runbook)),
+        ("runbook_line", str(error.block.line)),
+        ("runbook_step", error.block.step),
+        ("runbook_host", error.host_name),
+    ]
+    cause = likely_cause(error)
+    if cause is not None:
+        props.append(("runbook_cause", f"{relative(error.runbook)}:{cause[0]}:{cause[1]}"))
+    return props
+
+
+def likely_cause(error: StepFailed) -> tuple[int, str] | None:
+    """(line, step) of the block that most likely broke a step, when the output names it."""
+    if "no pg_hba.conf entry" in str(error) and error.book is not None:
+        rule = next((b for b in error.book.blocks if (b.file or "").endswith("pg_hba.conf")), None)
+        if rule is not None:
+            return rule.line, rule.step
+    return None
+
+
+def _escape(text: str, *, property_value: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if property_value else text
+
+
+def annotations(props: Mapping[str, str], test: str, message: str) -> list[str]:
+    """GitHub workflow commands marking the runbook line(s) of a failed step."""
+    if "runbook_file" not in props:
+        return []
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    lines = [
+        f"::error file={_escape(props['runbook_file'], property_value=True)},line={props['runbook_line']},"
+        f"title={_escape('step ' + props['runbook_step'], property_value=True)}::{_escape(redact(f'{test}: {first}'))}"
+    ]
+    if "runbook_cause" in props:
+        file, line, step = props["runbook_cause"].rsplit(":", 2)
+        lines.append(
+            f"::error file={_escape(file, property_value=True)},line={line},"
+            f"title={_escape('likely cause: step ' + step, property_value=True)}::"
+            + _escape(f"{test}: step {props['runbook_step']} failed because of this block ({first})")
+        )
+    return lines
+
+
+# --- evidence -----------------------------------------------------------------------------------
+
+VIEWS = {
+    "pg_stat_replication": "SELECT * FROM pg_stat_replication",
+    "pg_stat_wal_receiver": "SELECT * FROM pg_stat_wal_receiver",
+    "pg_replication_slots": "SELECT * FROM pg_replication_slots",
+    "pg_stat_archiver": "SELECT * FROM pg_stat_archiver",
+}
+
+
+def collect_evidence(clusters: Iterable, folder: Path) -> list[Path]:
+    """Write what a person needs to see why a scenario failed; never raises (a host may be gone)."""
+    written = []
+    for index, cluster in enumerate(clusters, 1):
+        prefix = folder / f"cluster-{index}"
+        prefix.mkdir(parents=True, exist_ok=True)
+        items = {"transcript.txt": lambda c=cluster: c.transcript.render()}
+        for role, node in cluster.nodes.items():
+            items[f"{role}-server.log"] = lambda n=node: _tail(n, n.layout.log_file)
+            items[f"{role}-journal.txt"] = lambda n=node: (
+                n.host.run(f"journalctl --no-pager -n 300 -u {n.layout.unit}", user="root", check=False).stdout
+            )
+            items[f"{role}-views.txt"] = lambda n=node: "\n\n".join(
+                f"== {name}\n{_view(n, sql)}" for name, sql in VIEWS.items()
+            )
+        for name, produce in items.items():
+            try:
+                text = produce()
+            except Exception as exc:  # evidence is best effort: say what could not be read
+                text = f"(could not be read: {type(exc).__name__}: {exc})"
+            path = prefix / name
+            path.write_text(redact(text))
+            written.append(path)
+    return written
+
+
+def _tail(node, path: str) -> str:
+    return node.host.run(f"tail -n 500 {path} 2>&1 || true", user="root", check=False).stdout
+
+
+def _view(node, sql: str) -> str:
+    """The view through psql over the local socket: works without the harness role (a failed setup)."""
+    return node.psql(f"\\x on\n{sql};", check=False) or "(none)"
+
+
+# --- summary ------------------------------------------------------------------------------------
+
+
+def step_outcomes(clusters: Iterable) -> dict[str, str]:
+    """The strongest outcome of each step over `clusters` (failed > ok > reused > other skips)."""
+    outcomes: dict[str, str] = {}
+    for cluster in clusters:
+        for record in cluster.transcript.records:
+            outcome = record.outcome if record.outcome in RANK else f"skipped: {record.outcome} {record.note}".strip()
+            if RANK.get(outcome, 1) > RANK.get(outcomes.get(record.step, ""), 0):
+                outcomes[record.step] = outcome
+    return outcomes
+
+
+def summary(
+    runbook: Runbook,
+    families: Mapping[str, str],
+    results: Mapping[str, Mapping[str, int]],
+    skipped_targets: Mapping[str, str],
+    steps: Mapping[str, Mapping[str, str]],
+    failures: list[dict[str, str]],
+    plan: str | None = None,
+) -> str:
+    """The Markdown summary: the step x target matrix, outcomes per target, then each failure.
+
+    `families`: target label -> OS family; `steps`: target -> {step: outcome}; `failures`: dicts
+    with test, target, and the runbook properties and message when known."""
+    targets = sorted(set(results) | set(skipped_targets))
+    lines = [f"# Runbook gate: {relative(runbook.path)}", ""]
+    if plan:
+        lines += ["```", plan, "```", ""]
+    lines += ["## Verified on (step x image and backend)", ""]
+    lines += ["| step | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
+    for step in dict.fromkeys(b.step for b in runbook.blocks):
+        cells = []
+        for target in targets:
+            in_family = any(b.step == step and families.get(target) in b.os for b in runbook.blocks)
+            if not in_family:
+                cells.append("-")
+            elif target in skipped_targets:
+                cells.append("static gate only")
+            else:
+                cells.append(steps.get(target, {}).get(step, "not run by a scenario"))
+        lines.append(f"| `{step}` | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "ok: every line ran and succeeded in this run; reused: restored from a snapshot of the same text "
+        "(it ran when the snapshot was made); static gate only: rendered and checked, not executed here.",
+        "",
+        "## Tests per target",
+        "",
+        "| target | passed | failed | skipped |",
+        "|---|---|---|---|",
+    ]
+    for target in targets:
+        counts = results.get(target, {})
+        note = f" ({skipped_targets[target]})" if target in skipped_targets else ""
+        lines.append(
+            f"| {target} | {counts.get('passed', 0)} | {counts.get('failed', 0)} | {counts.get('skipped', 0)}{note} |"
+        )
+    if failures:
+        lines += ["", "## Failures", ""]
+        for failure in failures:
+            where = (
+                f"`{failure['runbook_file']}:{failure['runbook_line']}` step `{failure['runbook_step']}` "
+                f"on {failure['runbook_host']}"
+                if "runbook_file" in failure
+                else "not a runbook step"
+            )
+            lines += [f"### {failure['test']} ({failure.get('target', '')})", "", f"- where: {where}"]
+            if "runbook_cause" in failure:
+                lines.append(f"- likely cause: `{failure['runbook_cause']}`")
+            message = "\n".join(failure.get("message", "").splitlines()[-40:])
+            lines += ["", "```", message, "```", ""]
+    return redact("\n".join(lines)) + "\n"
+
+
+def decode_steps(value: str) -> dict[str, str]:
+    return json.loads(value) if value else {}
+
+
+def encode_steps(outcomes: Mapping[str, str]) -> str:
+    return json.dumps(dict(outcomes), sort_keys=True)
+
+
+def merge_steps(into: dict[str, str], outcomes: Mapping[str, str]) -> None:
+    for step, outcome in outcomes.items():
+        if RANK.get(outcome, 1) > RANK.get(into.get(step, ""), 0):
+            into[step] = outcome
+
+
+def write_summary(text: str, artifacts: Path) -> Path:
+    """To $GITHUB_STEP_SUMMARY when set (appended, as GitHub asks), else into the artifacts folder."""
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if target:
+        with open(target, "a") as out:
+            out.write(text)
+        return Path(target)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    path = artifacts / "summary.md"
+    path.write_text(text)
+    return path
+
+
+def safe_name(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:150]

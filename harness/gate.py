@@ -1,0 +1,206 @@
+"""The runbook gate: what a change touches since a git revision, and what runs for it (and why).
+
+A runbook is compared block by block with its text at the base revision: a block is the same
+block when its step, host, OS families and variant are; it changed when its text or attributes
+did. The scenario modules that run a changed block's part (their `parts` marker, read from the
+source without importing it) run on the images of the block's families. A change to the binding
+table touches every block of that runbook. A change to the harness, the images, the scenarios or
+the tests runs everything; prose, README and other files run the static gate only.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import DEFAULT_RUNBOOK, PROJECT_ROOT, available_images
+from harness.errors import HarnessError
+from harness.runbook import Block, Runbook, parse_text
+
+STATIC_GATE = "tests/test_static_gate.py"
+SCENARIOS = "scenarios"
+# Changed files under these run everything: they are what the gate itself executes.
+EXECUTED = ("harness/", "images/", "scenarios/", "tests/", "conftest.py", "pyproject.toml")
+RUNBOOKS = "runbooks/"
+
+
+class GateError(HarnessError):
+    """The base revision cannot be read (not a git checkout, unknown revision)."""
+
+
+@dataclass(frozen=True)
+class BlockChange:
+    runbook: str  # relative to the project
+    step: str
+    part: str
+    families: tuple[str, ...]
+    line: int  # in the changed text; for a removed block, where it was at the base
+    how: str  # changed | added | removed | bindings
+
+    def __str__(self) -> str:
+        where = f"{self.runbook}:{self.line}" + (" (at the base)" if self.how == "removed" else "")
+        return f"{self.how} block {self.step} (part {self.part}, {'/'.join(self.families)}) at {where}"
+
+
+@dataclass
+class Plan:
+    """What the gate runs for a change, and why; `pairs` are (scenario module, image)."""
+
+    base: str
+    changes: list[BlockChange] = field(default_factory=list)
+    everything: list[str] = field(default_factory=list)  # the changed files that make everything run
+    prose: list[str] = field(default_factory=list)  # changed files that run nothing beyond the static gate
+    pairs: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # -> reasons
+
+    @property
+    def images(self) -> list[str]:
+        return sorted({image for _, image in self.pairs})
+
+    @property
+    def modules(self) -> list[str]:
+        return sorted({module for module, _ in self.pairs})
+
+    def selects(self, module: str, image: str) -> bool:
+        return bool(self.everything) or (module, image) in self.pairs
+
+    def render(self) -> str:
+        lines = [f"gate plan against {self.base}:", f"  always: the static gate ({STATIC_GATE})"]
+        if self.everything:
+            lines.append("  everything (every test, image and backend), because these changed:")
+            lines += [f"    {path}" for path in self.everything]
+            return "\n".join(lines)
+        lines += [f"  {change}" for change in self.changes]
+        if self.prose:
+            lines.append(f"  prose or files the gate does not execute: {', '.join(self.prose)}")
+        if not self.pairs:
+            lines.append("  no scenario: no executable block changed")
+        for (module, image), reasons in sorted(self.pairs.items()):
+            lines.append(f"  run {module} on {image} (docker): {'; '.join(sorted(set(reasons)))}")
+        return "\n".join(lines)
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise GateError(f"git {' '.join(args)} failed in {PROJECT_ROOT}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def changed_files(base: str) -> list[str]:
+    """Files that differ between `base` and the working tree, untracked ones included."""
+    _git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
+    tracked = _git("diff", "--name-only", base, "--").split()
+    untracked = _git("ls-files", "--others", "--exclude-standard").split()
+    return sorted(set(tracked) | set(untracked))
+
+
+def _identity(block: Block) -> tuple:
+    return (block.step, block.host, block.os, block.variant)
+
+
+def _content(block: Block) -> tuple:
+    return (block.kind, block.body, block.part, block.expect, block.file, block.action, sorted(block.attrs.items()))
+
+
+def diff_runbooks(old: Runbook | None, new: Runbook | None, path: str) -> list[BlockChange]:
+    """The blocks of `path` that changed, were added or removed between `old` and `new`."""
+    before = {_identity(b): b for b in (old.blocks if old else ())}
+    after = {_identity(b): b for b in (new.blocks if new else ())}
+    if old and new and old.bindings != new.bindings:
+        return [BlockChange(path, b.step, b.part, b.os, b.line, "bindings") for b in new.blocks]
+    changes = []
+    for key, block in after.items():
+        if key not in before:
+            changes.append(BlockChange(path, block.step, block.part, block.os, block.line, "added"))
+        elif _content(before[key]) != _content(block):
+            changes.append(BlockChange(path, block.step, block.part, block.os, block.line, "changed"))
+    for key, block in before.items():
+        if key not in after:
+            changes.append(BlockChange(path, block.step, block.part, block.os, block.line, "removed"))
+    return sorted(changes, key=lambda c: c.line)
+
+
+def module_parts(directory: Path | None = None) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Per scenario module: (the runbook it executes, relative to the project; its parts), from its
+    `pytestmark = [pytest.mark.parts("setup", ..., runbook="...")]`, read without importing it."""
+    directory = directory or PROJECT_ROOT / SCENARIOS
+    default = str(DEFAULT_RUNBOOK.relative_to(PROJECT_ROOT))
+    declared = {}
+    for path in sorted(directory.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "parts":
+                parts = tuple(arg.value for arg in node.args if isinstance(arg, ast.Constant))
+                runbook = next((k.value.value for k in node.keywords if k.arg == "runbook"), None)
+                book = f"{RUNBOOKS}{runbook}" if runbook else default
+                declared[str(path.relative_to(PROJECT_ROOT))] = (book, parts)
+    return declared
+
+
+def image_families() -> dict[str, str]:
+    from harness.images import ImageProfile
+
+    return {name: ImageProfile.load(name).family for name in available_images()}
+
+
+def plan(base: str, files: Iterable[str] | None = None) -> Plan:
+    """The gate's plan for the working tree against git revision `base`."""
+    files = list(changed_files(base) if files is None else files)
+    result = Plan(base)
+    for path in files:
+        if path.startswith(EXECUTED):
+            result.everything.append(path)
+        elif not (path.startswith(RUNBOOKS) and path.endswith(".md")):
+            result.prose.append(path)
+    if result.everything:
+        return result
+    for path in (p for p in files if p.startswith(RUNBOOKS) and p.endswith(".md")):
+        old_text = subprocess.run(
+            ["git", "show", f"{base}:{path}"], cwd=PROJECT_ROOT, capture_output=True, text=True
+        ).stdout
+        new_file = PROJECT_ROOT / path
+        old = parse_text(old_text, path) if old_text else None
+        new = parse_text(new_file.read_text(), path) if new_file.is_file() else None
+        found = diff_runbooks(old, new, path)
+        if not found:
+            result.prose.append(path)
+        result.changes += found
+    result.pairs = select(result.changes, module_parts(), image_families())
+    return result
+
+
+def select(
+    changes: Iterable[BlockChange],
+    modules: dict[str, tuple[str, tuple[str, ...]]],
+    families: dict[str, str],
+) -> dict[tuple[str, str], list[str]]:
+    """(module, image) -> why: the modules that run a changed block's part of its runbook, on the
+    images of the block's OS families."""
+    pairs: dict[tuple[str, str], list[str]] = {}
+    for change in changes:
+        for module, (runbook, parts) in modules.items():
+            if runbook != change.runbook or change.part not in parts:
+                continue
+            for image, family in families.items():
+                if family in change.families:
+                    reason = f"{change.how} {change.step} ({change.runbook}:{change.line}, part {change.part})"
+                    pairs.setdefault((module, image), []).append(reason)
+    return pairs
+
+
+# The README's test command, which "everything" means.
+EVERYTHING = ["-n", "4", "--dist", "loadgroup", "--image", "all", "--backend", "docker", "--backend", "ssh"]
+
+
+def pytest_argv(chosen: Plan, *, artifacts: str) -> list[str]:
+    """pytest's arguments for the plan: JUnit (xunit2) and the summary into `artifacts`."""
+    report = [f"--junitxml={artifacts}/junit.xml", "-o", "junit_family=xunit2", f"--artifacts={artifacts}"]
+    if chosen.everything:
+        return [*EVERYTHING, *report]
+    if not chosen.pairs:
+        return [STATIC_GATE, *report]
+    images = [arg for image in chosen.images for arg in ("--image", image)]
+    selection = [STATIC_GATE, *chosen.modules, f"--gate-base={chosen.base}"]
+    return [*selection, "-n", "4", "--dist", "loadgroup", "--backend", "docker", *images, *report]

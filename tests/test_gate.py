@@ -1,0 +1,201 @@
+"""The runbook gate: which blocks a change touches, what runs for it, and how failures are reported."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from harness import DEFAULT_RUNBOOK
+from harness.ci_report import annotations, summary
+from harness.gate import STATIC_GATE, Plan, diff_runbooks, module_parts, plan, pytest_argv, select
+from harness.runbook import parse_runbook, parse_text
+
+pytest_plugins = ["pytester"]
+BOOK = "runbooks/book.md"
+TEXT = """# Book
+
+Some prose.
+
+| Example value | Meaning | Bound to |
+|---|---|---|
+| `192.168.1.10` | the primary | `primary.address` |
+
+```sh {"step":"install","host":"primary","os":["debian","el8"]}
+echo install
+```
+
+```sh {"step":"check","host":"primary","os":["debian"],"part":"verify"}
+echo check
+```
+
+```sh {"step":"check","host":"primary","os":["el8"],"part":"verify"}
+echo check el8
+```
+"""
+
+
+def changes(new_text: str):
+    return diff_runbooks(parse_text(TEXT, BOOK), parse_text(new_text, BOOK), BOOK)
+
+
+def test_a_prose_only_change_touches_no_block():
+    assert changes(TEXT.replace("Some prose.", "Some better prose, with a comma.")) == []
+
+
+def test_a_changed_block_is_named_with_its_part_families_and_line():
+    [change] = changes(TEXT.replace("echo check\n", "echo check twice\n"))
+    assert (change.step, change.part, change.families, change.how) == ("check", "verify", ("debian",), "changed")
+    assert TEXT.replace("echo check\n", "echo check twice\n").splitlines()[change.line - 1].startswith("```sh")
+
+
+def test_an_el8_only_block_touches_el8_only():
+    [change] = changes(TEXT.replace("echo check el8", "echo checked on el8"))
+    assert change.families == ("el8",)
+
+
+def test_added_and_removed_blocks_and_changed_bindings():
+    removed = TEXT.replace(
+        '```sh {"step":"check","host":"primary","os":["el8"],"part":"verify"}\necho check el8\n```', ""
+    )
+    assert [c.how for c in changes(removed)] == ["removed"]
+    rebound = TEXT.replace("| `192.168.1.10` | the primary |", "| `192.168.1.11` | the primary |")
+    assert {c.how for c in changes(rebound)} == {"bindings"} and len(changes(rebound)) == 3
+
+
+MODULES = {
+    "scenarios/test_setup.py": (BOOK, ("setup",)),
+    "scenarios/test_verify.py": (BOOK, ("setup", "verify")),
+    "scenarios/test_other_book.py": ("runbooks/other.md", ("setup", "verify")),
+}
+FAMILIES = {"debian-12": "debian", "debian-13": "debian", "el8-pgdg-layout": "el8"}
+
+
+def test_a_debian_verify_change_runs_the_verify_modules_on_debian_images_only():
+    pairs = select(changes(TEXT.replace("echo check\n", "echo check twice\n")), MODULES, FAMILIES)
+    assert set(pairs) == {("scenarios/test_verify.py", "debian-12"), ("scenarios/test_verify.py", "debian-13")}
+
+
+def test_an_el8_change_runs_no_debian_scenario():
+    pairs = select(changes(TEXT.replace("echo check el8", "echo checked on el8")), MODULES, FAMILIES)
+    assert set(pairs) == {("scenarios/test_verify.py", "el8-pgdg-layout")}
+
+
+def test_a_change_to_the_harness_runs_everything_and_prose_runs_the_static_gate_only():
+    everything = plan("HEAD", files=["harness/cluster.py", "README.md"])
+    assert everything.everything == ["harness/cluster.py"] and "-n" in pytest_argv(everything, artifacts="a")
+    prose = plan("HEAD", files=["README.md"])
+    assert prose.pairs == {} and prose.prose == ["README.md"]
+    assert pytest_argv(prose, artifacts="a")[0] == STATIC_GATE and "-n" not in pytest_argv(prose, artifacts="a")
+    assert "static gate" in prose.render()
+
+
+def test_every_scenario_module_declares_the_parts_it_runs():
+    declared = module_parts()
+    assert "scenarios/test_replication.py" in declared
+    assert declared["scenarios/test_source_as_written.py"][0] == "runbooks/source-as-written.md"
+    assert all("setup" in parts for _, parts in declared.values())
+
+
+def test_an_unknown_base_revision_is_a_clear_error():
+    from harness.gate import GateError
+
+    with pytest.raises(GateError, match="no-such-revision"):
+        plan("no-such-revision")
+
+
+# --- reports -------------------------------------------------------------------------------------
+
+
+def test_annotations_point_at_the_step_and_at_the_likely_cause():
+    props = {
+        "runbook_file": "runbooks/x.md",
+        "runbook_line": "40",
+        "runbook_step": "secondary-basebackup",
+        "runbook_host": "secondary",
+        "runbook_cause": "runbooks/x.md:30:primary-hba",
+    }
+    first, cause = annotations(props, "scenarios/test_a.py::test_b", "StepFailed: no pg_hba.conf entry, 50%\nmore")
+    assert first.startswith("::error file=runbooks/x.md,line=40,title=step secondary-basebackup::")
+    assert first.endswith("no pg_hba.conf entry, 50%25") and "\n" not in first
+    assert cause.startswith("::error file=runbooks/x.md,line=30,title=likely cause%3A step primary-hba::")
+
+
+def test_the_summary_opens_with_the_step_by_image_matrix():
+    book = parse_text(TEXT, BOOK)
+    text = summary(
+        book,
+        {"debian-12-docker": "debian", "el8-pgdg-layout-docker": "el8", "centos-8-docker": "el8"},
+        {"debian-12-docker": {"passed": 3, "failed": 1}, "el8-pgdg-layout-docker": {"passed": 4}},
+        {"centos-8-docker": "no registry here"},
+        {"debian-12-docker": {"install": "reused", "check": "failed"}, "el8-pgdg-layout-docker": {"install": "ok"}},
+        [
+            {
+                "test": "t::x",
+                "target": "debian-12-docker",
+                "message": "boom",
+                "runbook_file": BOOK,
+                "runbook_line": "12",
+                "runbook_step": "check",
+                "runbook_host": "primary",
+            }
+        ],
+    )
+    matrix = text.split("## Verified on")[1].split("\n\n")[1].splitlines()
+    assert matrix[0] == "| step | centos-8-docker | debian-12-docker | el8-pgdg-layout-docker |"
+    assert matrix[2] == "| `install` | static gate only | reused | ok |"
+    assert matrix[3] == "| `check` | static gate only | failed | not run by a scenario |"
+    assert "`runbooks/book.md:12` step `check` on primary" in text
+    assert "| centos-8-docker | 0 | 0 | 0 (no registry here) |" in text
+
+
+def test_a_failed_step_reaches_junit_and_github_annotations_with_its_runbook_line(pytester, monkeypatch):
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    pytester.makepyfile(
+        f"""
+        from harness.runbook import parse_runbook, Executor
+        from harness.runbook.values import live_values
+        from tests.test_hosts_base import LocalHost
+
+        def test_it():
+            book = parse_runbook({str(DEFAULT_RUNBOOK)!r})
+            block = next(b for b in book.blocks if b.step == "secondary-basebackup")
+            refused = "echo 'no pg_hba.conf entry for replication' >&2; exit 1"
+            broken = type(block)(**{{**block.__dict__, "body": refused}})
+            values = live_values({{"primary": "10.0.0.1", "secondary": "10.0.0.2"}}, "pw", 15)
+            Executor(book, {{"secondary": LocalHost(), "primary": LocalHost()}}, values).run([broken])
+        """
+    )
+    pytester.syspathinsert(str(DEFAULT_RUNBOOK.parent.parent))
+    result = pytester.runpytest("--junitxml=junit.xml", "-o", "junit_family=xunit2", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    book = parse_runbook(DEFAULT_RUNBOOK)
+    line = next(b.line for b in book.blocks if b.step == "secondary-basebackup")
+    hba = next(b for b in book.blocks if (b.file or "").endswith("pg_hba.conf"))
+    result.stdout.fnmatch_lines(
+        [
+            f"::error file=runbooks/postgresql-primary-secondary.md,line={line},title=step secondary-basebackup::*",
+            f"::error file=runbooks/postgresql-primary-secondary.md,line={hba.line},title=likely cause*",
+        ]
+    )
+    case = ET.parse(pytester.path / "junit.xml").find(".//testcase")
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["runbook_line"] == str(line) and props["runbook_step"] == "secondary-basebackup"
+    assert case.find("failure") is not None
+
+
+def test_plan_renders_what_runs_and_why():
+    chosen = Plan("main", pairs={("scenarios/test_verify.py", "debian-12"): ["changed check (runbooks/book.md:12)"]})
+    assert "run scenarios/test_verify.py on debian-12 (docker): changed check (runbooks/book.md:12)" in chosen.render()
+
+
+def test_on_github_actions_each_generated_secret_is_masked_in_the_log(monkeypatch):
+    import os
+
+    from harness import secrets
+
+    read, write = os.pipe()
+    monkeypatch.setattr(secrets, "_MASK_FD", write)
+    value = secrets.Secret.generate()
+    os.close(write)
+    assert os.read(read, 1000).decode() == f"::add-mask::{value}\n"
