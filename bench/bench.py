@@ -80,7 +80,7 @@ def suite(tree: Path, image: str, workers: int) -> tuple[float, dict[str, tuple[
     with tempfile.TemporaryDirectory() as out:
         junit = Path(out) / "junit.xml"
         argv = [sys.executable, "-m", "pytest", "-q", "-n", str(workers), "--dist", "loadgroup", "scenarios"]
-        argv += ["--image", image, f"--junitxml={junit}", "-o", "junit_logging=all"]
+        argv += ["--image", image, f"--junit-xml={junit}", "-o", "junit_logging=all"]
         if not (tree / "harness" / "pytest_plugin.py").exists():
             argv += ["-p", "no:pgrepl-harness"]  # an older tree wires pytest in its conftest.py
         started = time.monotonic()

@@ -54,6 +54,29 @@ def _gate(args: argparse.Namespace) -> int:
     return subprocess.run(argv, cwd=PROJECT_ROOT).returncode
 
 
+def _mutate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.images import ImageProfile
+    from harness.mutate import Mutation, explanations, mutants, render
+
+    runbook = Path(args.runbook).resolve()
+    parts = tuple(args.parts)
+    if args.list:
+        profile = ImageProfile.load(args.image)
+        explained = explanations(runbook)
+        for mutant in mutants(runbook, profile.family, parts, profile.package_source):
+            why = explained.get((mutant.step, mutant.headline))
+            print(
+                f"{runbook.name}:{mutant.first}  {mutant.step}: {mutant.headline}"
+                + (f"  [explained: {why}]" if why else "")
+            )
+        return 0
+    result = Mutation(runbook, args.image, parts, Path(args.artifacts) / "mutate", args.jobs).run()
+    print(render(result))
+    return 1 if result["score"] < args.fail_under or result["errors"] else 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="pgrepl-harness", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
@@ -82,6 +105,18 @@ def parser() -> argparse.ArgumentParser:
     gate.add_argument("--artifacts", default="artifacts", help="where JUnit XML, the summary and evidence go")
     gate.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
     gate.set_defaults(func=_gate)
+    mutate = sub.add_parser(
+        "mutate",
+        help="delete each functional line of the runbook's parts in turn; report the deletions no scenario notices",
+    )
+    mutate.add_argument("--image", default="debian-12", choices=available_images())
+    mutate.add_argument("--parts", nargs="+", default=["setup", "verify"], help="runbook parts to mutate")
+    mutate.add_argument("--runbook", default=str(DEFAULT_RUNBOOK))
+    mutate.add_argument("--jobs", type=int, default=3, help="mutants run at once")
+    mutate.add_argument("--artifacts", default="artifacts", help="verdicts (resumable) go to ARTIFACTS/mutate")
+    mutate.add_argument("--fail-under", type=float, default=0.0, help="exit 1 when the score (%%) is lower")
+    mutate.add_argument("--list", action="store_true", help="only list the mutants (and which are explained)")
+    mutate.set_defaults(func=_mutate)
     return root
 
 

@@ -196,7 +196,7 @@ EVERYTHING = ["-n", "4", "--dist", "loadgroup", "--image", "all", "--backend", "
 
 def pytest_argv(chosen: Plan, *, artifacts: str) -> list[str]:
     """pytest's arguments for the plan: JUnit (xunit2) and the summary into `artifacts`."""
-    report = [f"--junitxml={artifacts}/junit.xml", "-o", "junit_family=xunit2", f"--artifacts={artifacts}"]
+    report = [f"--junit-xml={artifacts}/junit.xml", "-o", "junit_family=xunit2", f"--artifacts={artifacts}"]
     if chosen.everything:
         return [*EVERYTHING, *report]
     if not chosen.pairs:

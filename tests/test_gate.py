@@ -167,7 +167,7 @@ def test_a_failed_step_reaches_junit_and_github_annotations_with_its_runbook_lin
         """
     )
     pytester.syspathinsert(str(DEFAULT_RUNBOOK.parent.parent))
-    result = pytester.runpytest("--junitxml=junit.xml", "-o", "junit_family=xunit2", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--junit-xml=junit.xml", "-o", "junit_family=xunit2", "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     book = parse_runbook(DEFAULT_RUNBOOK)
     line = next(b.line for b in book.blocks if b.step == "secondary-basebackup")

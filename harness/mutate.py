@@ -1,0 +1,227 @@
+"""`pgrepl-harness mutate`: how much of the runbook the gate guards.
+
+Each functional line of the chosen parts' blocks for an image's OS family (a command of a shell
+block, with its continuation lines and here-document; a setting or rule of a conf block) is
+deleted in turn, and the scenario modules that run that part (their `parts` marker) run on the
+mutated runbook, cheapest first, until one fails: the mutant is killed. A mutant no module notices
+survives: a line the gate is blind to. A line that cannot be observed (a message, a setting equal
+to its default) is recorded with its reason in `<runbook>.explained.toml` and reported as
+explained, not run. Verdicts are kept (keyed by the mutated text), so a second run resumes.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import DEFAULT_RUNBOOK, PROJECT_ROOT
+from harness.errors import HarnessError
+from harness.gate import SCENARIOS, module_parts
+from harness.runbook import Block, parse_runbook
+
+STRUCTURE = re.compile(r"^\s*(?:if|elif|else|fi|then|for|while|until|do|done|case|esac|;;|[(){}])(?:\s|;|$)")
+HEREDOC = re.compile(r"<<-?\s*['\"]?(\w+)['\"]?")
+DEFAULT_PARTS = ("setup", "verify")
+
+
+class MutateError(HarnessError):
+    """Bad input to mutate (an unknown part, a malformed explanations file)."""
+
+
+@dataclass(frozen=True)
+class Mutant:
+    step: str
+    part: str
+    first: int  # file lines removed, 1-based and inclusive
+    last: int
+    text: str
+
+    @property
+    def headline(self) -> str:
+        return self.text.splitlines()[0].strip()
+
+
+def units(block: Block) -> list[tuple[int, int]]:
+    """The functional line ranges of a block (file line numbers; the body starts after the fence)."""
+    lines = block.body.splitlines()
+    start = block.line + 1
+    found, index = [], 0
+    while index < len(lines):
+        line = lines[index]
+        stripped = line.strip()
+        first = index
+        if not stripped or stripped.startswith("#") or (block.kind == "sh" and STRUCTURE.match(line)):
+            index += 1
+            continue
+        if block.kind == "sh":
+            while lines[index].rstrip().endswith("\\") and index + 1 < len(lines):
+                index += 1
+            heredoc = HEREDOC.search(line)
+            if heredoc:
+                while index + 1 < len(lines) and lines[index].strip() != heredoc.group(1):
+                    index += 1
+        found.append((start + first, start + index))
+        index += 1
+    return found
+
+
+def mutants(runbook_path: Path, family: str, parts: tuple[str, ...], variant: str | None) -> list[Mutant]:
+    book = parse_runbook(runbook_path)
+    unknown = sorted(set(parts) - set(book.parts()))
+    if unknown:
+        raise MutateError(f"--parts {' '.join(unknown)}: {runbook_path} has no such part; it has {book.parts()}")
+    text = runbook_path.read_text().splitlines()
+    found = []
+    for block in book.select(family=family, parts=parts, variant=variant):
+        for first, last in units(block):
+            found.append(Mutant(block.step, block.part, first, last, "\n".join(text[first - 1 : last])))
+    return found
+
+
+def explanations(runbook_path: Path) -> dict[tuple[str, str], str]:
+    """(step, first line) -> why the line is not observable, from `<runbook>.explained.toml`."""
+    path = runbook_path.with_suffix(".explained.toml")
+    if not path.is_file():
+        return {}
+    try:
+        entries = tomllib.loads(path.read_text()).get("line", [])
+        return {(e["step"], e["text"].strip()): e["why"] for e in entries}
+    except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        raise MutateError(
+            f"{path}: {exc}; each [[line]] needs step, text (the line as in the runbook) and why"
+        ) from None
+
+
+def module_costs() -> dict[str, int]:
+    """Clusters each scenario module brings up (its `bringups` marker): the cheapest run first."""
+    costs = {}
+    for path in sorted((PROJECT_ROOT / SCENARIOS).glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "bringups" and node.args:
+                costs[str(path.relative_to(PROJECT_ROOT))] = int(getattr(node.args[0], "value", 99))
+    return costs
+
+
+@dataclass
+class Mutation:
+    runbook: Path
+    image: str
+    parts: tuple[str, ...]
+    workdir: Path
+    jobs: int = 3
+    log: Callable[[str], None] = print
+
+    def run(self) -> dict:
+        from harness.images import ImageProfile
+
+        profile = ImageProfile.load(self.image)
+        found = mutants(self.runbook, profile.family, self.parts, profile.package_source)
+        explained = explanations(self.runbook)
+        relative = str(self.runbook.relative_to(PROJECT_ROOT))
+        modules = module_parts()
+        costs = module_costs()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        state_file = self.workdir / "state.json"
+        state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+        lock = threading.Lock()
+        original = self.runbook.read_text().splitlines(keepends=True)
+        results: list[dict] = []
+        started = time.monotonic()
+
+        def record(mutant: Mutant, verdict: dict) -> None:
+            with lock:
+                results.append({**verdict, "line": mutant.first, "step": mutant.step, "text": mutant.headline})
+                counts = {v: sum(r["verdict"] == v for r in results) for v in ("killed", "survived", "explained")}
+                self.log(
+                    f"[{len(results)}/{len(found)}] {verdict['verdict']:<9} {relative}:{mutant.first} "
+                    f"{mutant.step}: {mutant.headline[:70]}  ({counts['killed']} killed, "
+                    f"{counts['survived']} survived, {counts['explained']} explained; "
+                    f"{time.monotonic() - started:.0f} s)"
+                )
+
+        def one(mutant: Mutant) -> None:
+            why = explained.get((mutant.step, mutant.headline))
+            if why is not None:
+                record(mutant, {"verdict": "explained", "why": why})
+                return
+            mutated = "".join(original[: mutant.first - 1] + original[mutant.last :])
+            key = hashlib.sha256(f"{self.image}\0{mutated}".encode()).hexdigest()[:16]
+            if key in state:
+                record(mutant, state[key])
+                return
+            path = self.workdir / f"{key}.md"
+            path.write_text(mutated)
+            chosen = [m for m, (book, parts) in modules.items() if book == relative and mutant.part in parts]
+            verdict = {"verdict": "survived", "by": None, "seconds": 0.0}
+            clock = time.monotonic()
+            for module in sorted(chosen, key=lambda m: costs.get(m, 99)):
+                argv = [sys.executable, "-m", "pytest", module, "-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
+                argv += ["--image", self.image, "--backend", "docker", "--runbook", str(path)]
+                done = subprocess.run(
+                    [*argv, f"--artifacts={self.workdir / key}"],
+                    cwd=PROJECT_ROOT,
+                    capture_output=True,
+                    text=True,
+                )
+                if done.returncode == 1:
+                    verdict = {"verdict": "killed", "by": module}
+                    break
+                if done.returncode not in (0, 5):  # 5: nothing collected (skipped image)
+                    verdict = {"verdict": "error", "by": module, "output": done.stdout[-2000:]}
+                    break
+            verdict["seconds"] = round(time.monotonic() - clock, 1)
+            with lock:
+                state[key] = verdict
+                state_file.write_text(json.dumps(state, indent=1, sort_keys=True))
+            path.unlink(missing_ok=True)
+            record(mutant, verdict)
+
+        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="mutant") as pool:
+            for done in [pool.submit(one, m) for m in found]:
+                done.result()
+        return report(relative, sorted(results, key=lambda r: r["line"]), time.monotonic() - started)
+
+
+def report(runbook: str, results: list[dict], seconds: float) -> dict:
+    killed = sum(r["verdict"] == "killed" for r in results)
+    explained = sum(r["verdict"] == "explained" for r in results)
+    judged = len(results) - explained
+    score = 100.0 * killed / judged if judged else 100.0
+    return {
+        "runbook": runbook,
+        "mutants": len(results),
+        "killed": killed,
+        "explained": explained,
+        "survived": [r for r in results if r["verdict"] == "survived"],
+        "errors": [r for r in results if r["verdict"] == "error"],
+        "score": round(score, 1),
+        "seconds": round(seconds, 1),
+    }
+
+
+def render(result: dict) -> str:
+    lines = [
+        f"mutation score {result['score']}%: {result['killed']} killed of {result['mutants'] - result['explained']} "
+        f"({result['explained']} explained, {len(result['survived'])} survived, {len(result['errors'])} errors) "
+        f"in {result['seconds']:.0f} s"
+    ]
+    lines += [f"survived  {result['runbook']}:{r['line']}  {r['step']}: {r['text']}" for r in result["survived"]]
+    lines += [f"error     {result['runbook']}:{r['line']}  {r['step']}: {r['text']}" for r in result["errors"]]
+    return "\n".join(lines)
+
+
+def main(image: str, parts: tuple[str, ...], jobs: int, workdir: Path, runbook: Path = DEFAULT_RUNBOOK) -> dict:
+    result = Mutation(runbook.resolve(), image, parts or DEFAULT_PARTS, workdir, jobs).run()
+    print(render(result))
+    return result
