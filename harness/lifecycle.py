@@ -299,7 +299,9 @@ def remove_stale_state(client) -> None:
     """Remove the state (private keys) of runs whose containers are gone (killed runs, `down`)."""
     if not STATE_ROOT.is_dir():
         return
-    live = {c.labels.get(RUN_LABEL) for c in client.containers.list(all=True, filters={"label": [LABEL]})}
+    # ignore_removed: another worker may remove a container between the listing and its inspection
+    containers = client.containers.list(all=True, filters={"label": [LABEL]}, ignore_removed=True)
+    live = {c.labels.get(RUN_LABEL) for c in containers}
     for state in STATE_ROOT.iterdir():
         if state.name not in live and state.stat().st_mtime < time.time() - 60:  # not one being set up
             shutil.rmtree(state, ignore_errors=True)

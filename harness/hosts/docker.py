@@ -244,7 +244,7 @@ def remove_resources(selector: dict[str, str] | None = None, *, client: docker.D
     """Remove containers, then networks and volumes, carrying the harness label (and `selector`)."""
     client = client or docker.from_env()
     filters = {"label": [LABEL] + [f"{key}={value}" for key, value in (selector or {}).items()]}
-    containers = client.containers.list(all=True, filters=filters)
+    containers = client.containers.list(all=True, filters=filters, ignore_removed=True)
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(containers))), thread_name_prefix="remove") as pool:
         removed = sum(pool.map(lambda c: _remove(c, force=True, v=True), containers))
     for collection in (client.networks, client.volumes):  # after the containers that use them
@@ -271,7 +271,7 @@ def remove_orphans(client: docker.DockerClient, *, kept_too: bool = False) -> in
     removed = 0
     runs: dict[str, tuple[str, str]] = {}
     mine = {"label": [LABEL, f"{OWNER_LABEL}={owner()}"]}
-    for container in client.containers.list(all=True, filters=mine):
+    for container in client.containers.list(all=True, filters=mine, ignore_removed=True):
         runs[container.labels.get(RUN_LABEL, "")] = (container.labels.get(PID_LABEL, ""), container.labels[KEPT_LABEL])
     for network in client.networks.list(filters=mine):
         labels = network.attrs["Labels"]
