@@ -48,6 +48,8 @@ def _gate(args: argparse.Namespace) -> int:
     from harness.gate import plan, pytest_argv
 
     chosen = plan(args.base)
+    if args.image:  # the user narrows the images (a quick local check); the plan says so
+        chosen.pairs = {pair: why for pair, why in chosen.pairs.items() if pair[1] in args.image}
     print(chosen.render(), flush=True)
     argv = [sys.executable, "-m", "pytest", *pytest_argv(chosen, artifacts=args.artifacts), *args.pytest_args]
     print(f"\ngate: {' '.join(argv[1:])}\n", flush=True)
@@ -103,6 +105,7 @@ def parser() -> argparse.ArgumentParser:
     )
     gate.add_argument("--base", required=True, help="the git revision to compare with (e.g. origin/main)")
     gate.add_argument("--artifacts", default="artifacts", help="where JUnit XML, the summary and evidence go")
+    gate.add_argument("--image", action="append", choices=available_images(), help="only these of the plan's images")
     gate.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
     gate.set_defaults(func=_gate)
     mutate = sub.add_parser(

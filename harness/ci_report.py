@@ -127,11 +127,22 @@ def _view(node, sql: str) -> str:
 # --- summary ------------------------------------------------------------------------------------
 
 
-def step_outcomes(clusters: Iterable) -> dict[str, str]:
-    """The strongest outcome of each step over `clusters` (failed > ok > reused > other skips)."""
+def _text(block) -> tuple:
+    return (block.step, block.host, block.os, block.variant, block.part, block.file, block.body)
+
+
+def step_outcomes(made: Iterable[tuple], reference: Runbook) -> dict[str, str]:
+    """The strongest outcome of each step of `reference` (failed > ok > reused > other skips) over
+    (cluster, unmodified) pairs. A cluster of an edited runbook (a negative control) counts only
+    for the steps it ran ok whose block is word for word the reference's: its failures are the
+    control's purpose, not the runbook's."""
     outcomes: dict[str, str] = {}
-    for cluster in clusters:
+    same = {_text(b) for b in reference.blocks}
+    for cluster, unmodified in made:
+        unchanged = {b.step for b in cluster.runbook.blocks if _text(b) in same}
         for record in cluster.transcript.records:
+            if not unmodified and (record.outcome != "ok" or record.step not in unchanged):
+                continue
             outcome = record.outcome if record.outcome in RANK else f"skipped: {record.outcome} {record.note}".strip()
             if RANK.get(outcome, 1) > RANK.get(outcomes.get(record.step, ""), 0):
                 outcomes[record.step] = outcome

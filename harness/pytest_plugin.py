@@ -208,7 +208,7 @@ def _report_runbook(item: pytest.Item, report: pytest.TestReport, excinfo) -> No
     made = item.config.stash.get(MADE, {}).get(key, [])
     added: list[tuple[str, str]] = []
     if report.when == "call" and made:
-        added.append((STEPS_PROPERTY, encode_steps(step_outcomes(c for c, unmodified in made if unmodified))))
+        added.append((STEPS_PROPERTY, encode_steps(step_outcomes(made, session_runbook(item.config)))))
     if report.failed:
         if excinfo is not None:
             added += failure_properties(excinfo.value)
@@ -293,7 +293,6 @@ def _write_summary(terminalreporter, config: pytest.Config, skipped_targets: dic
     """The Markdown summary of the run (harness.ci_report.summary), from every test's report."""
     from harness.ci_report import STEPS_PROPERTY, decode_steps, merge_steps, summary, write_summary
     from harness.images import ImageProfile
-    from harness.runbook import parse_runbook
 
     results: dict[str, dict[str, int]] = {}
     steps: dict[str, dict[str, str]] = {}
@@ -313,8 +312,8 @@ def _write_summary(terminalreporter, config: pytest.Config, skipped_targets: dic
                 failures.append({"test": report.nodeid, "target": target, "message": message, **props})
     families = {t.label: ImageProfile.load(t.image).family for t in config.stash[TARGETS] if hasattr(t, "image")}
     gate = config.stash.get(GATE_PLAN, None)
-    book = parse_runbook(_option(config, "--runbook") or DEFAULT_RUNBOOK)
-    text = summary(book, families, results, skipped_targets, steps, failures, gate.render() if gate else None)
+    plan = gate.render() if gate else None
+    text = summary(session_runbook(config), families, results, skipped_targets, steps, failures, plan)
     return write_summary(text, artifacts_dir(config))
 
 
@@ -353,11 +352,21 @@ def harness_log() -> Iterator[io.StringIO]:
     root.removeHandler(handler)
 
 
-@pytest.fixture(scope="session")
-def runbook(pytestconfig: pytest.Config) -> Runbook:
+RUNBOOK = pytest.StashKey["Runbook"]()
+
+
+def session_runbook(config: pytest.Config) -> Runbook:
+    """The runbook under test (--runbook), parsed once per session."""
     from harness.runbook import parse_runbook
 
-    return parse_runbook(_option(pytestconfig, "--runbook") or DEFAULT_RUNBOOK)
+    if RUNBOOK not in config.stash:
+        config.stash[RUNBOOK] = parse_runbook(_option(config, "--runbook") or DEFAULT_RUNBOOK)
+    return config.stash[RUNBOOK]
+
+
+@pytest.fixture(scope="session")
+def runbook(pytestconfig: pytest.Config) -> Runbook:
+    return session_runbook(pytestconfig)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 
 from harness.load import amcheck, table_checksums
 
-pytestmark = [pytest.mark.parts("setup", "failover", "rejoin"), pytest.mark.bringups(1)]
+pytestmark = [pytest.mark.parts("setup", "verify", "failover", "rejoin"), pytest.mark.bringups(1)]
 TABLE = "pgrepl_rewind"
 
 
