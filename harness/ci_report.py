@@ -195,20 +195,29 @@ def summary(
         lines.append(
             f"| {target} | {counts.get('passed', 0)} | {counts.get('failed', 0)} | {counts.get('skipped', 0)}{note} |"
         )
-    if failures:
+    groups: dict[tuple, list[dict[str, str]]] = {}
+    for failure in failures:  # one section per failed runbook step (a broken step fails many tests)
+        key = tuple(failure.get(k, "") for k in ("runbook_file", "runbook_line", "runbook_step", "runbook_host"))
+        groups.setdefault(key if key[0] else (failure["test"],), []).append(failure)
+    if groups:
         lines += ["", "## Failures", ""]
-        for failure in failures:
-            where = (
-                f"`{failure['runbook_file']}:{failure['runbook_line']}` step `{failure['runbook_step']}` "
-                f"on {failure['runbook_host']}"
-                if "runbook_file" in failure
-                else "not a runbook step"
-            )
-            lines += [f"### {failure['test']} ({failure.get('target', '')})", "", f"- where: {where}"]
-            if "runbook_cause" in failure:
-                lines.append(f"- likely cause: `{failure['runbook_cause']}`")
-            message = "\n".join(failure.get("message", "").splitlines()[-40:])
-            lines += ["", "```", message, "```", ""]
+    for group in groups.values():
+        first = group[0]
+        if "runbook_file" in first:
+            where = f"`{first['runbook_file']}:{first['runbook_line']}` step `{first['runbook_step']}`"
+            lines += [f"### {where} on {first['runbook_host']}", ""]
+        else:
+            lines += [f"### {first['test']} (not a runbook step)", ""]
+        if "runbook_cause" in first:
+            lines.append(f"- likely cause: `{first['runbook_cause']}`")
+        lines += [f"- failed: {f['test']} ({f.get('target', '')})" for f in group[:20]]
+        if len(group) > 20:
+            lines.append(f"- and {len(group) - 20} more tests")
+        evidence = next((f["evidence"] for f in group if "evidence" in f), None)
+        if evidence:
+            lines.append(f"- evidence: `{evidence}`")
+        message = "\n".join(first.get("message", "").splitlines()[-40:])
+        lines += ["", "```", message, "```", ""]
     return redact("\n".join(lines)) + "\n"
 
 

@@ -249,9 +249,21 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     from harness.ci_report import annotations
 
     text = report.longrepr if isinstance(report.longrepr, str) else str(report.longrepr or "")
-    lines = annotations(dict(report.user_properties), report.nodeid, text)
+    lines = [line for line in annotations(dict(report.user_properties), report.nodeid, text) if _first(line)]
     if lines:  # GitHub reads a command only at the start of a line: not after the progress dots
         print("\n" + "\n".join(lines), flush=True)
+
+
+_ANNOTATED: set[str] = set()
+
+
+def _first(annotation: str) -> bool:
+    """Whether this runbook line and title were not annotated yet (one broken step fails many tests)."""
+    key = annotation.split("::", 2)[1]
+    if key in _ANNOTATED:
+        return False
+    _ANNOTATED.add(key)
+    return True
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
