@@ -77,8 +77,13 @@ class Plan:
             lines.append(f"  prose or files the gate does not execute: {', '.join(self.prose)}")
         if not self.pairs:
             lines.append("  no scenario: no executable block changed")
+        by_module: dict[str, tuple[list[str], set[str]]] = {}
         for (module, image), reasons in sorted(self.pairs.items()):
-            lines.append(f"  run {module} on {image} (docker): {'; '.join(sorted(set(reasons)))}")
+            images, why = by_module.setdefault(module, ([], set()))
+            images.append(image)
+            why.update(reasons)
+        for module, (images, why) in by_module.items():
+            lines.append(f"  run {module} on {', '.join(images)} (docker): {'; '.join(sorted(why))}")
         return "\n".join(lines)
 
 
