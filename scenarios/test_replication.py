@@ -9,7 +9,7 @@ from harness.cluster import SetupIncomplete
 from harness.report import render
 from harness.runbook import StepFailed, drop_step, edit_block
 
-pytestmark = [pytest.mark.parts("setup", "verify"), pytest.mark.bringups(4)]
+pytestmark = [pytest.mark.parts("setup", "verify"), pytest.mark.bringups(5)]
 
 
 def test_primary_has_a_streaming_walsender_for_the_secondary(cluster):
@@ -96,3 +96,18 @@ def test_without_standby_signal_the_secondary_is_not_a_standby(make_cluster, run
     with pytest.raises(SetupIncomplete) as failure:
         make_cluster(drop_step(runbook, "secondary-standby-signal")).setup()
     assert "not in recovery" in str(failure.value)
+
+
+def test_when_the_secondary_does_not_catch_up_the_catch_up_check_fails_and_says_so(make_cluster, runbook):
+    """Step 4's wait must fail, naming the LSN, when the secondary never replays it (here: stopped);
+    its deadline is cut from 30 s to 3 s for the test, and the transcript says so."""
+    cluster = make_cluster(edit_block(runbook, "verify-catchup", "SECONDS + 30", "SECONDS + 3"))
+    cluster.setup()
+    cluster.note("test: verify-catchup's deadline cut from 30 s to 3 s (its failure path is under test)")
+    cluster.secondary.stop()
+    cluster.primary.wait_for_no_walsender()
+    with pytest.raises(StepFailed) as failure:
+        cluster.run("verify", steps={"verify-write", "verify-catchup"})
+    assert failure.value.block.step == "verify-catchup"
+    assert "exit code 1" in str(failure.value), "the step must fail by its exit status, not only by its output"
+    assert "did not replay up to" in str(failure.value)
