@@ -39,6 +39,12 @@ def test_data_checksums_reported_and_pg_rewind_possible(cluster, node):
     assert "on" in (checksums, hints)
 
 
+def test_the_archive_directory_belongs_to_postgres_alone(cluster):
+    """Step 2.3: the WAL archive holds every change to the database: only postgres may read it."""
+    owner_and_mode = cluster.primary.host.run("stat -c '%U:%G %a' /mnt/server/archivedir", user="root").stdout
+    assert owner_and_mode.strip() == "postgres:postgres 700"
+
+
 # The step that provides the server, and the first later step that cannot do without it.
 NEEDED = {
     "debian": ("primary-install", "primary-archive-dir"),  # the postgres account comes with the package
