@@ -157,6 +157,7 @@ def summary(
     steps: Mapping[str, Mapping[str, str]],
     failures: list[dict[str, str]],
     plan: str | None = None,
+    reuse: Mapping[str, Mapping[str, str]] | None = None,
 ) -> str:
     """The Markdown summary: the step x target matrix, outcomes per target, then each failure.
 
@@ -195,6 +196,14 @@ def summary(
         lines.append(
             f"| {target} | {counts.get('passed', 0)} | {counts.get('failed', 0)} | {counts.get('skipped', 0)}{note} |"
         )
+    if reuse:
+        lines += [
+            "",
+            "## Set-up state reused (clusters that started from this run's set-up state / clusters made)",
+            "",
+        ]
+        for target, modules in sorted(reuse.items()):
+            lines.append(f"- {target}: " + ", ".join(f"{m.rsplit('/', 1)[-1]} {n}" for m, n in sorted(modules.items())))
     groups: dict[tuple, list[dict[str, str]]] = {}
     for failure in failures:  # one section per failed runbook step (a broken step fails many tests)
         key = tuple(failure.get(k, "") for k in ("runbook_file", "runbook_line", "runbook_step", "runbook_host"))

@@ -34,7 +34,7 @@ from harness.inventory import ROLES, HostEntry, Inventory
 from harness.labels import LABEL, RUN_LABEL
 from harness.layout import layout_for
 from harness.runbook import Block, Runbook, Skip, parse_runbook
-from harness.runstate import COPY_UP_LIST, KIND, RUN_STATES, RestoredSetup, SetupState, state_key, state_tag
+from harness.runstate import COPY_UP_LIST, KIND, RESTORED, RUN_STATES, RestoredSetup, SetupState, state_key, state_tag
 from harness.snapshots import SnapshotPlan
 from harness.targets import ContainerTarget, InventoryTarget, Target
 from harness.waiting import Stopwatch
@@ -126,7 +126,7 @@ def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook,
         **secrets,
     )
     if restored:
-        cluster.note("setup: both hosts start from this run's set-up state (the runbook's setup ran once already)")
+        cluster.note(f"setup: both hosts start from {RESTORED} (the runbook's setup ran once already)")
     elif state is not None:
         cluster.after_setup = lambda done: _save_state(done, lab, state, key, profile.name)
     return cluster

@@ -31,6 +31,8 @@ log = logging.getLogger("pgrepl")
 logging.getLogger("sh").setLevel(logging.WARNING)
 TARGETS = pytest.StashKey[list[Target]]()
 GATE_PLAN = pytest.StashKey["Plan"]()
+# "restored/made": how many of a module's clusters started from the run's set-up state
+REUSE_PROPERTY = "pgrepl_reused_setup"
 # per (module, target): the clusters its make_cluster made; the keys whose evidence is collected or hosts kept
 MADE = pytest.StashKey[dict[tuple[str, str], list]]()
 EVIDENCE = pytest.StashKey[set[tuple[str, str]]]()
@@ -203,12 +205,15 @@ def _report_runbook(item: pytest.Item, report: pytest.TestReport, excinfo) -> No
         safe_name,
         step_outcomes,
     )
+    from harness.runstate import RESTORED
 
     key = _module_key(item)
     made = item.config.stash.get(MADE, {}).get(key, [])
     added: list[tuple[str, str]] = []
     if report.when == "call" and made:
         added.append((STEPS_PROPERTY, encode_steps(step_outcomes(made, session_runbook(item.config)))))
+        restored = sum(any(RESTORED in note for note in c.transcript.notes) for c, _ in made)
+        added.append((REUSE_PROPERTY, f"{restored}/{len(made)}"))
     if report.failed:
         if excinfo is not None:
             added += failure_properties(excinfo.value)
@@ -308,6 +313,7 @@ def _write_summary(terminalreporter, config: pytest.Config, skipped_targets: dic
 
     results: dict[str, dict[str, int]] = {}
     steps: dict[str, dict[str, str]] = {}
+    reuse: dict[str, dict[str, str]] = {}
     failures = []
     for outcome in ("passed", "failed", "error", "skipped"):
         for report in terminalreporter.stats.get(outcome, []):
@@ -319,13 +325,15 @@ def _write_summary(terminalreporter, config: pytest.Config, skipped_targets: dic
             results.setdefault(target, {}).setdefault(counted, 0)
             results[target][counted] += 1
             merge_steps(steps.setdefault(target, {}), decode_steps(props.get(STEPS_PROPERTY, "")))
+            if props.get(REUSE_PROPERTY):  # the module's latest count wins (clusters are made as it goes)
+                reuse.setdefault(target, {})[report.nodeid.split("::")[0]] = props[REUSE_PROPERTY]
             if counted == "failed":
                 message = report.longrepr if isinstance(report.longrepr, str) else str(report.longrepr)
                 failures.append({"test": report.nodeid, "target": target, "message": message, **props})
     families = {t.label: ImageProfile.load(t.image).family for t in config.stash[TARGETS] if hasattr(t, "image")}
     gate = config.stash.get(GATE_PLAN, None)
     plan = gate.render() if gate else None
-    text = summary(session_runbook(config), families, results, skipped_targets, steps, failures, plan)
+    text = summary(session_runbook(config), families, results, skipped_targets, steps, failures, plan, reuse)
     return write_summary(text, artifacts_dir(config))
 
 

@@ -30,6 +30,7 @@ from harness.runbook import Block, Skip
 from harness.secrets import Secret
 
 KIND = "setup-state"
+RESTORED = "this run's set-up state"  # what the transcript says of steps a restored cluster did not run
 COPY_UP_LIST = "/etc/pgrepl-harness-copy-up"  # see images/common/ecs-entrypoint.sh
 # Private subnets for clusters that are saved or restored (Docker's default pools are 172.17-31/16
 # and 192.168/16); each state has its own /29, so two clusters alive at once never share one.
@@ -113,7 +114,7 @@ class RestoredSetup:
     """A step hook: the setup steps a restored state already holds are recorded, not run."""
 
     def before(self, block: Block) -> Skip | None:
-        return Skip("reused", "this run's set-up state") if block.part == "setup" else None
+        return Skip("reused", RESTORED) if block.part == "setup" else None
 
     def after(self, block: Block, result: Result) -> None:
         return None
