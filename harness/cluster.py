@@ -341,6 +341,8 @@ class Cluster:
     # and what to do once set-up has succeeded (save it for the run's later clusters).
     access_granted: bool = False
     after_setup: Callable[[Cluster], None] | None = None
+    # Set by the lifecycle layer where hosts may be kept after a failure: leave them running at the end.
+    keep_hosts: Callable[[], None] | None = None
     replication_password: Secret = field(default_factory=Secret.generate)
     harness_password: Secret = field(default_factory=Secret.generate)
     # The runbook parts run so far (shared with swapped()): checked against a module's `parts` marker.

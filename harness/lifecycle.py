@@ -73,13 +73,13 @@ def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook,
         if state is not None:
             stack.callback(RUN_STATES.release, state)
     try:
-        lab = DockerLab(client, kept=target.keep, subnet=state.subnet if state else None)
+        lab = DockerLab(client, kept=target.keep or target.keep_on_failure, subnet=state.subnet if state else None)
     except docker.errors.APIError as exc:  # another session took that subnet: set up for real
         if state is None:
             raise
         log(f"set-up state not used: its subnet {state.subnet} is taken ({exc.explanation})")
         state = None  # (released with the cluster; its images stay listed for removal at exit)
-        lab = DockerLab(client, kept=target.keep)
+        lab = DockerLab(client, kept=target.keep or target.keep_on_failure)
     if target.keep:  # kept only once up: a failed or interrupted bring-up is removed all the same
         stack.push(lambda exc_type, *_: exc_type is not None and lab.close())
     else:
@@ -125,6 +125,8 @@ def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook,
         access_granted=restored,
         **secrets,
     )
+    if target.keep_on_failure:
+        cluster.keep_hosts = lab.keep
     if restored:
         cluster.note(f"setup: both hosts start from {RESTORED} (the runbook's setup ran once already)")
     elif state is not None:

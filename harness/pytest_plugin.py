@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -402,6 +403,7 @@ def make_cluster(request: pytest.FixtureRequest, target: Target, runbook: Runboo
 
     request.getfixturevalue("harness_log")
     _check(request.config, target)
+    keep_on_failure = bool(_option(request.config, "--keep-on-failure"))
     with ExitStack() as stack:
 
         def make(
@@ -414,6 +416,8 @@ def make_cluster(request: pytest.FixtureRequest, target: Target, runbook: Runboo
             """`replacing`: remove the clusters made before first (a loop keeps one alive at a time)."""
             chosen = target.fresh() if fresh else target
             chosen = chosen.with_shared_archive(volumes) if volumes else chosen
+            if chosen is not None and keep_on_failure and hasattr(chosen, "keep_on_failure"):
+                chosen = replace(chosen, keep_on_failure=True)
             if chosen is None:
                 pytest.skip(f"{target.label}: the hosts share no archive (inventory: shared_archive = true)")
             if chosen.shared_hosts or replacing:
@@ -432,8 +436,10 @@ def make_cluster(request: pytest.FixtureRequest, target: Target, runbook: Runboo
         key = _module_key(request.node, target)
         request.config.stash.setdefault(MADE, {})[key] = made_here
         yield make
-        if key in request.config.stash.get(KEEP, set()):
-            stack.pop_all()  # left running, labelled as this run's: `down` or the next session removes them
+        if key in request.config.stash.get(KEEP, set()):  # left running, labelled kept: `down` removes them
+            for cluster, _ in made_here:
+                if cluster.keep_hosts is not None:
+                    cluster.keep_hosts()
     _check_declared_parts(request, [cluster for cluster, _ in made_here])
 
 

@@ -36,6 +36,8 @@ class ContainerTarget:
     reuse: bool = True
     keep: bool = False
     volumes: Mapping[str, str] = field(default_factory=dict)
+    # labelled kept from the start (no sweep removes them), yet removed at the end unless a test failed
+    keep_on_failure: bool = False
 
     shared_hosts = False  # every cluster gets machines of its own
 

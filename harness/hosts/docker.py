@@ -158,6 +158,7 @@ class DockerLab:
         self.machines: dict[str, Machine] = {}
         self.cleanups: list[Callable[[], object]] = []
         self.volumes: list[str] = []
+        self.left_running = False  # set by keep(): close() then removes nothing (a kept failed cluster)
         network_kw: dict = {"labels": self.labels}
         if subnet is not None:
             network_kw["ipam"] = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
@@ -229,7 +230,13 @@ class DockerLab:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def keep(self) -> None:
+        """Leave this lab's machines running when it closes (they carry the kept label from the start)."""
+        self.left_running = True
+
     def close(self) -> None:
+        if self.left_running:
+            return
         try:
             remove_resources({RUN_LABEL: self.run_id}, client=self.client)
         finally:
