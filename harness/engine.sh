@@ -23,6 +23,20 @@ if command -v flock >/dev/null; then
     flock -w 900 9 || { say "another engine.sh holds $LOCK; gave up after 900 s" >&2; exit 1; }
 fi
 
+# Every container runs systemd, which takes about 6 inotify instances (measured: 6 for one host);
+# the kernel's default of 128 per user stops the 22nd host from booting ("not running"), and four
+# workers' negative controls keep up to 40 alive. Raise the limits if they are lower (root only).
+if [ "$(id -u)" = 0 ] && [ -w /proc/sys/fs/inotify/max_user_instances ]; then
+    for limit in max_user_instances=1024 max_user_watches=524288; do
+        name=${limit%=*} want=${limit#*=}
+        have=$(cat "/proc/sys/fs/inotify/$name")
+        if [ "$have" -lt "$want" ]; then
+            say "fs.inotify.$name $have -> $want (systemd in every container)"
+            echo "$want" > "/proc/sys/fs/inotify/$name"
+        fi
+    done
+fi
+
 need=()
 if engine_answers; then
     running=yes
