@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from harness import PROJECT_ROOT
+from harness.gate import block_text
 from harness.runbook import Runbook, StepFailed
 from harness.secrets import redact
 
@@ -127,25 +128,20 @@ def _view(node, sql: str) -> str:
 # --- summary ------------------------------------------------------------------------------------
 
 
-def _text(block) -> tuple:
-    return (block.step, block.host, block.os, block.variant, block.part, block.file, block.body)
-
-
 def step_outcomes(made: Iterable[tuple], reference: Runbook) -> dict[str, str]:
     """The strongest outcome of each step of `reference` (failed > ok > reused > other skips) over
     (cluster, unmodified) pairs. A cluster of an edited runbook (a negative control) counts only
     for the steps it ran ok whose block is word for word the reference's: its failures are the
     control's purpose, not the runbook's."""
     outcomes: dict[str, str] = {}
-    same = {_text(b) for b in reference.blocks}
+    same = {block_text(b) for b in reference.blocks}
     for cluster, unmodified in made:
-        unchanged = {b.step for b in cluster.runbook.blocks if _text(b) in same}
+        unchanged = {b.step for b in cluster.runbook.blocks if block_text(b) in same}
         for record in cluster.transcript.records:
             if not unmodified and (record.outcome != "ok" or record.step not in unchanged):
                 continue
             outcome = record.outcome if record.outcome in RANK else f"skipped: {record.outcome} {record.note}".strip()
-            if RANK.get(outcome, 1) > RANK.get(outcomes.get(record.step, ""), 0):
-                outcomes[record.step] = outcome
+            merge_steps(outcomes, {record.step: outcome})
     return outcomes
 
 

@@ -128,20 +128,36 @@ def diff_runbooks(old: Runbook | None, new: Runbook | None, path: str) -> list[B
     return sorted(changes, key=lambda c: c.line)
 
 
+def scenario_markers(directory: Path | None = None) -> dict[str, dict[str, ast.Call]]:
+    """Per scenario module (relative path): its `pytest.mark.NAME(...)` calls by NAME, read from the
+    source without importing it."""
+    directory = directory or PROJECT_ROOT / SCENARIOS
+    found: dict[str, dict[str, ast.Call]] = {}
+    for path in sorted(directory.glob("test_*.py")):
+        calls = found.setdefault(str(path.relative_to(PROJECT_ROOT)), {})
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                calls[node.func.attr] = node
+    return found
+
+
 def module_parts(directory: Path | None = None) -> dict[str, tuple[str, tuple[str, ...]]]:
     """Per scenario module: (the runbook it executes, relative to the project; its parts), from its
-    `pytestmark = [pytest.mark.parts("setup", ..., runbook="...")]`, read without importing it."""
-    directory = directory or PROJECT_ROOT / SCENARIOS
+    `pytestmark = [pytest.mark.parts("setup", ..., runbook="...")]`."""
     default = str(DEFAULT_RUNBOOK.relative_to(PROJECT_ROOT))
     declared = {}
-    for path in sorted(directory.glob("test_*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "parts":
-                parts = tuple(arg.value for arg in node.args if isinstance(arg, ast.Constant))
-                runbook = next((k.value.value for k in node.keywords if k.arg == "runbook"), None)
-                book = f"{RUNBOOKS}{runbook}" if runbook else default
-                declared[str(path.relative_to(PROJECT_ROOT))] = (book, parts)
+    for module, calls in scenario_markers(directory).items():
+        if "parts" in calls:
+            node = calls["parts"]
+            parts = tuple(arg.value for arg in node.args if isinstance(arg, ast.Constant))
+            runbook = next((k.value.value for k in node.keywords if k.arg == "runbook"), None)
+            declared[module] = (f"{RUNBOOKS}{runbook}" if runbook else default, parts)
     return declared
+
+
+def block_text(block: Block) -> tuple:
+    """What makes two blocks the same block with the same text (identity and content)."""
+    return (_identity(block), _content(block))
 
 
 def image_families() -> dict[str, str]:

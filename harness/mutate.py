@@ -11,7 +11,6 @@ explained, not run. Verdicts are kept (keyed by the mutated text), so a second r
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import re
@@ -25,9 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import DEFAULT_RUNBOOK, PROJECT_ROOT
+from harness import PROJECT_ROOT
 from harness.errors import HarnessError
-from harness.gate import SCENARIOS, module_parts
+from harness.gate import module_parts, scenario_markers
 from harness.runbook import Block, parse_runbook
 
 STRUCTURE = re.compile(r"^\s*(?:if|elif|else|fi|then|for|while|until|do|done|case|esac|;;|[(){}])(?:\s|;|$)")
@@ -105,12 +104,11 @@ def explanations(runbook_path: Path) -> dict[tuple[str, str], str]:
 
 def module_costs() -> dict[str, int]:
     """Clusters each scenario module brings up (its `bringups` marker): the cheapest run first."""
-    costs = {}
-    for path in sorted((PROJECT_ROOT / SCENARIOS).glob("test_*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "bringups" and node.args:
-                costs[str(path.relative_to(PROJECT_ROOT))] = int(getattr(node.args[0], "value", 99))
-    return costs
+    return {
+        module: int(getattr(calls["bringups"].args[0], "value", 99))
+        for module, calls in scenario_markers().items()
+        if "bringups" in calls and calls["bringups"].args
+    }
 
 
 @dataclass
@@ -240,9 +238,3 @@ def render(result: dict) -> str:
     lines += [f"survived  {result['runbook']}:{r['line']}  {r['step']}: {r['text']}" for r in result["survived"]]
     lines += [f"error     {result['runbook']}:{r['line']}  {r['step']}: {r['text']}" for r in result["errors"]]
     return "\n".join(lines)
-
-
-def main(image: str, parts: tuple[str, ...], jobs: int, workdir: Path, runbook: Path = DEFAULT_RUNBOOK) -> dict:
-    result = Mutation(runbook.resolve(), image, parts or DEFAULT_PARTS, workdir, jobs).run()
-    print(render(result))
-    return result
