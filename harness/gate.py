@@ -11,6 +11,7 @@ the tests runs everything; prose, README and other files run the static gate onl
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -107,7 +108,15 @@ def _identity(block: Block) -> tuple:
 
 
 def _content(block: Block) -> tuple:
-    return (block.kind, block.body, block.part, block.expect, block.file, block.action, sorted(block.attrs.items()))
+    return (
+        block.kind,
+        block.body,
+        block.part,
+        block.expect,
+        block.file,
+        block.action,
+        json.dumps(block.attrs, sort_keys=True),
+    )
 
 
 def diff_runbooks(old: Runbook | None, new: Runbook | None, path: str) -> list[BlockChange]:

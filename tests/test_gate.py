@@ -199,3 +199,31 @@ def test_on_github_actions_each_generated_secret_is_masked_in_the_log(monkeypatc
     value = secrets.Secret.generate()
     os.close(write)
     assert os.read(read, 1000).decode() == f"::add-mask::{value}\n"
+
+
+def test_the_matrix_counts_a_negative_control_only_for_steps_it_ran_ok_word_for_word():
+    from types import SimpleNamespace
+
+    from harness.ci_report import step_outcomes
+    from harness.runbook import edit_block
+    from harness.runbook.execute import StepRecord
+
+    book = parse_text(TEXT, BOOK)
+    edited = edit_block(book, "check", "echo check\n", "echo changed\n")
+
+    def made(runbook, *records):
+        return SimpleNamespace(runbook=runbook, transcript=SimpleNamespace(records=list(records)))
+
+    outcomes = step_outcomes(
+        [
+            (made(book, StepRecord("install", "primary", 0.1, "reused")), True),
+            (
+                made(
+                    edited, StepRecord("install", "primary", 0.1, "ok"), StepRecord("check", "primary", 0.1, "failed")
+                ),
+                False,
+            ),
+        ],
+        book,
+    )
+    assert outcomes == {"install": "ok"}
