@@ -97,7 +97,7 @@ def collect_evidence(clusters: Iterable, folder: Path) -> list[Path]:
         prefix = folder / f"cluster-{index}"
         prefix.mkdir(parents=True, exist_ok=True)
         items = {"transcript.txt": lambda c=cluster: c.transcript.render()}
-        for role, node in cluster.nodes.items():
+        for role, node in {} if cluster.removed else cluster.nodes.items():  # removed: its hosts are gone
             items[f"{role}-server.log"] = lambda n=node: _tail(n, n.layout.log_file)
             items[f"{role}-journal.txt"] = lambda n=node: (
                 n.host.run(f"journalctl --no-pager -n 300 -u {n.layout.unit}", user="root", check=False).stdout

@@ -253,6 +253,10 @@ class Node:
     def restart(self) -> None:
         self._systemctl("restart")
 
+    def wait_accepting(self, *, timeout: float = 60, hopeless: Callable[[], str | None] | None = None) -> None:
+        """Until the server accepts connections (the moment a standby's walreceiver can connect)."""
+        wait_accepting(self.host, self.layout, timeout=timeout, hopeless=hopeless)
+
     def kill9(self) -> None:
         """Kill the postmaster with SIGKILL, as a crash would."""
         self.close()
@@ -347,6 +351,8 @@ class Cluster:
     harness_password: Secret = field(default_factory=Secret.generate)
     # The runbook parts run so far (shared with swapped()): checked against a module's `parts` marker.
     parts_run: set[str] = field(default_factory=set)
+    # Set by the lifecycle layer once the hosts are removed (evidence is then the transcript alone).
+    removed: bool = False
 
     def __post_init__(self) -> None:
         addresses = {role: host.address for role, host in self.hosts.items()}
@@ -464,6 +470,20 @@ class Cluster:
         for node in self.nodes.values():
             node.close()
 
+    def start(self) -> None:
+        """Both servers, the secondary as soon as the primary accepts connections: a standby started
+        first fails its first connection and tries again only after wal_retrieve_retry_interval (5 s)."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="start-primary") as pool:
+            starting = pool.submit(self.primary.start)
+
+            def failed() -> str | None:
+                error = starting.exception() if starting.done() else None
+                return f"systemctl start failed on the primary: {error}" if error else None
+
+            self.primary.wait_accepting(hopeless=failed)
+            self.secondary.start()
+            starting.result()
+
     def swapped(self) -> Cluster:
         """The same two hosts with their roles exchanged: after a failover and rejoin, the runbook's
         Steps 7 and 8 run again the other way round (its example addresses bind to the swapped
@@ -471,6 +491,26 @@ class Cluster:
         self.close()
         hosts = {"primary": self.hosts["secondary"], "secondary": self.hosts["primary"]}
         return replace(self, hosts=hosts, access_granted=True, hooks=(), after_setup=None, preinstalled=None)
+
+
+def wait_accepting(
+    host: Host, layout: Layout, *, timeout: float = 60, hopeless: Callable[[], str | None] | None = None
+) -> None:
+    """Until the server on `host` accepts connections (pg_isready there, over its local socket)."""
+    probe = f"{layout.bin_dir}/pg_isready -q"
+    wait_until(
+        lambda: host.run(probe, check=False, timeout=10).ok,
+        timeout=timeout,
+        hopeless=hopeless,
+        what=f"the server on {host.name} to accept connections",
+        seen=lambda: (
+            host.run(
+                f"{layout.bin_dir}/pg_isready; systemctl --no-pager status {layout.unit} | tail -5",
+                user="root",
+                check=False,
+            ).stdout
+        ),
+    )
 
 
 def on_each(action: Callable[[Node], object], nodes: Iterable[Node]) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import docker.errors
 
 from harness import LOGIN_USER, ownership
-from harness.cluster import Cluster, Node, on_each
+from harness.cluster import Cluster, Node, on_each, wait_accepting
 from harness.hosts.base import Host, HostError, Result
 from harness.hosts.docker import DockerHost, DockerLab, docker_client, remove_orphans, remove_resources
 from harness.hosts.ssh import SshHost
@@ -53,6 +53,7 @@ def open_cluster(target: Target, runbook: Runbook | Path | str, *, log: Log = pr
             cluster = _inventory_cluster(stack, target, book, log)
         else:
             cluster = _container_cluster(stack, target, book, log)
+        stack.callback(setattr, cluster, "removed", True)  # on the way out: no evidence from its hosts after
         stack.callback(cluster.close)
         if target.kept:  # the user's cluster from now on: no superuser of the harness left in it
             stack.callback(cluster.revoke_harness_access)
@@ -69,7 +70,7 @@ def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook,
     state = key = None
     if target.reuse and not target.volumes and not target.keep:
         key = state_key(profile.name, target.backend, tag, setup_blocks)
-        state = RUN_STATES.claim(key, client)
+        state = RUN_STATES.claim(key, client, recurs=target.setup_recurs)
         if state is not None:
             stack.callback(RUN_STATES.release, state)
     try:
@@ -100,8 +101,15 @@ def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook,
     if restored:
         start = dict(state.images)
     addresses = state.addresses() if state else {}
-    with stopwatch.phase("container start"):
-        hosts = _start_hosts(stack, lab, target.backend, start, mounts, addresses)
+    layout = layout_for(profile.family, profile.pg_major, profile.packaging)
+
+    def primary_accepts(primary: Host) -> None:
+        wait_accepting(primary, layout, timeout=90)
+
+    # the saved servers start at boot: the primary's first, or the standby waits 5 s before its retry
+    secondary_after = primary_accepts if restored else None
+    with stopwatch.phase("container start" + (" (the secondary once the primary accepts)" if restored else "")):
+        hosts = _start_hosts(stack, lab, target.backend, start, mounts, addresses, secondary_after=secondary_after)
     booting = BootWait(hosts)
     stack.callback(booting.stop)
     with stopwatch.phase("boot (primary; the secondary boots on meanwhile)"):
@@ -141,14 +149,14 @@ def _save_state(cluster: Cluster, lab: DockerLab, state: SetupState, key: str, i
     tags = {role: state_tag(image, role, key, lab.run_id) for role in ROLES}
 
     def commit(node: Node) -> None:
-        try:
-            node.host.put_file(COPY_UP_LIST, f"{node.layout.data_dir}\n")  # read by the image's entry wrapper
-            lab.commit(node.name, tags[node.name], kind=KIND)
-            node.host.run(f"rm -f {COPY_UP_LIST}", user="root")
-        finally:
-            node.start()
+        node.host.put_file(COPY_UP_LIST, f"{node.layout.data_dir}\n")  # read by the image's entry wrapper
+        lab.commit(node.name, tags[node.name], kind=KIND)
+        node.host.run(f"rm -f {COPY_UP_LIST}", user="root")
 
-    on_each(commit, cluster.nodes.values())
+    try:
+        on_each(commit, cluster.nodes.values())
+    finally:
+        cluster.start()
     state.images, state.passwords = tags, (cluster.replication_password, cluster.harness_password)
     cluster.primary.wait_for_streaming(cluster.secondary, timeout=60)
 
@@ -189,39 +197,39 @@ def _start_hosts(
     start: Mapping[str, str],
     mounts: Mapping[str, str],
     addresses: Mapping[str, str],
+    *,
+    secondary_after: Callable[[Host], None] | None = None,
 ) -> dict[str, Host]:
-    """Both machines, reached by `docker exec` or, like real instances, by SSH with a key of this run."""
-    if backend == "docker":
-        with ThreadPoolExecutor(max_workers=len(ROLES), thread_name_prefix="start") as pool:
-            machines = {
-                role: pool.submit(lab.start_machine, role, start[role], mounts=mounts, address=addresses.get(role))
-                for role in ROLES
-            }
-        return {role: DockerHost(machine.result()) for role, machine in machines.items()}
-    state = STATE_ROOT / lab.run_id  # holds the run's private key: this user's only, and swept
-    state.mkdir(mode=0o700, parents=True)
-    lab.cleanups.append(lambda: shutil.rmtree(state, ignore_errors=True))
-    key = state / "id_ed25519"
-    public_key = _generate_key(key)
-    hosts: dict[str, Host] = {}
-    with ThreadPoolExecutor(max_workers=len(ROLES), thread_name_prefix="start") as pool:
-        started = {
-            role: pool.submit(
-                lab.start_machine,
-                role,
-                start[role],
-                mounts=mounts,
-                authorized_key=public_key,
-                address=addresses.get(role),
-            )
-            for role in ROLES
-        }
-    for role in ROLES:
-        machine = started[role].result()
+    """Both machines, reached by `docker exec` or, like real instances, by SSH with a key of this run.
+
+    They start at once; with `secondary_after`, the secondary only once that has returned for the
+    primary's host (a restored standby must not boot before its primary accepts connections)."""
+    authorized_key = None
+    if backend != "docker":
+        state = STATE_ROOT / lab.run_id  # holds the run's private key: this user's only, and swept
+        state.mkdir(mode=0o700, parents=True)
+        lab.cleanups.append(lambda: shutil.rmtree(state, ignore_errors=True))
+        key = state / "id_ed25519"
+        authorized_key = _generate_key(key)
+
+    def start_host(role: str) -> Host:
+        machine = lab.start_machine(
+            role, start[role], mounts=mounts, authorized_key=authorized_key, address=addresses.get(role)
+        )
+        if backend == "docker":
+            return DockerHost(machine)
         entry = HostEntry(role, machine.address, machine.address, LOGIN_USER, key)
-        hosts[role] = SshHost.from_entry(entry, state, trust_on_first_use=True)
-        stack.callback(hosts[role].close)
-    return hosts
+        host = SshHost.from_entry(entry, state, trust_on_first_use=True)
+        stack.callback(host.close)
+        return host
+
+    if secondary_after is not None:
+        primary = start_host("primary")
+        secondary_after(primary)
+        return {"primary": primary, "secondary": start_host("secondary")}
+    with ThreadPoolExecutor(max_workers=len(ROLES), thread_name_prefix="start") as pool:
+        started = {role: pool.submit(start_host, role) for role in ROLES}
+    return {role: host.result() for role, host in started.items()}
 
 
 def _inventory_cluster(stack: ExitStack, target: InventoryTarget, book: Runbook, log: Log) -> Cluster:

@@ -11,7 +11,7 @@ import io
 import logging
 import os
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -151,12 +151,13 @@ def cluster_group(nodeid: str, targets: list[Target]) -> str:
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own choice (absent without xdist)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """`--dist loadgroup` with cluster groups (cluster_group) handed out in collection order.
+    """`--dist loadgroup` (and plain `-n N`, whose `load` would split modules too) with cluster
+    groups (cluster_group) handed out in collection order.
 
     xdist's own loadgroup reads `xdist_group` marks through a node-id suffix that pytest 9 no
     longer keeps, so every test became its own unit: a module's clusters were brought up once
     on each worker."""
-    if config.getvalue("dist") != "loadgroup":
+    if config.getvalue("dist") not in ("load", "loadgroup"):
         return None
     from xdist.scheduler import LoadScopeScheduling
 
@@ -166,8 +167,37 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
         def _split_scope(self, nodeid: str) -> str:
             return cluster_group(nodeid, targets)
 
+        def _assign_work_unit(self, node) -> None:
+            def unfinished(work: dict) -> list[str]:
+                return [scope for scope, tests in work.items() if not all(tests.values())]
+
+            others = [
+                scope for other, work in self.assigned_work.items() if other is not node for scope in unfinished(work)
+            ]
+            chosen = next_unit(list(self.workqueue), list(self.assigned_work.get(node, {})), others)
+            self.workqueue.move_to_end(chosen, last=False)
+            super()._assign_work_unit(node)
+
     config.option.loadscopereorder = False  # keep the longest-first order of the collection
     return ClusterScheduling(config, log)
+
+
+def _group_target(group: str) -> str:
+    return group.rpartition("@")[2]
+
+
+def next_unit(queue: list[str], mine: list[str], others: list[str]) -> str:
+    """The cluster group (cluster_group) a worker that has run `mine` takes next from `queue` (longest
+    first), while other workers run `others`: one more of its latest target, else one of a target no
+    one runs, else the first. A worker that stays on a target restores the set-up state it saved
+    (harness.runstate, per process) instead of saving its own."""
+    latest = _group_target(mine[-1]) if mine else None
+    busy = {_group_target(group) for group in others}
+    return (
+        next((g for g in queue if _group_target(g) == latest), None)
+        or next((g for g in queue if _group_target(g) not in busy), None)
+        or queue[0]
+    )
 
 
 def _bringups(item: pytest.Item) -> int:
@@ -392,57 +422,100 @@ def runbook(pytestconfig: pytest.Config) -> Runbook:
     return session_runbook(pytestconfig)
 
 
-@pytest.fixture(scope="module")
-def make_cluster(request: pytest.FixtureRequest, target: Target, runbook: Runbook) -> Iterator[Callable[..., Cluster]]:
-    """Factory: `make_cluster(runbook, volumes=...)` brings up hosts; all removed at module end.
+class ClusterFactory:
+    """`make_cluster(runbook, volumes=..., fresh=..., replacing=...)`: new hosts, set up by the caller.
 
+    A cluster made in a module fixture lives until the module ends; one made in a test (or in a
+    function fixture) until the test ends, so its set-up state is free again for the next test.
     On containers every call gets new machines. On inventory hosts there is one pair: a new
     cluster first removes the previous one (so negative controls come last in a module).
     """
-    from harness.errors import ImageUnavailable
-    from harness.hosts.docker import DockerHost
-    from harness.lifecycle import open_cluster
 
+    def __init__(self, request: pytest.FixtureRequest, target: Target, runbook: Runbook, module: ExitStack):
+        self.request, self.target, self.runbook = request, target, runbook
+        self.module, self.test = module, None
+        self.keep_on_failure = bool(_option(request.config, "--keep-on-failure"))
+        self.made: list[tuple[Cluster, bool]] = []  # with: made from the session's runbook, unmodified
+
+    def __call__(
+        self,
+        book: Runbook | None = None,
+        *,
+        volumes: dict[str, str] | None = None,
+        fresh: bool = False,
+        replacing: bool = False,
+    ) -> Cluster:
+        """`replacing`: remove the clusters made before first (a loop keeps one alive at a time)."""
+        from harness.errors import ImageUnavailable
+        from harness.hosts.docker import DockerHost
+        from harness.lifecycle import open_cluster
+
+        target = self.target
+        chosen = target.fresh() if fresh else target
+        chosen = chosen.with_shared_archive(volumes) if volumes else chosen
+        if chosen is None:
+            pytest.skip(f"{target.label}: the hosts share no archive (inventory: shared_archive = true)")
+        if hasattr(chosen, "keep_on_failure"):
+            # an unmodified runbook: every module asks for its setup, which is saved at once
+            chosen = replace(chosen, keep_on_failure=self.keep_on_failure, setup_recurs=book is None)
+        if chosen.shared_hosts or replacing:
+            self.module.close()
+            if self.test is not None:
+                self.test.close()
+        stack = self.test if self.test is not None else self.module
+        try:
+            made = stack.enter_context(open_cluster(chosen, book or self.runbook, log=log.info))
+        except ImageUnavailable as exc:  # the same for every later module: they skip at _check
+            self.request.config.stash[CHECKED][target.label] = str(exc).splitlines()[0]
+            pytest.skip(str(exc).splitlines()[0])
+        # the proof that an SSH run uses no `docker exec`: only DockerHost does that
+        assert chosen.backend == "docker" or not any(isinstance(h, DockerHost) for h in made.hosts.values())
+        self.made.append((made, book is None))
+        return made
+
+    @contextmanager
+    def test_scope(self, kept: Callable[[], bool]) -> Iterator[None]:
+        """Clusters made meanwhile are removed at the end, unless `kept()` (a failure to keep): those
+        are handed to the module, which leaves them running."""
+        self.test = ExitStack()
+        try:
+            yield
+        finally:
+            test, self.test = self.test, None
+            if kept():
+                self.module.enter_context(test.pop_all())
+            else:
+                test.close()
+
+
+@pytest.fixture(scope="module")
+def make_cluster(request: pytest.FixtureRequest, target: Target, runbook: Runbook) -> Iterator[ClusterFactory]:
+    """The module's ClusterFactory; all its clusters are removed by the end of the module."""
     request.getfixturevalue("harness_log")
     _check(request.config, target)
-    keep_on_failure = bool(_option(request.config, "--keep-on-failure"))
+    key = _module_key(request.node, target)
     with ExitStack() as stack:
-
-        def make(
-            book: Runbook | None = None,
-            *,
-            volumes: dict[str, str] | None = None,
-            fresh: bool = False,
-            replacing: bool = False,
-        ) -> Cluster:
-            """`replacing`: remove the clusters made before first (a loop keeps one alive at a time)."""
-            chosen = target.fresh() if fresh else target
-            chosen = chosen.with_shared_archive(volumes) if volumes else chosen
-            if chosen is not None and keep_on_failure and hasattr(chosen, "keep_on_failure"):
-                chosen = replace(chosen, keep_on_failure=True)
-            if chosen is None:
-                pytest.skip(f"{target.label}: the hosts share no archive (inventory: shared_archive = true)")
-            if chosen.shared_hosts or replacing:
-                stack.close()
-            try:
-                made = stack.enter_context(open_cluster(chosen, book or runbook, log=log.info))
-            except ImageUnavailable as exc:  # the same for every later module: they skip at _check
-                request.config.stash[CHECKED][target.label] = str(exc).splitlines()[0]
-                pytest.skip(str(exc).splitlines()[0])
-            # the proof that an SSH run uses no `docker exec`: only DockerHost does that
-            assert chosen.backend == "docker" or not any(isinstance(h, DockerHost) for h in made.hosts.values())
-            made_here.append((made, book is None))
-            return made
-
-        made_here: list[tuple[Cluster, bool]] = []  # with: made from the session's runbook, unmodified
-        key = _module_key(request.node, target)
-        request.config.stash.setdefault(MADE, {})[key] = made_here
-        yield make
+        factory = ClusterFactory(request, target, runbook, stack)
+        request.config.stash.setdefault(MADE, {})[key] = factory.made
+        yield factory
         if key in request.config.stash.get(KEEP, set()):  # left running, labelled kept: `down` removes them
-            for cluster, _ in made_here:
+            for cluster, _ in factory.made:
                 if cluster.keep_hosts is not None:
                     cluster.keep_hosts()
-    _check_declared_parts(request, [cluster for cluster, _ in made_here])
+    _check_declared_parts(request, [cluster for cluster, _ in factory.made])
+
+
+@pytest.fixture(autouse=True)
+def _clusters_of_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Clusters a test makes for itself are removed when it ends (module fixtures are set up before
+    this one, so theirs stay for the module)."""
+    if "make_cluster" not in request.fixturenames:
+        yield
+        return
+    factory: ClusterFactory = request.getfixturevalue("make_cluster")
+    key = _module_key(request.node)
+    with factory.test_scope(kept=lambda: key in request.config.stash.get(KEEP, set())):
+        yield
 
 
 def _check_declared_parts(request: pytest.FixtureRequest, clusters: list[Cluster]) -> None:

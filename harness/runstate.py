@@ -1,8 +1,9 @@
 """Set up once per run: both hosts committed after the runbook's whole setup, for later clusters.
 
 Per (image, backend, setup text): the first clusters run the runbook's setup for real; the second
-one, once it streams, has both machines stopped cleanly, committed, and started again (a setup
-text asked for once only, like a negative control's, is never saved). A later cluster of the
+one (already the first, when the caller says the setup recurs: a test session's unmodified
+runbook), once it streams, has both machines stopped cleanly, committed, and started again (a
+setup text asked for once only, like a negative control's, is never saved). A later cluster of the
 same key starts from those images on a network with the same fixed subnet, so the addresses the
 runbook bound (pg_hba.conf, primary_conninfo, .pgpass) still hold, with the same generated
 passwords, and its setup steps are marked `reused (this run's set-up state)`. The images hold
@@ -66,12 +67,13 @@ class RunStates:
         self.client: docker.DockerClient | None = None
         atexit.register(self.remove_images)
 
-    def claim(self, key: str, client: docker.DockerClient) -> SetupState | None:
-        """A state to start from (committed) or to fill (not yet); None for a key's first request."""
+    def claim(self, key: str, client: docker.DockerClient, *, recurs: bool = False) -> SetupState | None:
+        """A state to start from (committed) or to fill (not yet); None for a key's first request,
+        unless the caller knows the setup `recurs` in this run (then the first one is saved)."""
         with self.lock:
             self.client = client
             self.requests[key] = self.requests.get(key, 0) + 1
-            if self.requests[key] == 1:
+            if self.requests[key] == 1 and not recurs:
                 return None
             states = self.states.setdefault(key, [])
             free = [s for s in states if not s.in_use]

@@ -38,6 +38,9 @@ class ContainerTarget:
     volumes: Mapping[str, str] = field(default_factory=dict)
     # labelled kept from the start (no sweep removes them), yet removed at the end unless a test failed
     keep_on_failure: bool = False
+    # this run will ask for the same setup again (a test session's unmodified runbook): save the
+    # set-up state from the first bring-up on, not from the second (harness.runstate)
+    setup_recurs: bool = False
 
     shared_hosts = False  # every cluster gets machines of its own
 

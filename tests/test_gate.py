@@ -227,3 +227,19 @@ def test_the_matrix_counts_a_negative_control_only_for_steps_it_ran_ok_word_for_
         book,
     )
     assert outcomes == {"install": "ok"}
+
+
+def test_evidence_of_a_removed_cluster_is_its_transcript_alone(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.ci_report import collect_evidence
+
+    def unreachable(*args, **kwargs):
+        raise AssertionError("a removed cluster's hosts were asked for evidence")
+
+    node = SimpleNamespace(host=SimpleNamespace(run=unreachable), layout=SimpleNamespace(log_file="x", unit="u"))
+    transcript = SimpleNamespace(render=lambda: "step ok")
+    removed = SimpleNamespace(removed=True, transcript=transcript, nodes={"primary": node})
+    written = collect_evidence([removed], tmp_path)
+    assert [p.name for p in written] == ["transcript.txt"]
+    assert (tmp_path / "cluster-1" / "transcript.txt").read_text() == "step ok"

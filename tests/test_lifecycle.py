@@ -132,7 +132,8 @@ def test_plugin_rejects_options_that_name_no_target(pytester, args, words):
     assert words in result.stderr.str()
 
 
-def test_under_loadgroup_one_worker_runs_a_whole_module_for_a_target(pytester):
+@pytest.mark.parametrize("dist", [["--dist", "loadgroup"], []], ids=["loadgroup", "plain-n"])
+def test_one_worker_runs_a_whole_module_for_a_target(pytester, dist):
     """A module's clusters are module fixtures: split over two workers, each would bring them up."""
     pytester.makeini("[pytest]\npgrepl_images = debian-11 debian-12\npgrepl_backends = docker\n")
     record = pytester.path / "ran.txt"
@@ -143,7 +144,7 @@ def test_under_loadgroup_one_worker_runs_a_whole_module_for_a_target(pytester):
         for n in range(4)
     )
     pytester.makepyfile(test_a=body, test_b=body)
-    result = pytester.runpytest_subprocess("-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-n", "2", *dist, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=16)
     workers: dict[tuple[str, str], set[str]] = {}
     for line in record.read_text().splitlines():
@@ -166,3 +167,30 @@ def test_cluster_group_is_the_module_on_one_target(nodeid, group):
 
     targets = [make_target(image="debian-12"), make_target(image="debian-12", backend="ssh")]
     assert cluster_group(nodeid, targets) == group
+
+
+def test_a_setup_asked_for_once_is_not_saved_and_a_recurring_one_is_saved_at_once():
+    from harness.runstate import RunStates
+
+    states = RunStates()
+    assert states.claim("negative-control", client=None) is None  # its first request: set up, not saved
+    second = states.claim("negative-control", client=None)
+    assert second is not None and not second.images  # the second is saved, for a third
+    first = states.claim("session-runbook", client=None, recurs=True)
+    assert first is not None and not first.images
+    states.release(first)
+    first.images = {"primary": "p", "secondary": "s"}
+    assert states.claim("session-runbook", client=None, recurs=True) is first  # restored, same subnet
+    other = states.claim("session-runbook", client=None, recurs=True)  # while the first is in use
+    assert other is not first and other.subnet != first.subnet
+
+
+def test_a_worker_stays_on_its_target_then_takes_one_no_other_worker_runs():
+    from harness.pytest_plugin import next_unit
+
+    queue = ["a.py@t1", "b.py@t1", "a.py@t2", "b.py@t2", "a.py@t3"]
+    assert next_unit(queue, mine=[], others=[]) == "a.py@t1"  # the longest first
+    assert next_unit(queue[1:], mine=[], others=["a.py@t1"]) == "a.py@t2"  # t1 is another worker's
+    assert next_unit(["b.py@t1", "b.py@t2", "a.py@t3"], mine=["a.py@t2"], others=["a.py@t1"]) == "b.py@t2"
+    assert next_unit(["b.py@t1", "a.py@t3"], mine=["b.py@t2"], others=["a.py@t1"]) == "a.py@t3"
+    assert next_unit(["b.py@t1"], mine=["b.py@t2"], others=["a.py@t1"]) == "b.py@t1"  # all busy: the first
