@@ -75,8 +75,11 @@ def up_wall_time(tree: Path, image: str) -> float:
     return time.monotonic() - started
 
 
-def suite(tree: Path, image: str, workers: int) -> tuple[float, dict[str, tuple[float, int]]]:
-    """`pytest scenarios -n WORKERS` in `tree`: wall time, and per module (summed test time, bring-ups)."""
+def suite(tree: Path, image: str, workers: int) -> tuple[float, dict[str, tuple[float, int, int, int]]]:
+    """`pytest scenarios -n WORKERS` in `tree`: wall time, and per module (summed test time, bring-ups,
+    of them restored from the run's set-up state, and set-up states saved)."""
+    from harness.runstate import RESTORED_NOTE, SAVED_NOTE
+
     with tempfile.TemporaryDirectory() as out:
         junit = Path(out) / "junit.xml"
         argv = [sys.executable, "-m", "pytest", "-q", "-n", str(workers), "--dist", "loadgroup", "scenarios"]
@@ -86,13 +89,17 @@ def suite(tree: Path, image: str, workers: int) -> tuple[float, dict[str, tuple[
         started = time.monotonic()
         subprocess.run(argv, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, stdout=subprocess.DEVNULL)
         wall = time.monotonic() - started
-        modules: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+        modules: dict[str, list[float]] = defaultdict(lambda: [0.0, 0, 0, 0])
         for case in ET.parse(junit).iter("testcase"):
             module = case.get("classname", "?").rsplit(".", 1)[-1]
-            modules[module][0] += float(case.get("time", 0))
             logged = "".join(e.text or "" for e in case.iter() if e.tag in ("system-out", "system-err"))
-            modules[module][1] += logged.count("Container started")
-    return wall, {m: (t, n // 2) for m, (t, n) in sorted(modules.items(), key=lambda kv: -kv[1][0])}
+            counts = (logged.count("Container started"), logged.count(RESTORED_NOTE), logged.count(SAVED_NOTE))
+            for index, value in enumerate((float(case.get("time", 0)), *counts)):
+                modules[module][index] += value
+    return wall, {
+        m: (t, n // 2, restored, saved)
+        for m, (t, n, restored, saved) in sorted(modules.items(), key=lambda kv: -kv[1][0])
+    }
 
 
 def worktree(rev: str) -> Path:
@@ -149,10 +156,17 @@ def main() -> None:
         print(table(list(ups), {"up": [f"{statistics.median(v):.1f}" for v in ups.values()]}))
     if args.suite:
         results = {name: suite(tree, args.image, args.workers) for name, tree in trees.items()}
-        print(f"\n== scenarios on {args.image} (-n {args.workers}): per module, summed test seconds / bring-ups")
+        print(
+            f"\n== scenarios on {args.image} (-n {args.workers}): per module, summed test seconds / bring-ups "
+            "(restored from the run's set-up state, set-up states saved)"
+        )
         modules = dict.fromkeys(m for _, per in results.values() for m in per)
         rows = {
-            m: [f"{per[m][0]:.1f} / {per[m][1]}" if m in per else "-" for _, per in results.values()] for m in modules
+            m: [
+                f"{per[m][0]:.1f} / {per[m][1]} ({per[m][2]}r, {per[m][3]}s)" if m in per else "-"
+                for _, per in results.values()
+            ]
+            for m in modules
         }
         rows["wall time of the suite"] = [f"{wall:.1f}" for wall, _ in results.values()]
         print(table(list(results), rows))

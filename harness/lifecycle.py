@@ -34,7 +34,17 @@ from harness.inventory import ROLES, HostEntry, Inventory
 from harness.labels import LABEL, RUN_LABEL
 from harness.layout import layout_for
 from harness.runbook import Block, Runbook, Skip, parse_runbook
-from harness.runstate import COPY_UP_LIST, KIND, RESTORED, RUN_STATES, RestoredSetup, SetupState, state_key, state_tag
+from harness.runstate import (
+    COPY_UP_LIST,
+    KIND,
+    RESTORED_NOTE,
+    RUN_STATES,
+    SAVED_NOTE,
+    RestoredSetup,
+    SetupState,
+    state_key,
+    state_tag,
+)
 from harness.snapshots import SnapshotPlan
 from harness.targets import ContainerTarget, InventoryTarget, Target
 from harness.waiting import Stopwatch
@@ -136,7 +146,7 @@ def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook,
     if target.keep_on_failure:
         cluster.keep_hosts = lab.keep
     if restored:
-        cluster.note(f"setup: both hosts start from {RESTORED} (the runbook's setup ran once already)")
+        cluster.note(RESTORED_NOTE)
     elif state is not None:
         cluster.after_setup = lambda done: _save_state(done, lab, state, key, profile.name)
     return cluster
@@ -144,6 +154,7 @@ def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook,
 
 def _save_state(cluster: Cluster, lab: DockerLab, state: SetupState, key: str, image: str) -> None:
     """Both hosts, cleanly stopped, committed for the run's later clusters; then on again."""
+    started = time.monotonic()
     cluster.secondary.stop()  # first: the primary's shutdown then waits for no walsender
     cluster.primary.stop()
     tags = {role: state_tag(image, role, key, lab.run_id) for role in ROLES}
@@ -159,6 +170,7 @@ def _save_state(cluster: Cluster, lab: DockerLab, state: SetupState, key: str, i
         cluster.start()
     state.images, state.passwords = tags, (cluster.replication_password, cluster.harness_password)
     cluster.primary.wait_for_streaming(cluster.secondary, timeout=60)
+    cluster.note(f"{SAVED_NOTE} ({time.monotonic() - started:.1f} s)")
 
 
 class BootWait:

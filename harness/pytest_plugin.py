@@ -240,12 +240,12 @@ def _report_runbook(item: pytest.Item, report: pytest.TestReport, excinfo) -> No
         safe_name,
         step_outcomes,
     )
-    from harness.runstate import RESTORED
+    from harness.runstate import RESTORED_NOTE
 
     added: list[tuple[str, str]] = []
     if report.when == "call" and made:
         added.append((STEPS_PROPERTY, encode_steps(step_outcomes(made, session_runbook(item.config)))))
-        restored = sum(any(RESTORED in note for note in c.transcript.notes) for c, _ in made)
+        restored = sum(RESTORED_NOTE in c.transcript.notes for c, _ in made)
         added.append((REUSE_PROPERTY, f"{restored}/{len(made)}"))
     if report.failed:
         if excinfo is not None:

@@ -32,6 +32,9 @@ from harness.secrets import Secret
 
 KIND = "setup-state"
 RESTORED = "this run's set-up state"  # what the transcript says of steps a restored cluster did not run
+# the transcript's notes of a cluster that starts from the state, and of one that saves it (bench counts them)
+RESTORED_NOTE = f"setup: both hosts start from {RESTORED} (the runbook's setup ran once already)"
+SAVED_NOTE = f"setup: saved as {RESTORED} for the run's later clusters"
 COPY_UP_LIST = "/etc/pgrepl-harness-copy-up"  # see images/common/ecs-entrypoint.sh
 # Private subnets for clusters that are saved or restored (Docker's default pools are 172.17-31/16
 # and 192.168/16); each state has its own /29, so two clusters alive at once never share one.
