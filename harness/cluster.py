@@ -255,7 +255,7 @@ class Node:
 
     def wait_accepting(self, *, timeout: float = 60, hopeless: Callable[[], str | None] | None = None) -> None:
         """Until the server accepts connections (the moment a standby's walreceiver can connect)."""
-        wait_accepting(self.host, self.layout, timeout=timeout, hopeless=hopeless)
+        wait_accepting(self.host, timeout=timeout, hopeless=hopeless)
 
     def kill9(self) -> None:
         """Kill the postmaster with SIGKILL, as a crash would."""
@@ -493,23 +493,22 @@ class Cluster:
         return replace(self, hosts=hosts, access_granted=True, hooks=(), after_setup=None, preinstalled=None)
 
 
-def wait_accepting(
-    host: Host, layout: Layout, *, timeout: float = 60, hopeless: Callable[[], str | None] | None = None
-) -> None:
-    """Until the server on `host` accepts connections (pg_isready there, over its local socket)."""
-    probe = f"{layout.bin_dir}/pg_isready -q"
+def wait_accepting(host: Host, *, timeout: float = 60, hopeless: Callable[[], str | None] | None = None) -> None:
+    """Until the server on `host` accepts connections: libpq's ping from the runner, as pg_isready
+    does it (no credentials; a server that answers, even with an authentication error, is up)."""
+    pings: list[psycopg.pq.Ping] = []
+
+    def accepting() -> bool:
+        address, port = host.forward(5432)
+        pings.append(psycopg.pq.Ping(psycopg.pq.PGconn.ping(f"host={address} port={port} connect_timeout=2".encode())))
+        return pings[-1] == psycopg.pq.Ping.OK
+
     wait_until(
-        lambda: host.run(probe, check=False, timeout=10).ok,
+        accepting,
         timeout=timeout,
         hopeless=hopeless,
         what=f"the server on {host.name} to accept connections",
-        seen=lambda: (
-            host.run(
-                f"{layout.bin_dir}/pg_isready; systemctl --no-pager status {layout.unit} | tail -5",
-                user="root",
-                check=False,
-            ).stdout
-        ),
+        seen=lambda: f"libpq ping: {pings[-1].name if pings else 'not tried'}",
     )
 
 

@@ -111,10 +111,9 @@ def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook,
     if restored:
         start = dict(state.images)
     addresses = state.addresses() if state else {}
-    layout = layout_for(profile.family, profile.pg_major, profile.packaging)
 
     def primary_accepts(primary: Host) -> None:
-        wait_accepting(primary, layout, timeout=90)
+        wait_accepting(primary, timeout=90)
 
     # the saved servers start at boot: the primary's first, or the standby waits 5 s before its retry
     secondary_after = primary_accepts if restored else None
