@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 
 import docker.errors
@@ -111,12 +112,8 @@ def _container_cluster(stack: ExitStack, target: ContainerTarget, book: Runbook,
     if restored:
         start = dict(state.images)
     addresses = state.addresses() if state else {}
-
-    def primary_accepts(primary: Host) -> None:
-        wait_accepting(primary, timeout=90)
-
     # the saved servers start at boot: the primary's first, or the standby waits 5 s before its retry
-    secondary_after = primary_accepts if restored else None
+    secondary_after = partial(wait_accepting, timeout=90) if restored else None
     with stopwatch.phase("container start" + (" (the secondary once the primary accepts)" if restored else "")):
         hosts = _start_hosts(stack, lab, target.backend, start, mounts, addresses, secondary_after=secondary_after)
     booting = BootWait(hosts)
