@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness.gate import WORKERS  # noqa: E402 (after the path above)
+
 
 def remove_images(image: str) -> None:
     """Forget one image profile's build, its snapshots and its base image: the next run is cold."""
@@ -135,7 +137,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cold", action="store_true")
     parser.add_argument("--suite", action="store_true")
-    parser.add_argument("--workers", type=int, default=4, help="pytest-xdist workers for --suite (the README's)")
+    parser.add_argument(
+        "--workers", type=int, default=int(WORKERS), help="pytest-xdist workers for --suite (the README's)"
+    )
     parser.add_argument("--compare", metavar="REV", help="also measure this git revision (a worktree)")
     parser.add_argument("--load", type=int, metavar="SECONDS", help="only: pgbench read offloading figures")
     args = parser.parse_args()

@@ -24,8 +24,8 @@ if command -v flock >/dev/null; then
 fi
 
 # Every container runs systemd, which takes about 6 inotify instances (measured: 6 for one host);
-# the kernel's default of 128 per user stops the 22nd host from booting ("not running"), and four
-# workers' negative controls keep up to 40 alive. Raise the limits if they are lower (root only).
+# the kernel's default of 128 per user stops the 22nd host from booting ("not running"), and six
+# workers keep up to about 60 alive. Raise the limits if they are lower (root only).
 if [ "$(id -u)" = 0 ] && [ -w /proc/sys/fs/inotify/max_user_instances ]; then
     for limit in max_user_instances=1024 max_user_watches=524288; do
         name=${limit%=*} want=${limit#*=}
