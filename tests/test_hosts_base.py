@@ -238,3 +238,30 @@ def test_wait_timeout_keeps_the_probe_s_last_error_beside_what_was_seen():
     with pytest.raises(WaitTimeout) as failure:
         wait_until(probe, timeout=0.05, what="a login", seen=lambda: "pg_stat_replication: (none)")
     assert "(none)" in str(failure.value) and "password authentication failed" in str(failure.value)
+
+
+def test_an_ssh_forward_whose_connection_ended_is_made_again(tmp_path, monkeypatch):
+    """The master connection that held a forward can end (keepalive during a paused container):
+    its local port then listens no more, and forward() must not hand it out again."""
+    import socket
+    import subprocess
+    from types import SimpleNamespace
+
+    from harness.hosts.ssh import SshHost
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "run", lambda argv, **_: calls.append(argv) or SimpleNamespace(returncode=0))
+    host = SshHost(
+        "primary", ssh_address="10.0.0.1", private_address="10.0.0.1", user="u", key=tmp_path / "k", state_dir=tmp_path
+    )
+    with socket.socket() as listener:  # a forward that is still there is reused, without a new ssh call
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        host._forwards[5432] = listener.getsockname()[1]
+        assert host.forward(5432) == ("127.0.0.1", listener.getsockname()[1])
+        assert calls == []
+    # the listener is closed now: the connection that held the forward ended
+    _, local = host.forward(5432)
+    assert any("forward" in argv for argv in calls), calls
+    assert f"127.0.0.1:{local}:127.0.0.1:5432" in calls[-1]
+    assert host._forwards[5432] == local

@@ -108,7 +108,14 @@ class SshHost(Host):
         return "127.0.0.1"  # connections arrive through the SSH forward, from the host itself
 
     def forward(self, port: int) -> tuple[str, int]:
-        """A local port forwarded to `port` on the host's loopback, through the shared connection."""
+        """A local port forwarded to `port` on the host's loopback, through the shared connection.
+
+        A forward lives as long as the master connection that holds it. When that connection ended
+        (ssh's keepalive gives up after 15 s, e.g. while `docker commit` pauses a container), nothing
+        listens on the local port any more and a new forward is made on the connection that replaced it.
+        """
+        if port in self._forwards and not _listening(self._forwards[port]):
+            del self._forwards[port]
         if port not in self._forwards:
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", 0))
@@ -133,3 +140,16 @@ class SshHost(Host):
                 timeout=CONNECT_TIMEOUT,
             )
         self._forwards.clear()
+
+
+def _listening(local_port: int) -> bool:
+    """Whether a socket (our forward) still listens on the runner's `local_port`: binding it fails then.
+    A bind sends nothing (a test connection would reach the server and log an incomplete startup);
+    SO_REUSEADDR keeps connections left in TIME_WAIT from counting."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", local_port))
+        except OSError:
+            return True
+    return False
