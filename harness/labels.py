@@ -16,6 +16,10 @@ RUN_LABEL = f"{LABEL}.run"
 PID_LABEL = f"{LABEL}.pid"
 OWNER_LABEL = f"{LABEL}.owner"
 KEPT_LABEL = f"{LABEL}.kept"
+# LABEL's value on committed images: a step snapshot (harness.snapshots, kept across runs) and a
+# run's set-up state (harness.runstate, holds its secrets: removed at the run's end)
+SNAPSHOT_KIND = "snapshot"
+SETUP_STATE_KIND = "setup-state"
 
 
 def owner() -> str:

@@ -32,12 +32,11 @@ from harness.hosts.docker import DockerHost, DockerLab, docker_client, remove_or
 from harness.hosts.ssh import SshHost
 from harness.images import ImageProfile, ensure_image, image_exists
 from harness.inventory import ROLES, HostEntry, Inventory
-from harness.labels import LABEL, RUN_LABEL
+from harness.labels import LABEL, RUN_LABEL, SETUP_STATE_KIND
 from harness.layout import layout_for
 from harness.runbook import Block, Runbook, Skip, parse_runbook
 from harness.runstate import (
     COPY_UP_LIST,
-    KIND,
     RESTORED_NOTE,
     RUN_STATES,
     SAVED_NOTE,
@@ -157,7 +156,7 @@ def _save_state(cluster: Cluster, lab: DockerLab, state: SetupState, key: str, i
 
     def commit(node: Node) -> None:
         node.host.put_file(COPY_UP_LIST, f"{node.layout.data_dir}\n")  # read by the image's entry wrapper
-        lab.commit(node.name, tags[node.name], kind=KIND)
+        lab.commit(node.name, tags[node.name], kind=SETUP_STATE_KIND)
         node.host.run(f"rm -f {COPY_UP_LIST}", user="root")
 
     try:

@@ -185,31 +185,21 @@ class Mutation:
             path.unlink(missing_ok=True)
             record(mutant, verdict)
 
-        before = _snapshots()
+        from harness.hosts.docker import docker_client, remove_image, snapshot_ids
+
+        client = docker_client()
+        before = snapshot_ids(client)
         try:
             with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="mutant") as pool:
                 for done in [pool.submit(one, m) for m in found]:
                     done.result()
         finally:  # a mutant of a snapshotted step leaves a snapshot of mutated steps: not a cache to keep
-            _remove_images(_snapshots() - before)
+            for image_id in snapshot_ids(client) - before:
+                try:
+                    remove_image(client, image_id)
+                except Exception as exc:  # best effort: say so, go on
+                    print(f"could not remove snapshot {image_id}: {exc}", file=sys.stderr)
         return report(relative, sorted(results, key=lambda r: r["line"]), time.monotonic() - started)
-
-
-def _snapshots() -> set[str]:
-    from harness.hosts.docker import docker_client
-
-    return {t for image in docker_client().images.list() for t in image.tags if t.startswith("pgrepl-snapshot/")}
-
-
-def _remove_images(tags: set[str]) -> None:
-    from harness.hosts.docker import docker_client
-
-    client = docker_client()
-    for tag in tags:
-        try:
-            client.images.remove(tag, force=True)
-        except Exception as exc:  # best effort: say so, go on
-            print(f"could not remove snapshot {tag}: {exc}", file=sys.stderr)
 
 
 def report(runbook: str, results: list[dict], seconds: float) -> dict:

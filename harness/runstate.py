@@ -27,10 +27,10 @@ import docker
 from harness.hosts.base import Result
 from harness.images import snapshot_repository
 from harness.inventory import ROLES
+from harness.labels import SETUP_STATE_KIND
 from harness.runbook import Block, Skip
 from harness.secrets import Secret
 
-KIND = "setup-state"
 RESTORED = "this run's set-up state"  # what the transcript says of steps a restored cluster did not run
 # the transcript's notes of a cluster that starts from the state, and of one that saves it (bench counts them)
 RESTORED_NOTE = f"setup: both hosts start from {RESTORED} (the runbook's setup ran once already)"
@@ -112,7 +112,7 @@ def state_key(image: str, backend: str, base_tag: str, setup_blocks: list[Block]
 
 
 def state_tag(image: str, role: str, key: str, run_id: str) -> str:
-    return f"{snapshot_repository(image, role)}-{KIND}:{key}-{run_id}"
+    return f"{snapshot_repository(image, role)}-{SETUP_STATE_KIND}:{key}-{run_id}"
 
 
 class RestoredSetup:

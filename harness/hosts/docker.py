@@ -24,7 +24,17 @@ import harness
 from harness import LOGIN_USER
 from harness.errors import NoDockerEngine
 from harness.hosts.base import Host, Result
-from harness.labels import KEPT_LABEL, LABEL, OWNER_LABEL, PID_LABEL, RUN_LABEL, owner, resource_labels
+from harness.labels import (
+    KEPT_LABEL,
+    LABEL,
+    OWNER_LABEL,
+    PID_LABEL,
+    RUN_LABEL,
+    SETUP_STATE_KIND,
+    SNAPSHOT_KIND,
+    owner,
+    resource_labels,
+)
 
 # testcontainers' reaper image would have to be pulled, which this machine cannot do; the
 # harness cleans up by its own labels instead (DockerLab.close, remove_resources).
@@ -211,7 +221,7 @@ class DockerLab:
         self.machines[name] = Machine(name, container, network["IPAddress"], network["Gateway"])
         return self.machines[name]
 
-    def commit(self, name: str, tag: str, *, kind: str = "snapshot") -> None:
+    def commit(self, name: str, tag: str, *, kind: str = SNAPSHOT_KIND) -> None:
         """Save machine `name` as image `tag` (repository:version), labelled `kind` and with this run's
         owner labels. Machines started from it must not share this one's machine id: it is blanked
         in the image (kept in /run, which is not committed, meanwhile)."""
@@ -288,14 +298,19 @@ def remove_orphans(client: docker.DockerClient, *, kept_too: bool = False) -> in
         if run_id and ((kept_too and kept == "true") or (kept != "true" and finished)):
             removed += remove_resources({RUN_LABEL: run_id}, client=client)
     # images of a run's set-up state hold its secrets: a killed run's go too
-    for image in client.images.list(filters={"label": [f"{LABEL}=setup-state", f"{OWNER_LABEL}={owner()}"]}):
+    for image in client.images.list(filters={"label": [f"{LABEL}={SETUP_STATE_KIND}", f"{OWNER_LABEL}={owner()}"]}):
         pid = image.labels.get(PID_LABEL, "")
         if pid.isdigit() and not _alive(int(pid)):
-            removed += _remove_image(client, image.id)
+            removed += remove_image(client, image.id)
     return removed
 
 
-def _remove_image(client: docker.DockerClient, image_id: str) -> int:
+def snapshot_ids(client: docker.DockerClient) -> set[str]:
+    """The step snapshots on this engine (DockerLab.commit labels them SNAPSHOT_KIND)."""
+    return {image.id for image in client.images.list(filters={"label": f"{LABEL}={SNAPSHOT_KIND}"})}
+
+
+def remove_image(client: docker.DockerClient, image_id: str) -> int:
     try:
         client.images.remove(image_id, force=True)
         return 1
