@@ -225,6 +225,9 @@ def select(
 WORKERS = "6"
 # The README's test command (and .ci/run's), which "everything" means.
 EVERYTHING = ["-n", WORKERS, "--dist", "loadgroup", "--image", "all", "--backend", "docker", "--backend", "ssh"]
+# ... with its install step, as a newcomer types it (.ci/run runs this line of the README verbatim)
+TEST_INSTALL = "pip install -e '.[test]'"
+README_TEST_COMMAND = f"{TEST_INSTALL} && python -m pytest {' '.join(EVERYTHING)}"
 
 
 def pytest_argv(chosen: Plan, *, artifacts: str) -> list[str]:

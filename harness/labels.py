@@ -16,6 +16,8 @@ RUN_LABEL = f"{LABEL}.run"
 PID_LABEL = f"{LABEL}.pid"
 OWNER_LABEL = f"{LABEL}.owner"
 KEPT_LABEL = f"{LABEL}.kept"
+# the test session (all its xdist workers) that made a resource: its controller removes what is left
+SESSION_LABEL = f"{LABEL}.session"
 # LABEL's value on committed images: a step snapshot (harness.snapshots, kept across runs) and a
 # run's set-up state (harness.runstate, holds its secrets: removed at the run's end)
 SNAPSHOT_KIND = "snapshot"
@@ -31,11 +33,23 @@ def owner() -> str:
     return f"{socket.gethostname()}/{os.getuid()}/{namespace}"
 
 
+_session: str | None = None
+
+
+def join_session(session: str | None) -> None:
+    """Label what this process makes from now on as `session`'s (None: no session, e.g. `up`)."""
+    global _session
+    _session = session
+
+
 def resource_labels(run_id: str, *, kept: bool = False) -> dict[str, str]:
-    return {
+    labels = {
         LABEL: "resource",
         RUN_LABEL: run_id,
         PID_LABEL: str(os.getpid()),
         OWNER_LABEL: owner(),
         KEPT_LABEL: "true" if kept else "false",
     }
+    if _session is not None:
+        labels[SESSION_LABEL] = _session
+    return labels

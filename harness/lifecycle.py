@@ -28,7 +28,15 @@ import docker.errors
 from harness import LOGIN_USER, ownership
 from harness.cluster import Cluster, Node, on_each, wait_accepting
 from harness.hosts.base import Host, HostError, Result
-from harness.hosts.docker import DockerHost, DockerLab, docker_client, remove_orphans, remove_resources
+from harness.hosts.docker import (
+    DockerHost,
+    DockerLab,
+    docker_client,
+    label_filter,
+    listed,
+    remove_orphans,
+    remove_resources,
+)
 from harness.hosts.ssh import SshHost
 from harness.images import ImageProfile, ensure_image, image_exists
 from harness.inventory import ROLES, HostEntry, Inventory
@@ -316,9 +324,7 @@ def remove_stale_state(client) -> None:
     """Remove the state (private keys) of runs whose containers are gone (killed runs, `down`)."""
     if not STATE_ROOT.is_dir():
         return
-    # ignore_removed: another worker may remove a container between the listing and its inspection
-    containers = client.containers.list(all=True, filters={"label": [LABEL]}, ignore_removed=True)
-    live = {c.labels.get(RUN_LABEL) for c in containers}
+    live = {c.labels.get(RUN_LABEL) for c in listed(client, "containers", label_filter(LABEL))}
     for state in STATE_ROOT.iterdir():
         if state.name not in live and state.stat().st_mtime < time.time() - 60:  # not one being set up
             shutil.rmtree(state, ignore_errors=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
@@ -20,6 +21,7 @@ import pytest
 
 from harness import DEFAULT_RUNBOOK
 from harness.errors import HarnessError
+from harness.labels import join_session
 from harness.secrets import redact
 from harness.targets import Target, target_matrix, unwind_on_sigterm
 
@@ -39,6 +41,13 @@ MADE = pytest.StashKey[dict[tuple[str, str], list]]()
 EVIDENCE = pytest.StashKey[set[tuple[str, str]]]()
 KEEP = pytest.StashKey[set[tuple[str, str]]]()
 TARGET_PROPERTY = "pgrepl_target"
+# The session's id, labelled on everything its processes make (harness.labels.SESSION_LABEL); the
+# controller hands it to its xdist workers under this workerinput key
+SESSION = pytest.StashKey[str]()
+SESSION_INPUT = "pgrepl_session"
+# whether this process (workeroutput key: a worker) used the Docker engine, so its end cleans it
+ENGINE_USED = pytest.StashKey[bool]()
+ENGINE_USED_OUTPUT = "pgrepl_engine_used"
 # option -> (ini name, ini type, help)
 OPTIONS = {
     "--image": ("pgrepl_images", "args", "image(s) under images/ to run on; 'all' for every one (default debian-12)"),
@@ -75,6 +84,9 @@ def _option(config: pytest.Config, option: str):
 def pytest_configure(config: pytest.Config) -> None:
     """Check the options and build the target matrix once (a bad option stops the run at once)."""
     unwind_on_sigterm()
+    workerinput = getattr(config, "workerinput", None)
+    config.stash[SESSION] = workerinput[SESSION_INPUT] if workerinput else uuid.uuid4().hex[:12]
+    join_session(config.stash[SESSION])
     config.addinivalue_line(
         "markers", "parts(*names, runbook=FILE): the runbook parts a scenario module executes (and of which runbook)"
     )
@@ -178,6 +190,18 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             self.workqueue.move_to_end(chosen, last=False)
             super()._assign_work_unit(node)
 
+        def remove_node(self, node) -> str | None:
+            """A worker that died: the test it was running is reported failed (by xdist) and not run
+            again - loadscope would hand it to the next worker, which it may kill too, up to xdist's
+            restart limit; the rest of its module goes back to the queue."""
+            workload = self.assigned_work.get(node, {})
+            crashed = next((test for unit in workload.values() for test, done in unit.items() if not done), None)
+            for unit in workload.values():
+                if crashed in unit:
+                    unit[crashed] = True
+            pending = super().remove_node(node)
+            return crashed if crashed is not None else pending
+
     config.option.loadscopereorder = False  # keep the longest-first order of the collection
     return ClusterScheduling(config, log)
 
@@ -217,6 +241,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         entry = next((e for e in reversed(excinfo.traceback) if e.path == item.path), None)
         where = f"{item.path.name}:{entry.lineno + 1}: " if entry is not None else ""
         report.longrepr = f"{where}{excinfo.typename}: {excinfo.value}"
+    if report.failed and (lost := _hosts_lost(item)):  # whatever failed, say first what was lost
+        report.longrepr = f"hosts lost during the test:\n{lost}\n\n{report.longrepr}"
     if isinstance(report.longrepr, tuple):  # a skip: (path, line, reason)
         path, line, reason = report.longrepr
         report.longrepr = (path, line, redact(reason))
@@ -268,6 +294,14 @@ def _report_runbook(item: pytest.Item, report: pytest.TestReport, excinfo) -> No
         item.user_properties += added  # JUnit takes a test's properties from its last (teardown) report
 
 
+def _hosts_lost(item: pytest.Item) -> str:
+    """Why hosts of this module's live clusters are gone (a stopped container, an engine that does
+    not answer): one line per host, empty when none is known to be lost."""
+    made = item.config.stash.get(MADE, {}).get(_module_key(item), [])
+    hosts = [host for cluster, _ in made if not cluster.removed for host in cluster.hosts.values()]
+    return "\n".join(f"{host.name}: {why}" for host in hosts if (why := host.lost()))
+
+
 def _module_key(item_or_module: pytest.Item | pytest.Module, target: Target | None = None) -> tuple[str, str]:
     module = item_or_module if isinstance(item_or_module, pytest.Module) else item_or_module.getparent(pytest.Module)
     if target is None:
@@ -302,6 +336,60 @@ def _first(annotation: str) -> bool:
         return False
     _ANNOTATED.add(key)
     return True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """xdist: each worker labels its resources with the controller's session id."""
+    node.workerinput[SESSION_INPUT] = node.config.stash[SESSION]
+
+
+def _engine_used(config: pytest.Config) -> None:
+    """Called when a test first needs the engine: from then on the run keeps set-up states, and the
+    session's end removes them and what else is left there."""
+    from harness.runstate import RUN_STATES
+
+    RUN_STATES.open()
+    config.stash[ENGINE_USED] = True
+    if hasattr(config, "workeroutput"):  # reaches the controller with the worker's end
+        config.workeroutput[ENGINE_USED_OUTPUT] = True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error: object | None) -> None:
+    """xdist, on the controller: a worker that used the engine, or died (it may have), leaves its
+    clean-up to the session's end; a dead worker's containers and set-up states go at once."""
+    if error is None and not getattr(node, "workeroutput", {}).get(ENGINE_USED_OUTPUT):
+        return
+    node.config.stash[ENGINE_USED] = True
+    if error is not None:
+        from harness.hosts.docker import answering_engine, remove_orphans
+
+        client = answering_engine()
+        if client is not None:  # its process is gone: remove_orphans judges it killed
+            removed = remove_orphans(client)
+            log.warning("worker %s died (%s): removed %d of its resources", node.gateway.id, error, removed)
+
+
+@pytest.hookimpl(tryfirst=True)  # on a worker: before xdist reports the worker finished
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Nothing holding a secret outlives the session: each process removes its set-up state images
+    (harness.runstate), and the controller (or a run without xdist) whatever of the session is left
+    on the engine, a crashed worker's included. Kept clusters (--keep-on-failure) stay."""
+    config = session.config
+    if not config.stash.get(ENGINE_USED, False):
+        return
+    from harness.hosts.docker import answering_engine, remove_session
+    from harness.runstate import RUN_STATES
+
+    RUN_STATES.remove_images()
+    if hasattr(config, "workerinput"):
+        return
+    client = answering_engine()
+    if client is None:
+        log.warning("the Docker engine does not answer: the session's resources are left to the next run's sweep")
+        return
+    remove_session(client, config.stash[SESSION])
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -383,6 +471,8 @@ def _check(config: pytest.Config, target: Target) -> None:
     checked = config.stash.setdefault(CHECKED, {})
     if target.label not in checked:
         checked[target.label] = None
+        if not target.shared_hosts:  # container machines: the engine
+            _engine_used(config)
         try:
             check_target(target)
         except NoDockerEngine as exc:

@@ -7,14 +7,15 @@ setup text asked for once only, like a negative control's, is never saved). A la
 same key starts from those images on a network with the same fixed subnet, so the addresses the
 runbook bound (pg_hba.conf, primary_conninfo, .pgpass) still hold, with the same generated
 passwords, and its setup steps are marked `reused (this run's set-up state)`. The images hold
-secrets: they are removed when the run (this process) ends, and never kept as a cache; a killed
-run's are swept with its other resources. A runbook whose setup text differs (a negative control)
-has another key and runs its setup for real.
+secrets: only a test session keeps states (`RUN_STATES.open()` in the pytest plugin), and they are
+removed when it ends (each worker its own at its session's end, the controller whatever its
+workers left); never kept as a cache; a killed run's are swept with its other resources.
+A runbook whose setup text differs (a negative control) has another key and runs its setup for
+real.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import hashlib
 import ipaddress
@@ -68,11 +69,18 @@ class RunStates:
             ipaddress.ip_network((int(POOL.network_address) + 8 * ((start + i) % count), 29)) for i in range(count)
         )
         self.client: docker.DockerClient | None = None
-        atexit.register(self.remove_images)
+        self.opened = False  # by a test session, which removes the images at its end
+
+    def open(self) -> None:
+        """From now on states are kept; whoever opens must call `remove_images` when the run ends."""
+        self.opened = True
 
     def claim(self, key: str, client: docker.DockerClient, *, recurs: bool = False) -> SetupState | None:
         """A state to start from (committed) or to fill (not yet); None for a key's first request,
-        unless the caller knows the setup `recurs` in this run (then the first one is saved)."""
+        unless the caller knows the setup `recurs` in this run (then the first one is saved); None
+        always unless opened (a state's images hold secrets: only a run that removes them keeps one)."""
+        if not self.opened:
+            return None
         with self.lock:
             self.client = client
             self.requests[key] = self.requests.get(key, 0) + 1
@@ -90,15 +98,20 @@ class RunStates:
     def release(self, state: SetupState) -> None:
         state.in_use = False
 
-    def remove_images(self) -> None:
-        """What holds a generated secret does not outlive the run."""
+    def remove_images(self) -> int:
+        """What holds a generated secret does not outlive the run: remove every committed state."""
+        removed = 0
         if self.client is None:
-            return
-        for states in self.states.values():
-            for state in states:
-                for tag in state.images.values():
-                    with contextlib.suppress(docker.errors.APIError):
-                        self.client.images.remove(tag, force=True)
+            return removed
+        with self.lock:
+            for states in self.states.values():
+                for state in states:
+                    for tag in state.images.values():
+                        with contextlib.suppress(docker.errors.APIError):
+                            self.client.images.remove(tag, force=True)
+                            removed += 1
+                    state.images = {}
+        return removed
 
 
 RUN_STATES = RunStates()

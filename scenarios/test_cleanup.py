@@ -8,7 +8,9 @@ import uuid
 import pytest
 
 from harness.errors import NoDockerEngine
-from harness.labels import OWNER_LABEL, PID_LABEL, RUN_LABEL, resource_labels
+from harness.labels import LABEL, OWNER_LABEL, PID_LABEL, RUN_LABEL, resource_labels
+
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture
@@ -22,28 +24,77 @@ def client():
 
 
 def test_orphans_are_judged_only_among_this_owner_s_unkept_runs(client):
-    from harness.hosts.docker import remove_orphans, remove_resources
+    from harness.hosts.docker import label_filter, listed, remove_orphans, remove_resources
 
     dead = subprocess.Popen(["true"])
     dead.wait()  # its PID is now free: the run that "owned" it was killed
     tag = uuid.uuid4().hex[:6]
+    # an owner of this test's own: the sweeps of other workers on this engine (owner()) never judge
+    # these networks, so what is left is this test's verdict alone
+    me = f"test-{tag}/0/pid:[0]"
     runs = {
-        "killed": resource_labels(f"killed-{tag}") | {PID_LABEL: str(dead.pid)},
-        "kept": resource_labels(f"kept-{tag}", kept=True) | {PID_LABEL: str(dead.pid)},
-        "elsewhere": resource_labels(f"elsewhere-{tag}") | {PID_LABEL: str(dead.pid), OWNER_LABEL: "ci-9/0/pid:[1]"},
-        "alive": resource_labels(f"alive-{tag}"),
+        "killed": resource_labels(f"killed-{tag}") | {PID_LABEL: str(dead.pid), OWNER_LABEL: me},
+        "kept": resource_labels(f"kept-{tag}", kept=True) | {PID_LABEL: str(dead.pid), OWNER_LABEL: me},
+        "elsewhere": resource_labels(f"elsewhere-{tag}") | {PID_LABEL: str(dead.pid), OWNER_LABEL: f"other-{tag}"},
+        "alive": resource_labels(f"alive-{tag}") | {OWNER_LABEL: me},
     }
     for name, labels in runs.items():
         client.networks.create(f"pgrepl-test-{name}-{tag}", labels=labels)
+
+    def left() -> set[str]:
+        return {n.name for n in listed(client, "networks", label_filter(RUN_LABEL)) if n.name.endswith(tag)}
+
     try:
-        remove_orphans(client)
-        left = {n.name for n in client.networks.list(names=["pgrepl-test-"])}
-        assert f"pgrepl-test-killed-{tag}" not in left
-        assert {f"pgrepl-test-{name}-{tag}" for name in ("kept", "elsewhere", "alive")} <= left
-        remove_orphans(client, kept_too=True)  # what `down` does: kept clusters go too, live runs stay
-        left = {n.name for n in client.networks.list(names=["pgrepl-test-"])}
-        assert f"pgrepl-test-kept-{tag}" not in left
-        assert {f"pgrepl-test-{name}-{tag}" for name in ("elsewhere", "alive")} <= left
+        remove_orphans(client, owner_id=me)
+        assert f"pgrepl-test-killed-{tag}" not in left()
+        assert {f"pgrepl-test-{name}-{tag}" for name in ("kept", "elsewhere", "alive")} <= left()
+        remove_orphans(client, kept_too=True, owner_id=me)  # what `down` does: kept clusters go too, live runs stay
+        left_now = left()
+        assert f"pgrepl-test-kept-{tag}" not in left_now
+        assert {f"pgrepl-test-{name}-{tag}" for name in ("elsewhere", "alive")} <= left_now
     finally:
         for labels in runs.values():
             remove_resources({RUN_LABEL: labels[RUN_LABEL]}, client=client)
+
+
+CRASHING_SESSION = """
+import os
+
+import docker
+
+from harness.labels import LABEL, SETUP_STATE_KIND, resource_labels
+
+
+def test_makes_a_network_and_a_set_up_state_then_its_worker_dies():
+    client = docker.from_env()
+    labels = resource_labels("crash-TAG")
+    client.networks.create("pgrepl-test-crash-TAG", labels=labels)
+    # a set-up state image as harness.runstate commits one (it would hold the run's secrets)
+    container = client.containers.create("BASE", command="true", labels=labels)
+    changes = [f"LABEL {LABEL}={SETUP_STATE_KIND}"] + [f"LABEL {k}={v}" for k, v in labels.items() if k != LABEL]
+    container.commit(repository="pgrepl-test-crash", tag="TAG", changes=changes)
+    container.remove()
+    os.kill(os.getpid(), 9)  # the worker dies: no fixture, no atexit, no session end of its own
+
+
+def test_the_other_worker_goes_on():
+    pass
+"""
+
+
+def test_a_crashed_worker_leaves_nothing_once_its_session_ends(client, pytester):
+    """kill -9 of an xdist worker: its test fails, the other worker finishes, and the session's end
+    removes the dead worker's network and set-up state image (the controller's clean-up)."""
+    from harness.hosts.docker import label_filter, listed
+    from harness.images import ImageProfile
+
+    tag = uuid.uuid4().hex[:6]
+    base = ImageProfile.load("debian-12").base
+    pytester.makepyfile(
+        test_crash=CRASHING_SESSION.replace("TAG", tag).replace("BASE", base),
+        test_other="def test_the_other_worker_goes_on():\n    pass\n",
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*crashed while running*test_makes_a_network*", "*1 failed, * passed*"])
+    assert not [n.name for n in listed(client, "networks", label_filter(RUN_LABEL)) if n.name.endswith(tag)]
+    assert not [i.name for i in listed(client, "images", label_filter(LABEL)) if f"pgrepl-test-crash:{tag}" in i.name]

@@ -173,6 +173,8 @@ def test_a_setup_asked_for_once_is_not_saved_and_a_recurring_one_is_saved_at_onc
     from harness.runstate import RunStates
 
     states = RunStates()
+    assert states.claim("session-runbook", client=None, recurs=True) is None  # not opened: nothing kept
+    states.open()  # a test session, which removes the images at its end
     assert states.claim("negative-control", client=None) is None  # its first request: set up, not saved
     second = states.claim("negative-control", client=None)
     assert second is not None and not second.images  # the second is saved, for a third

@@ -141,6 +141,11 @@ class Host(ABC):
         """True when `result` comes from the transport rather than the command (e.g. ssh rc 255)."""
         return False
 
+    def lost(self) -> str | None:
+        """Why this host is gone from under the run (its container stopped, its engine does not
+        answer), or None when nothing is known to be wrong: said with a failure, whatever failed."""
+        return None
+
     def run(
         self,
         script: str,
@@ -181,7 +186,8 @@ class Host(ABC):
                 f"--- command ---\n{redact(script).rstrip()}\n--- last output ---\n{result.tail()}"
             )
         if self._transport_failed(result):
-            raise HostUnreachable(f"{self.name} ({self.url}) cannot be reached: {result.tail(5)}")
+            why = self.lost() or result.tail(5)
+            raise HostUnreachable(f"{self.name} ({self.url}) cannot be reached: {why}")
         if check and not result.ok:
             raise CommandFailed(self.name, script, result)
         return result

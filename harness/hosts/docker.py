@@ -30,6 +30,7 @@ from harness.labels import (
     OWNER_LABEL,
     PID_LABEL,
     RUN_LABEL,
+    SESSION_LABEL,
     SETUP_STATE_KIND,
     SNAPSHOT_KIND,
     owner,
@@ -49,12 +50,47 @@ SYSTEMD_RUN_KWARGS = {
 
 
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"
+# how the docker CLI says that it, not the command it ran, failed (the engine's answer, or none)
+DOCKER_CLI_FAILURES = ("Error response from daemon", "Cannot connect to the Docker daemon")
 NO_INSTALL_VAR = "PGREPL_NO_ENGINE_INSTALL"
 
 
 def engine_script() -> Path:
     """harness/engine.sh: installs (apt-get) and starts a Docker engine; shared with .ci/run."""
     return Path(harness.__file__).resolve().parent / "engine.sh"
+
+
+def engine_address() -> str:
+    return os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE
+
+
+def answering_engine() -> docker.DockerClient | None:
+    """A client of the engine if one answers now; never installs or starts one (for clean-up)."""
+    try:
+        return _ping()
+    except (docker.errors.DockerException, requests.RequestException):
+        return None
+
+
+def container_lost(client: docker.DockerClient, name: str) -> str | None:
+    """Why container `name` cannot run the harness's commands any more, naming the engine; None if
+    it is running. A container stops with its engine (unless the engine has live-restore)."""
+    try:
+        state = client.api.inspect_container(name)["State"]
+    except docker.errors.NotFound:
+        return f"container {name} no longer exists on the Docker engine at {engine_address()} (removed meanwhile)"
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        return (
+            f"the Docker engine at {engine_address()} does not answer ({type(exc).__name__}): it stopped or is "
+            "restarting; the run cannot go on. Start it again (`bash harness/engine.sh` as root) and run again."
+        )
+    if state.get("Running"):
+        return None
+    return (
+        f"container {name} stopped (status {state.get('Status')}, exit code {state.get('ExitCode')}, at "
+        f"{state.get('FinishedAt', '?')[:19]}): the Docker engine at {engine_address()} was restarted or stopped it "
+        "(containers stop with their engine), or someone ran `docker stop`; nothing the runbook did"
+    )
 
 
 def _ping() -> docker.DockerClient:
@@ -89,7 +125,7 @@ def docker_client() -> docker.DockerClient:
         return _ping()
     except (docker.errors.DockerException, requests.RequestException) as exc:
         failure = exc
-    where = os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE
+    where = engine_address()
     script = engine_script()
     how = _why_not_install(script)
     if how is None:
@@ -150,7 +186,10 @@ class DockerHost(Host):
         return ["docker", "exec", "-i", "-u", self.login_user, self.container_name, *remote]
 
     def _transport_failed(self, result: Result) -> bool:
-        return result.rc != 0 and result.stderr.startswith("Error response from daemon")
+        return result.rc != 0 and result.stderr.startswith(DOCKER_CLI_FAILURES)
+
+    def lost(self) -> str | None:
+        return container_lost(self.machine.container.get_docker_client().client, self.container_name)
 
 
 class DockerLab:
@@ -257,23 +296,56 @@ class DockerLab:
                     logging.getLogger(__name__).warning("cleanup %s failed: %s", cleanup, exc)
 
 
-def remove_resources(selector: dict[str, str] | None = None, *, client: docker.DockerClient | None = None) -> int:
-    """Remove containers, then networks and volumes, carrying the harness label (and `selector`)."""
-    client = client or docker.from_env()
-    filters = {"label": [LABEL] + [f"{key}={value}" for key, value in (selector or {}).items()]}
-    containers = client.containers.list(all=True, filters=filters, ignore_removed=True)
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(containers))), thread_name_prefix="remove") as pool:
-        removed = sum(pool.map(lambda c: _remove(c, force=True, v=True), containers))
-    for collection in (client.networks, client.volumes):  # after the containers that use them
-        removed += sum(_remove(resource) for resource in collection.list(filters=filters))
-    return removed
+KINDS = ("containers", "networks", "volumes", "images")
 
 
-def _remove(resource, **kwargs) -> int:
-    """Remove one resource; gone already (404), being removed by another run (409) or still in use by
-    a container being started (403, network) is left to its run."""
+@dataclass(frozen=True)
+class Listed:
+    """One resource as the engine's listing summarised it: no inspection, so nothing to race with."""
+
+    kind: str  # one of KINDS
+    id: str
+    name: str
+    labels: dict[str, str]
+
+
+def listed(client: docker.DockerClient, kind: str, filters: dict | None = None) -> list[Listed]:
+    """The engine's `kind` resources matching `filters`, from the listing alone.
+
+    docker-py's model listings inspect each listed resource in a second request (images always,
+    containers unless ignore_removed): a resource another worker removes in between raised 404 and
+    failed the caller. The listing's own summaries carry ids, names and labels, which is all the
+    harness reads; a resource gone by the time it is acted on is handled where it is removed."""
+    api = client.api
+    if kind == "containers":
+        rows = [
+            (r["Id"], (r.get("Names") or [""])[0].lstrip("/"), r.get("Labels"))
+            for r in api.containers(all=True, filters=filters)
+        ]
+    elif kind == "networks":
+        rows = [(r["Id"], r.get("Name", ""), r.get("Labels")) for r in api.networks(filters=filters)]
+    elif kind == "volumes":
+        rows = [(r["Name"], r["Name"], r.get("Labels")) for r in api.volumes(filters=filters).get("Volumes") or []]
+    elif kind == "images":
+        rows = [(r["Id"], ",".join(r.get("RepoTags") or []), r.get("Labels")) for r in api.images(filters=filters)]
+    else:
+        raise ValueError(f"kind {kind!r}: one of {KINDS}")
+    return [Listed(kind, rid, name, dict(labels or {})) for rid, name, labels in rows]
+
+
+def remove_listed(client: docker.DockerClient, resource: Listed) -> int:
+    """Remove one listed resource (1), or leave it (0): gone already (404), being removed by another
+    run (409), or a network still in use by a container being started (403), left to its run."""
+    api = client.api
     try:
-        resource.remove(**kwargs)
+        if resource.kind == "containers":
+            api.remove_container(resource.id, force=True, v=True)
+        elif resource.kind == "networks":
+            api.remove_network(resource.id)
+        elif resource.kind == "volumes":
+            api.remove_volume(resource.id)
+        else:
+            api.remove_image(resource.id, force=True)
         return 1
     except docker.errors.APIError as exc:
         if exc.status_code in (403, 404, 409):
@@ -281,43 +353,68 @@ def _remove(resource, **kwargs) -> int:
         raise
 
 
-def remove_orphans(client: docker.DockerClient, *, kept_too: bool = False) -> int:
-    """Remove resources that harness processes of this owner (machine, user, PID namespace) left when
-    killed: their process is gone; `kept_too`: also kept clusters (`down`). A live run's resources
-    (it removes them itself) and other owners' are never touched."""
+def label_filter(*labels: str) -> dict[str, list[str]]:
+    return {"label": list(labels)}
+
+
+def remove_resources(selector: dict[str, str] | None = None, *, client: docker.DockerClient | None = None) -> int:
+    """Remove containers, then networks and volumes, carrying the harness label (and `selector`)."""
+    client = client or docker.from_env()
+    filters = label_filter(LABEL, *(f"{key}={value}" for key, value in (selector or {}).items()))
+    containers = listed(client, "containers", filters)
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(containers))), thread_name_prefix="remove") as pool:
+        removed = sum(pool.map(lambda c: remove_listed(client, c), containers))
+    for kind in ("networks", "volumes"):  # after the containers that use them
+        removed += sum(remove_listed(client, resource) for resource in listed(client, kind, filters))
+    return removed
+
+
+def remove_orphans(client: docker.DockerClient, *, kept_too: bool = False, owner_id: str | None = None) -> int:
+    """Remove resources that harness processes of this owner (machine, user, PID namespace; or
+    `owner_id`) left when killed: their process is gone; `kept_too`: also kept clusters (`down`).
+    A live run's resources (it removes them itself) and other owners' are never touched."""
     removed = 0
     runs: dict[str, tuple[str, str]] = {}
-    mine = {"label": [LABEL, f"{OWNER_LABEL}={owner()}"]}
-    for container in client.containers.list(all=True, filters=mine, ignore_removed=True):
-        runs[container.labels.get(RUN_LABEL, "")] = (container.labels.get(PID_LABEL, ""), container.labels[KEPT_LABEL])
-    for network in client.networks.list(filters=mine):
-        labels = network.attrs["Labels"]
+    mine = label_filter(LABEL, f"{OWNER_LABEL}={owner_id or owner()}")
+    for resource in (*listed(client, "containers", mine), *listed(client, "networks", mine)):
+        labels = resource.labels
         runs.setdefault(labels.get(RUN_LABEL, ""), (labels.get(PID_LABEL, ""), labels.get(KEPT_LABEL, "false")))
     for run_id, (pid, kept) in runs.items():
         finished = pid.isdigit() and not _alive(int(pid))
         if run_id and ((kept_too and kept == "true") or (kept != "true" and finished)):
             removed += remove_resources({RUN_LABEL: run_id}, client=client)
     # images of a run's set-up state hold its secrets: a killed run's go too
-    for image in client.images.list(filters={"label": [f"{LABEL}={SETUP_STATE_KIND}", f"{OWNER_LABEL}={owner()}"]}):
+    states = label_filter(f"{LABEL}={SETUP_STATE_KIND}", f"{OWNER_LABEL}={owner_id or owner()}")
+    for image in listed(client, "images", states):
         pid = image.labels.get(PID_LABEL, "")
         if pid.isdigit() and not _alive(int(pid)):
-            removed += remove_image(client, image.id)
+            removed += remove_listed(client, image)
+    return removed
+
+
+def remove_session(client: docker.DockerClient, session: str) -> int:
+    """Everything a test session made and its workers left (a worker that crashed, or whose end was
+    cut short): its set-up state images, and its resources not kept for a person to look at."""
+    removed = 0
+    for image in listed(client, "images", label_filter(f"{LABEL}={SETUP_STATE_KIND}", f"{SESSION_LABEL}={session}")):
+        removed += remove_listed(client, image)
+    runs = {
+        r.labels.get(RUN_LABEL, "")
+        for kind in ("containers", "networks", "volumes")
+        for r in listed(client, kind, label_filter(LABEL, f"{SESSION_LABEL}={session}", f"{KEPT_LABEL}=false"))
+    }
+    for run_id in sorted(runs - {""}):
+        removed += remove_resources({RUN_LABEL: run_id}, client=client)
     return removed
 
 
 def snapshot_ids(client: docker.DockerClient) -> set[str]:
     """The step snapshots on this engine (DockerLab.commit labels them SNAPSHOT_KIND)."""
-    return {image.id for image in client.images.list(filters={"label": f"{LABEL}={SNAPSHOT_KIND}"})}
+    return {image.id for image in listed(client, "images", label_filter(f"{LABEL}={SNAPSHOT_KIND}"))}
 
 
 def remove_image(client: docker.DockerClient, image_id: str) -> int:
-    try:
-        client.images.remove(image_id, force=True)
-        return 1
-    except docker.errors.APIError as exc:
-        if exc.status_code in (404, 409):
-            return 0
-        raise
+    return remove_listed(client, Listed("images", image_id, image_id, {}))
 
 
 def _alive(pid: int) -> bool:
