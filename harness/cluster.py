@@ -169,8 +169,20 @@ class Node:
         )
 
     def wait_for_archiver(self, condition: str, *, timeout: float = 60) -> None:
-        """Wait until pg_stat_archiver satisfies the SQL `condition` (e.g. "failed_count > 0")."""
-        self.poll_query_until(f"SELECT {condition} FROM pg_stat_archiver", timeout=timeout)
+        """Wait until pg_stat_archiver satisfies the SQL `condition` (e.g. "failed_count > 0"); on
+        timeout, say the view and what the server logged of archiving (the archive command's error)."""
+        sql = f"SELECT {condition} FROM pg_stat_archiver"
+        wait_until(
+            lambda: self.scalar(sql) is True,
+            timeout=timeout,
+            what=f"{sql!r} on {self.name} (the WAL archive)",
+            seen=lambda: self.rows_as_text("SELECT * FROM pg_stat_archiver") + "\n" + self._archive_log(),
+        )
+
+    def _archive_log(self) -> str:
+        """The server log's last lines about archiving (the archive command's own error among them)."""
+        lines = [line for line in self.log_since(0).splitlines() if "archiv" in line]
+        return "server log:\n" + "\n".join(lines[-6:]) if lines else "server log: nothing about archiving"
 
     def wait_for_no_walsender(self, *, timeout: float = 60) -> None:
         """Wait until no standby streams from this node (after stopping or cutting it off)."""

@@ -25,3 +25,7 @@ class ImageUnavailable(HarnessError):
 
 class NoDockerEngine(HarnessError):
     """No Docker engine answers; the message says how to start one."""
+
+
+class FaultInjection(HarnessError):
+    """A fault asked for (bench/soak.py --fault) cannot be injected here; the message says why."""

@@ -22,7 +22,7 @@ from testcontainers.core.network import Network
 
 import harness
 from harness import LOGIN_USER
-from harness.errors import NoDockerEngine
+from harness.errors import FaultInjection, NoDockerEngine
 from harness.hosts.base import Host, Result
 from harness.labels import (
     KEPT_LABEL,
@@ -48,6 +48,14 @@ SYSTEMD_RUN_KWARGS = {
     "cgroupns": "private",
 }
 
+
+# Faults to inject (bench/soak.py --fault), on every machine once it starts: a `tc netem` spec for its
+# network interface ("delay 50ms loss 1%": 50 ms each way between the hosts; needs a kernel with
+# sch_netem), a percentage of incoming packets dropped (by nftables, in any kernel), and a size for the
+# shared volumes (the WAL archive) on tmpfs ("1m": a full disk under the archive).
+NETEM_VAR = "PGREPL_NETEM"
+PACKET_LOSS_VAR = "PGREPL_PACKET_LOSS"
+SHARED_VOLUME_SIZE_VAR = "PGREPL_SHARED_VOLUME_SIZE"
 
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"
 # how the docker CLI says that it, not the command it ran, failed (the engine's answer, or none)
@@ -218,7 +226,9 @@ class DockerLab:
     def volume(self, name: str) -> str:
         """A labelled named volume (for example the shared WAL archive); removed by close()."""
         full = f"pgrepl-{self.run_id}-{name}"
-        self.client.volumes.create(full, labels=self.labels)
+        size = os.environ.get(SHARED_VOLUME_SIZE_VAR)
+        options = {"type": "tmpfs", "device": "tmpfs", "o": f"size={size}"} if size else None
+        self.client.volumes.create(full, labels=self.labels, driver_opts=options)
         self.volumes.append(full)
         return full
 
@@ -255,6 +265,7 @@ class DockerLab:
             )
         container.start()
         wrapped = container.get_wrapped_container()
+        _inject_network_faults(wrapped)
         wrapped.reload()
         network = wrapped.attrs["NetworkSettings"]["Networks"][self.network.name]
         self.machines[name] = Machine(name, container, network["IPAddress"], network["Gateway"])
@@ -355,6 +366,29 @@ def remove_listed(client: docker.DockerClient, resource: Listed) -> int:
 
 def label_filter(*labels: str) -> dict[str, list[str]]:
     return {"label": list(labels)}
+
+
+def _inject_network_faults(container) -> None:
+    """The faults NETEM_VAR and PACKET_LOSS_VAR ask for, on the machine's own interface (NET_ADMIN)."""
+    commands = {}
+    if netem := os.environ.get(NETEM_VAR):
+        commands[f"{NETEM_VAR}={netem}"] = f"tc qdisc add dev eth0 root netem {netem}"
+    if loss := os.environ.get(PACKET_LOSS_VAR):
+        try:
+            per_10000 = round(float(loss.rstrip("%")) * 100)
+        except ValueError:
+            raise FaultInjection(f"{PACKET_LOSS_VAR}={loss!r}: a percentage, for example 1") from None
+        commands[f"{PACKET_LOSS_VAR}={loss}"] = (
+            "nft add table inet pgrepl_fault && nft add chain inet pgrepl_fault input "
+            "'{ type filter hook input priority -20 ; }' && nft add rule inet pgrepl_fault input "
+            f'iifname "eth0" numgen random mod 10000 "<" {per_10000} drop'
+        )
+    for fault, command in commands.items():
+        done = container.exec_run(["sh", "-c", command])
+        if done.exit_code != 0:
+            output = done.output.decode(errors="replace").strip()
+            hint = " (this kernel has no sch_netem: CONFIG_NET_SCH_NETEM)" if "qdisc kind is unknown" in output else ""
+            raise FaultInjection(f"{fault}: cannot inject on {container.name}{hint}: {output}")
 
 
 def remove_resources(selector: dict[str, str] | None = None, *, client: docker.DockerClient | None = None) -> int:
