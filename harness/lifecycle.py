@@ -235,6 +235,7 @@ def _start_hosts(
             return DockerHost(machine)
         entry = HostEntry(role, machine.address, machine.address, LOGIN_USER, key)
         host = SshHost.from_entry(entry, state, trust_on_first_use=True)
+        host.machine_lost = machine.lost  # an SSH failure then says whether the container is gone
         stack.callback(host.close)
         return host
 

@@ -296,10 +296,17 @@ def _report_runbook(item: pytest.Item, report: pytest.TestReport, excinfo) -> No
 
 def _hosts_lost(item: pytest.Item) -> str:
     """Why hosts of this module's live clusters are gone (a stopped container, an engine that does
-    not answer): one line per host, empty when none is known to be lost."""
+    not answer): one line per host, empty when none is known to be lost. A session that uses the
+    engine says so when it does not answer, even with no host yet (a bring-up that failed)."""
     made = item.config.stash.get(MADE, {}).get(_module_key(item), [])
     hosts = [host for cluster, _ in made if not cluster.removed for host in cluster.hosts.values()]
-    return "\n".join(f"{host.name}: {why}" for host in hosts if (why := host.lost()))
+    lost = [f"{host.name}: {why}" for host in hosts if (why := host.lost())]
+    if not lost and item.config.stash.get(ENGINE_USED, False):
+        from harness.hosts.docker import answering_engine, engine_address
+
+        if answering_engine() is None:
+            lost.append(f"the Docker engine at {engine_address()} does not answer: it stopped or is restarting")
+    return "\n".join(lost)
 
 
 def _module_key(item_or_module: pytest.Item | pytest.Module, target: Target | None = None) -> tuple[str, str]:

@@ -134,3 +134,39 @@ def test_a_session_s_clean_up_takes_its_own_and_leaves_kept_and_other_sessions()
     )
     assert remove_session(_client(api), "s1") == 3
     assert sorted(api.removed) == ["c-mine", "i-mine", "n-mine"]
+
+
+class InspectingApi:
+    def __init__(self, answer):
+        self.answer = answer
+
+    def inspect_container(self, name):
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return {"State": self.answer}
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (requests.ConnectionError("refused"), "Docker engine at .* does not answer .*ConnectionError.*restarting"),
+        (_not_found("container"), "container c1 no longer exists on the Docker engine at"),
+        (
+            {"Running": False, "Status": "exited", "ExitCode": 255, "FinishedAt": "2026-11-29T12:00:00.1Z"},
+            "container c1 stopped .*exit code 255.*2026-11-29T12:00:00.*Docker engine at .* restarted",
+        ),
+    ],
+    ids=["engine-down", "removed", "stopped"],
+)
+def test_a_lost_container_is_explained_naming_the_engine(answer, said):
+    import re
+
+    from harness.hosts.docker import container_lost
+
+    assert re.search(said, container_lost(_client(InspectingApi(answer)), "c1"))
+
+
+def test_a_running_container_is_not_lost():
+    from harness.hosts.docker import container_lost
+
+    assert container_lost(_client(InspectingApi({"Running": True})), "c1") is None

@@ -141,10 +141,13 @@ class Host(ABC):
         """True when `result` comes from the transport rather than the command (e.g. ssh rc 255)."""
         return False
 
+    # what says why the machine under this host is gone (a container's engine), if anything knows
+    machine_lost: Callable[[], str | None] | None = None
+
     def lost(self) -> str | None:
         """Why this host is gone from under the run (its container stopped, its engine does not
         answer), or None when nothing is known to be wrong: said with a failure, whatever failed."""
-        return None
+        return self.machine_lost() if self.machine_lost is not None else None
 
     def run(
         self,

@@ -165,6 +165,10 @@ class Machine:
     def container_name(self) -> str:
         return self.container.get_wrapped_container().name
 
+    def lost(self) -> str | None:
+        """Why this machine cannot run commands any more (see container_lost); None while it runs."""
+        return container_lost(self.container.get_docker_client().client, self.container_name)
+
 
 class DockerHost(Host):
     def __init__(self, machine: Machine, login_user: str = LOGIN_USER):
@@ -172,6 +176,7 @@ class DockerHost(Host):
         self.machine = machine
         self.login_user = login_user
         self.container_name = machine.container_name
+        self.machine_lost = machine.lost
 
     @property
     def address(self) -> str:
@@ -196,8 +201,6 @@ class DockerHost(Host):
     def _transport_failed(self, result: Result) -> bool:
         return result.rc != 0 and result.stderr.startswith(DOCKER_CLI_FAILURES)
 
-    def lost(self) -> str | None:
-        return container_lost(self.machine.container.get_docker_client().client, self.container_name)
 
 
 class DockerLab:
