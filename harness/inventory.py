@@ -20,6 +20,12 @@
 Everything is checked before any host is touched: unknown tables and keys (a typo is not silently
 a default), types (true is not a port), ranges and shapes. An error names the file, the field and
 the fix. Primary and secondary must differ in both their SSH endpoint and their private address.
+
+Each value is checked for what it is, not only for what it must not hold: private_address reaches
+root shells on the hosts (the runbook's blocks, firewall rules), so it is an IP address without a
+scope id (whose text after '%' Python accepts as anything); ssh_address a host name or such an IP
+address; proxy_jump `[user@]host[:port]`; user a POSIX login name. None of them can hold a character
+a shell or ssh (its `%` tokens) would read.
 """
 
 from __future__ import annotations
@@ -42,7 +48,12 @@ FIELDS = {
 }
 MAJORS = range(10, 100)
 PORTS = range(1, 65536)
-USER = re.compile(r"^[a-z_][a-z0-9_.-]*$")
+# a POSIX login name as useradd takes it by default (32 characters at most)
+USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+# an RFC 1123 host name (labels of letters, digits and '-', not first or last), or an ssh_config alias
+# of the same shape; '_' is allowed since DNS and ssh_config take it
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 _REQUIRED = object()
 
 
@@ -106,7 +117,7 @@ class Inventory:
                 f"inventory {path}: [primary] and [secondary] are the same host "
                 f"(ssh_address = {primary.ssh_address!r}, port = {primary.port}); give each role its own host"
             )
-        if ipaddress.ip_address(primary.private_address) == ipaddress.ip_address(secondary.private_address):
+        if ip_address(primary.private_address) == ip_address(secondary.private_address):
             raise InventoryError(
                 f"inventory {path}: [primary] and [secondary] have the same private_address = "
                 f"{primary.private_address!r}; each host needs its own VPC address"
@@ -167,16 +178,50 @@ def _field(table: dict, name: str, kind: type, path: Path, section: str, hint: s
     return value
 
 
-def _ssh_word(table: dict, name: str, path: Path, section: str, hint: str, *, default=_REQUIRED) -> str | None:
-    """A value passed to ssh on its command line: not an option (no leading '-'), one word."""
-    value = _field(table, name, str, path, section, hint, default=default)
-    if value is None:
+def ip_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """`value` as an IP address, or None; an IPv6 scope id (`fe80::1%eth0`) is not accepted: Python
+    takes any text after the '%', `;` and `$` included."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
         return None
-    if value.startswith("-") or any(char.isspace() for char in value):
-        raise InventoryError(
-            f"inventory {path}: [{section}] {name} = {value!r} must not start with '-' or contain whitespace ({hint})"
-        )
-    return value
+    return None if getattr(address, "scope_id", None) else address
+
+
+def is_host(value: str) -> bool:
+    """A host name or an IP address without a scope id (what ssh and libpq may be given)."""
+    return bool(HOST_NAME.fullmatch(value)) or ip_address(value) is not None
+
+
+def jump_host(value: str) -> bool:
+    """`[user@]host[:port]` as OpenSSH's ProxyJump reads one hop; an IPv6 host in brackets."""
+    user, _, rest = value.rpartition("@")
+    if "@" in value and not USER.fullmatch(user):
+        return False
+    host, port = rest, None
+    if rest.startswith("["):
+        host, bracket, after = rest[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            return False
+        port = after[1:] if after else None
+        return (ip_address(host) is not None and ":" in host) and _port_text(port)
+    if rest.count(":") > 1:  # an IPv6 address needs its brackets, or its last group reads as a port
+        return False
+    if rest.count(":") == 1:
+        host, port = rest.split(":")
+    return is_host(host) and _port_text(port)
+
+
+def _port_text(port: str | None) -> bool:
+    return port is None or (port.isascii() and port.isdigit() and len(port) <= 5 and int(port) in PORTS)
+
+
+def _checked(table: dict, name: str, path: Path, section: str, hint: str, valid, what: str, *, default=_REQUIRED):
+    """A string field that `valid` accepts; else an error naming what it must be."""
+    value = _field(table, name, str, path, section, hint, default=default)
+    if value is None or valid(value):
+        return value
+    raise InventoryError(f"inventory {path}: [{section}] {name} = {value!r} is not {what} ({hint})")
 
 
 def _file(table: dict, name: str, path: Path, section: str, hint: str, *, default=_REQUIRED) -> Path | None:
@@ -196,28 +241,48 @@ def _file(table: dict, name: str, path: Path, section: str, hint: str, *, defaul
 
 
 def _host(role: str, table: dict, path: Path) -> HostEntry:
-    ssh_address = _ssh_word(table, "ssh_address", path, role, "the address the test runner SSHes to")
-    private_address = _field(table, "private_address", str, path, role, "the VPC address the other host uses")
-    try:
-        ipaddress.ip_address(private_address)
-    except ValueError:
-        raise InventoryError(
-            f"inventory {path}: [{role}] private_address = {private_address!r} is not an IP address "
-            "(the VPC address the other host uses, e.g. 192.168.1.10)"
-        ) from None
-    user = _field(table, "user", str, path, role, "the login user, with passwordless sudo")
-    if not USER.match(user):
-        raise InventoryError(
-            f"inventory {path}: [{role}] user = {user!r} is not a login name "
-            "(lower-case letters, digits, '_', '.', '-', not starting with a digit, '-' or '.', e.g. ecs-user)"
-        )
+    ssh_address = _checked(
+        table,
+        "ssh_address",
+        path,
+        role,
+        "the address the test runner SSHes to, e.g. 203.0.113.10 or db1.example.com",
+        is_host,
+        "a host name or an IP address (letters, digits, '.', '-', ':'; no scope id, no whitespace, no '-' first)",
+    )
+    private_address = _checked(
+        table,
+        "private_address",
+        path,
+        role,
+        "the VPC address the other host uses, e.g. 192.168.1.10",
+        lambda value: ip_address(value) is not None,
+        "an IP address (without a scope id such as %eth0)",
+    )
+    user = _checked(
+        table,
+        "user",
+        path,
+        role,
+        "the login user, with passwordless sudo",
+        USER.fullmatch,
+        "a login name (lower-case letters, digits, '_', '.', '-', at most 32, not starting with a digit, "
+        "'-' or '.', e.g. ecs-user)",
+    )
     key = _file(table, "key", path, role, "path of the SSH private key")
     port = _field(table, "port", int, path, role, "SSH port, e.g. 22", default=22)
     if port not in PORTS:
         raise InventoryError(f"inventory {path}: [{role}] port = {port!r} is not a TCP port (1 to 65535, e.g. 22)")
     known_hosts = _file(table, "known_hosts", path, role, "a known_hosts file holding this host's key", default=None)
-    proxy_jump = _ssh_word(
-        table, "proxy_jump", path, role, "an OpenSSH ProxyJump, e.g. ecs-user@bastion.example.com:22", default=None
+    proxy_jump = _checked(
+        table,
+        "proxy_jump",
+        path,
+        role,
+        "an OpenSSH ProxyJump, e.g. ecs-user@bastion.example.com:22",
+        jump_host,
+        "one jump host as [user@]host[:port] (a login name, a host name or IP address, a TCP port)",
+        default=None,
     )
     return HostEntry(
         role=role,
