@@ -93,10 +93,22 @@ class Inventory:
             raise InventoryError(f"inventory {path}: no such file (see inventory.example.toml)")
         try:
             data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise InventoryError(f"inventory {path}: not valid TOML: {exc}") from exc
         except UnicodeDecodeError as exc:
             raise InventoryError(f"inventory {path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InventoryError(f"inventory {path}: not valid TOML: {exc}") from exc
+        except ValueError as exc:  # an integer of more digits than Python converts
+            raise InventoryError(
+                f"inventory {path}: a value TOML cannot hold here ({exc}); write the field as shown "
+                "in inventory.example.toml"
+            ) from None
+        except RecursionError:
+            raise InventoryError(
+                f"inventory {path}: arrays or tables nested too deep to read; an inventory has "
+                "flat tables (see inventory.example.toml)"
+            ) from None
+        except OSError as exc:
+            raise InventoryError(f"inventory {path}: cannot be read ({exc.strerror})") from None
         _check_tables(data, path)
         pg = data["postgresql"]
         major = _field(pg, "major", int, path, "postgresql", "the PostgreSQL major the runbook installs, e.g. 18")
@@ -229,7 +241,13 @@ def _file(table: dict, name: str, path: Path, section: str, hint: str, *, defaul
     value = _field(table, name, str, path, section, hint, default=default)
     if value is None:
         return None
-    resolved = Path(value).expanduser()
+    try:
+        resolved = Path(value).expanduser()
+    except RuntimeError:  # ~name of a user this machine does not know
+        raise InventoryError(
+            f"inventory {path}: [{section}] {name} = {value!r}: {value.split('/')[0]} names no user of this machine "
+            f"({hint}; write ~/... for your own home, or a full path)"
+        ) from None
     if not resolved.is_absolute():
         resolved = path.absolute().parent / resolved
     if not resolved.is_file():

@@ -306,3 +306,16 @@ def test_ssh_hosts_use_key_batch_mode_shared_connection_and_stdin(tmp_path):
     options = " ".join(argv)
     for option in ("BatchMode=yes", "ControlMaster=auto", "PasswordAuthentication=no", "-p 2222"):
         assert option in options
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (('key = "KEY"', 'key = "~nosuchuser/id"'), "~nosuchuser names no user of this machine"),
+        (("major = 18", "major = " + "9" * 5000), "a value TOML cannot hold here"),
+        (("major = 18", "major = 18\nshared_archive = " + "[" * 5000 + "]" * 5000), "nested too deep"),
+    ],
+    ids=["unknown-user-home", "huge-integer", "deep-arrays"],
+)
+def test_input_python_cannot_take_is_an_inventory_error_not_a_traceback(tmp_path, edit, words):
+    assert words in error_of(tmp_path, edit)

@@ -194,3 +194,21 @@ def test_a_worker_stays_on_its_target_then_takes_one_no_other_worker_runs():
     assert next_unit(["b.py@t1", "b.py@t2", "a.py@t3"], mine=["a.py@t2"], others=["a.py@t1"]) == "b.py@t2"
     assert next_unit(["b.py@t1", "a.py@t3"], mine=["b.py@t2"], others=["a.py@t1"]) == "a.py@t3"
     assert next_unit(["b.py@t1"], mine=["b.py@t2"], others=["a.py@t1"]) == "b.py@t1"  # all busy: the first
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["mutate", "--runbook", "/tmp/elsewhere/runbook.md"], "copy the runbook under"),
+        (["mutate", "--jobs", "0"], "--jobs 0: run at least one mutant at a time"),
+        (["mutate", "--jobs", "-3"], "--jobs -3: run at least one mutant at a time"),
+    ],
+)
+def test_mutate_refuses_bad_arguments_before_any_docker(args, words, capsys, monkeypatch):
+    from harness import __main__ as cli_main
+    from harness.hosts import docker
+
+    monkeypatch.setattr(docker, "docker_client", lambda: pytest.fail("mutate reached Docker"))
+    assert cli_main.main(args) == 1
+    err = capsys.readouterr().err
+    assert "FAILED:" in err and words in err and "Traceback" not in err
