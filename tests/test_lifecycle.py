@@ -10,7 +10,8 @@ import pytest
 from test_hosts_base import LocalHost
 
 from harness import PROJECT_ROOT
-from harness.runbook import Executor, Skip, StepFailed, parse_text
+from harness.runbook import Executor, RunbookError, Skip, StepFailed, parse_text
+from harness.runbook.execute import without_stdin
 
 pytest_plugins = ["pytester"]
 
@@ -212,3 +213,18 @@ def test_mutate_refuses_bad_arguments_before_any_docker(args, words, capsys, mon
     assert cli_main.main(args) == 1
     err = capsys.readouterr().err
     assert "FAILED:" in err and words in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["echo one\n}\ncat\necho two\nfalse\n", "echo one\n}; cat\nfalse\n", "cat <<EOF\nfalse\n"],
+    ids=["stray-brace", "brace-and-cat", "open-heredoc"],
+)
+def test_a_block_cannot_end_the_stdin_guard_early(body):
+    book = parse_text(f'```sh {{"step":"escape","host":"primary","os":["debian"]}}\n{body}```\n')
+    # the control: in the guard as it is, the block "succeeds" though its last line is `false`
+    assert body.startswith("cat") or LocalHost().run(without_stdin(book.blocks[0].body), check=False).ok
+    host = LocalHost()
+    with pytest.raises(RunbookError, match=r"<runbook>:1: step escape: the block is not a complete script"):
+        Executor(book, {"primary": host}, {}).run(book.blocks)
+    assert host.remotes == []  # refused before anything ran
