@@ -228,3 +228,24 @@ def test_a_block_cannot_end_the_stdin_guard_early(body):
     with pytest.raises(RunbookError, match=r"<runbook>:1: step escape: the block is not a complete script"):
         Executor(book, {"primary": host}, {}).run(book.blocks)
     assert host.remotes == []  # refused before anything ran
+
+
+def test_captured_output_and_junit_never_show_a_secret(pytester):
+    pytester.makepyfile(
+        "import logging, sys\n"
+        "from harness.secrets import Secret\n"
+        "def test_it():\n"
+        "    secret = Secret.generate()\n"
+        "    print('the password is', secret, 'MARK-OUT')\n"
+        "    print('the password is', secret, 'MARK-ERR', file=sys.stderr)\n"
+        "    logging.getLogger('x').warning('the password is %s MARK-LOG', secret)\n"
+        "    open('secret.txt', 'w').write(secret)\n"
+        "    assert False\n"
+    )
+    result = pytester.runpytest("--junit-xml=junit.xml", "-o", "junit_logging=all")
+    result.assert_outcomes(failed=1)
+    secret = (pytester.path / "secret.txt").read_text()
+    junit = (pytester.path / "junit.xml").read_text()
+    for text in (result.stdout.str(), junit):
+        assert all(mark in text for mark in ("MARK-OUT", "MARK-ERR", "MARK-LOG")), text
+        assert secret not in text and secret[:8] not in text
