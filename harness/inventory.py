@@ -205,23 +205,31 @@ def is_host(value: str) -> bool:
     return bool(HOST_NAME.fullmatch(value)) or ip_address(value) is not None
 
 
-def jump_host(value: str) -> bool:
-    """`[user@]host[:port]` as OpenSSH's ProxyJump reads one hop; an IPv6 host in brackets."""
-    user, _, rest = value.rpartition("@")
-    if "@" in value and not USER.fullmatch(user):
-        return False
-    host, port = rest, None
+def split_jump(value: str) -> tuple[str | None, str, int | None] | None:
+    """`[user@]host[:port]`, one ProxyJump hop, as (user, host, port); None when it is not one.
+    An IPv6 host is written in brackets (else its last group reads as a port)."""
+    user, at, rest = value.rpartition("@")
+    if at and not USER.fullmatch(user):
+        return None
+    port: str | None = None
     if rest.startswith("["):
         host, bracket, after = rest[1:].partition("]")
-        if not bracket or (after and not after.startswith(":")):
-            return False
+        if not bracket or (after and not after.startswith(":")) or ":" not in host or ip_address(host) is None:
+            return None
         port = after[1:] if after else None
-        return (ip_address(host) is not None and ":" in host) and _port_text(port)
-    if rest.count(":") > 1:  # an IPv6 address needs its brackets, or its last group reads as a port
-        return False
-    if rest.count(":") == 1:
-        host, port = rest.split(":")
-    return is_host(host) and _port_text(port)
+    elif rest.count(":") > 1:
+        return None
+    else:
+        host, _, port = rest.partition(":") if ":" in rest else (rest, "", None)
+        if not is_host(host):
+            return None
+    if port is not None and not _port_text(port):
+        return None
+    return (user or None), host, (int(port) if port is not None else None)
+
+
+def jump_host(value: str) -> bool:
+    return split_jump(value) is not None
 
 
 def _port_text(port: str | None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -319,3 +320,37 @@ def test_ssh_hosts_use_key_batch_mode_shared_connection_and_stdin(tmp_path):
 )
 def test_input_python_cannot_take_is_an_inventory_error_not_a_traceback(tmp_path, edit, words):
     assert words in error_of(tmp_path, edit)
+
+
+def proxy_command(argv: list[str]) -> list[str]:
+    """The ProxyCommand of an ssh argv as the words /bin/sh gives the hop's ssh (after ssh's % expansion)."""
+    (option,) = [a for a in argv if a.startswith("ProxyCommand=")]
+    command = option.removeprefix("ProxyCommand=").replace("%h", "HOST").replace("%p", "PORT").replace("%%", "%")
+    return shlex.split(command)
+
+
+def test_the_bastion_hop_gets_the_hosts_key_checks_and_batch_mode(tmp_path):
+    (tmp_path / "my keys").mkdir()
+    (tmp_path / "my keys" / "id%1").write_text("not a real key")
+    (tmp_path / "known_hosts").write_text("")
+    extra = 'proxy_jump = "jump@bastion.example.com:2222"\nknown_hosts = "known_hosts"\n'
+    text = GOOD.replace(PRIMARY, PRIMARY + extra)
+    text = text.replace('key = "KEY"', 'key = "my keys/id%1"', 1)
+    host = SshHost.from_entry(Inventory.load(write(tmp_path, text)).hosts["primary"], tmp_path / "state")
+    argv = host._transport(["bash", "-s"])
+    assert not any(a.startswith("ProxyJump") for a in argv)  # OpenSSH's ProxyJump starts its hop bare
+    hop = proxy_command(argv)
+    key = str(tmp_path / "my keys" / "id%%1")  # as the hop's ssh reads it: %% is a literal %
+    assert hop[:3] == ["ssh", "-i", key]
+    options = {hop[i + 1] for i, word in enumerate(hop) if word == "-o"}
+    assert {"BatchMode=yes", "StrictHostKeyChecking=yes", "IdentitiesOnly=yes", "PasswordAuthentication=no"} <= options
+    assert f"UserKnownHostsFile={tmp_path / 'known_hosts'}" in options
+    assert not any(o.startswith(("ControlMaster", "ControlPath", "ProxyCommand")) for o in options)
+    assert hop[-8:] == ["-l", "jump", "-p", "2222", "-W", "HOST:PORT", "--", "bastion.example.com"]
+    assert argv[argv.index("-i") + 1] == key and argv[argv.index("-p") + 1] == "22"
+
+
+def test_a_bastion_in_brackets_and_without_user_or_port(tmp_path):
+    text = GOOD.replace(PRIMARY, PRIMARY + 'proxy_jump = "[2001:db8::1]"\n')
+    host = SshHost.from_entry(Inventory.load(write(tmp_path, text)).hosts["primary"], tmp_path / "state")
+    assert proxy_command(host._transport(["true"]))[-4:] == ["-W", "HOST:PORT", "--", "2001:db8::1"]
