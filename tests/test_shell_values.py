@@ -176,3 +176,43 @@ def test_the_firewall_rules_pass_the_peers_address_as_one_argument(value, tmp_pa
         rules.append(calls[2])
     rule = ["add", "rule", "inet", "pgrepl_cut", "input", "ip", "saddr", value]
     assert rules == [[*rule, "tcp", "dport", "5432", "drop"], [*rule, "drop"]]
+
+
+PGPASS_BLOCKS = [pytest.param(b, id=f"{b.step}-{'-'.join(b.os)}") for b in RUNBOOK.blocks if b.step.endswith("pgpass")]
+
+
+@pytest.mark.parametrize("block", PGPASS_BLOCKS)
+def test_pgpass_is_never_readable_by_others(block, tmp_path: Path):
+    """Run as written, with `sudo -u postgres` running as this user and `~postgres` a scratch directory.
+    With `chmod` doing nothing the file must still be mode 600 (created so, never 644 for a moment);
+    an older file of mode 644 must end 600 with the new password."""
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    (stubs / "sudo").write_text(f'#!{BASH}\nwhile [ "${{1#-}}" != "$1" ]; do shift 2; done\nexec "$@"\n')
+    (stubs / "sudo").chmod(0o755)
+    home = tmp_path / "~postgres"  # no user postgres here: the shell leaves ~postgres as it is
+    home.mkdir()
+    rendered = script(block, RUNBOOK.bindings, PLAIN)
+
+    def run(chmod_does_nothing: bool) -> None:
+        (stubs / "chmod").unlink(missing_ok=True)
+        if chmod_does_nothing:
+            (stubs / "chmod").write_text("#!/bin/sh\nexit 0\n")
+            (stubs / "chmod").chmod(0o755)
+        env = {"PATH": f"{stubs}:/usr/bin:/bin"}
+        done = subprocess.run(
+            [BASH, "-e", "-o", "pipefail", "-c", f"umask 022\n{without_stdin(rendered)}"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+
+    pgpass = home / ".pgpass"
+    run(chmod_does_nothing=True)
+    assert oct(pgpass.stat().st_mode & 0o777) == oct(0o600) and ":replica_user:pw0" in pgpass.read_text()
+    pgpass.write_text("old:5432:*:replica_user:old-password\n")
+    pgpass.chmod(0o644)
+    run(chmod_does_nothing=False)
+    assert oct(pgpass.stat().st_mode & 0o777) == oct(0o600) and "old-password" not in pgpass.read_text()
