@@ -1,8 +1,9 @@
 """What the harness may touch on a real host: only what its own record says it created.
 
-Before the runbook's first step the harness surveys each host (as root): PostgreSQL packages,
-clusters, units, a listener on 5432, running servers, data directories. A host with any of them is
-refused (unless the user allows it). Then it writes an ownership record
+Before anything else a run takes each host's lock (one run at a time: survey and claim are one step),
+then surveys each host (as root): PostgreSQL packages, clusters, units, a listener on 5432, running
+servers, data directories on every local file system. A host with any of them is refused (unless the
+user allows it). Then it writes an ownership record
 (/var/lib/pgrepl-harness/owner.json: run id, major, its cluster's data directory, what existed
 before); when the cluster closes it adds the data directory's system identifier.
 
@@ -17,10 +18,14 @@ them only when empty). It says exactly what went. `force` removes PostgreSQL wit
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import re
 import shlex
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from harness.hosts.base import Host, HostError
@@ -28,8 +33,42 @@ from harness.inventory import MAJORS
 from harness.layout import LAYOUTS, Layout, layout_for
 
 RECORD = "/var/lib/pgrepl-harness/owner.json"
+# Held by one run at a time from before the survey to the end: mkdir is atomic, and root's alone here.
+LOCK = "/var/lib/pgrepl-harness/lock"
 # Packages that mean a PostgreSQL server is installed (client libraries alone do not).
 SERVER_PACKAGE = re.compile(r"^postgresql-?\d+(-server)?$|^postgresql(\d+)?-server$|^postgresql-common$")
+# The file systems the survey looks for data directories on, besides the root's: local disks, a
+# container's root (overlay) and memory (tmpfs). Network file systems (NFS, CIFS, ...) are not searched.
+LOCAL_FILE_SYSTEMS = (
+    "ext2",
+    "ext3",
+    "ext4",
+    "xfs",
+    "btrfs",
+    "zfs",
+    "f2fs",
+    "jfs",
+    "reiserfs",
+    "bcachefs",
+    "overlay",
+    "tmpfs",
+)
+SURVEY_DEPTH = 7  # directories below each mount point
+
+
+def data_directories_probe(mounts: str = "/proc/mounts", root: str = "/") -> str:
+    """A script printing the directory of every PG_VERSION file (not of a database inside a data
+    directory, base/N) on `root` and every mount of a LOCAL_FILE_SYSTEMS type in `mounts`, each searched
+    SURVEY_DEPTH deep without crossing into other mounts (which are searched from their own point)."""
+    types = "|".join(LOCAL_FILE_SYSTEMS)
+    return (
+        f"{{ echo {shlex.quote(root)}; awk '$3 ~ /^({types})$/ {{ print $2 }}' {shlex.quote(mounts)}; }} | sort -u |"
+        ' while IFS= read -r point; do point=$(printf "%b" "$point");'  # /proc/mounts writes a space as \040
+        f' find "$point" -xdev -maxdepth {SURVEY_DEPTH} \\( -path /proc -o -path /sys -o -path "*/base" \\) -prune'
+        " -o -name PG_VERSION -printf '%h\\n' 2>/dev/null || true; done | sort -u"
+    )
+
+
 # Probes run as root; each prints what it finds (nothing when there is nothing) and fails only on error.
 PROBES = {
     "clusters (pg_lsclusters)": "if command -v pg_lsclusters >/dev/null; then pg_lsclusters --no-header; fi",
@@ -37,16 +76,17 @@ PROBES = {
     "units": "(systemctl list-unit-files --no-legend --no-pager 'postgresql*' || [ $? -eq 1 ]) | awk '{ print $1 }'",
     "listening on port 5432": "ss -Hltn 'sport = :5432'",
     "running servers": "pgrep -a -x 'postgres|postmaster' || [ $? -eq 1 ]",
-    "data directories": (
-        "find / -xdev -maxdepth 7 \\( -path /proc -o -path /sys -o -path '*/base' \\) -prune"
-        " -o -name PG_VERSION -printf '%h\\n'"
-    ),
+    "data directories": data_directories_probe(),
     "ownership record of an earlier run": f"cat {RECORD} 2>/dev/null || true",
 }
 
 
 class NotOwned(HostError):
     """The harness has no record of creating what it was asked to remove, or the record does not match."""
+
+
+class HostBusy(HostError):
+    """Another run of the harness holds the host (its survey, set-up or removal is under way)."""
 
 
 class HostNotPristine(HostError):
@@ -80,6 +120,33 @@ _TYPES = {
 
 class BadRecord(NotOwned):
     """The ownership record is there but unreadable: the harness cannot tell what it created."""
+
+
+@contextmanager
+def held(host: Host, run_id: str) -> Iterator[None]:
+    """The host's run lock, taken before the survey and held until the run is done with the host: two
+    runs on one host could otherwise both find it fresh and install at once. HostBusy names the holder."""
+    holder = f"run {run_id} from {socket.gethostname()} (uid {os.getuid()}, pid {os.getpid()}), since {time.ctime()}"
+    lock, parent = shlex.quote(LOCK), shlex.quote(posixpath.dirname(LOCK))
+    taken = host.run(
+        f"mkdir -p -m 700 {parent}\n"
+        f"if mkdir -m 700 {lock} 2>/dev/null; then printf '%s\\n' {shlex.quote(holder)} > {lock}/holder; echo taken\n"
+        f"else cat {lock}/holder 2>/dev/null || echo 'a run that has not written its name yet'; fi\n",
+        user="root",
+    ).stdout.strip()
+    if taken != "taken":
+        raise HostBusy(
+            f"{host.name} ({host.url}) is held by another run of the harness: {taken}. Wait for it to end; if that "
+            f"run is gone (killed), remove {LOCK} on the host and try again"
+        )
+    try:
+        yield
+    finally:  # only our own lock: never one another run took after ours was removed by hand
+        host.run(
+            f'if [ "$(cat {lock}/holder 2>/dev/null)" = {shlex.quote(holder)} ]; then rm -rf -- {lock}; fi',
+            user="root",
+            check=False,
+        )
 
 
 def installed_packages(host: Host, layout: Layout) -> list[str]:

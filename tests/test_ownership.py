@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Callable
 
 import pytest
+from test_hosts_base import LocalHost
 
 from harness import ownership
 from harness.hosts.base import CommandFailed, Result
@@ -196,3 +198,87 @@ def test_a_damaged_record_is_a_clear_refusal(text, why):
             act()
         assert why in str(refused.value) and "ownership record /var/lib/pgrepl-harness/owner.json" in str(refused.value)
     assert host.removal() is None and host.files == {}
+
+
+class RootHost(LocalHost):
+    """Runs scripts on this machine as this user (no sudo here): for the lock's real shell."""
+
+    def _transport(self, remote: list[str]) -> list[str]:
+        if "sudo" in remote:
+            remote = remote[: remote.index("sudo")] + remote[remote.index("--") + 1 :]
+        return super()._transport(remote)
+
+
+def test_two_runs_cannot_hold_one_host_and_the_second_is_told_who_holds_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(ownership, "LOCK", str(tmp_path / "pgrepl-harness" / "lock"))
+    host = RootHost()
+    with ownership.held(host, "first-run"):
+        with pytest.raises(ownership.HostBusy) as busy, ownership.held(host, "second-run"):
+            pass
+        assert "held by another run of the harness: run first-run from" in str(busy.value)
+        assert str(tmp_path / "pgrepl-harness" / "lock") in str(busy.value)
+    with ownership.held(host, "third-run"):  # released at the end of the first
+        pass
+    assert not (tmp_path / "pgrepl-harness" / "lock").exists()
+
+
+def test_an_inventory_run_takes_the_lock_before_the_survey(monkeypatch):
+    from contextlib import ExitStack, contextmanager
+
+    from harness import lifecycle
+
+    seen: list[str] = []
+
+    @contextmanager
+    def held(host, run_id):
+        seen.append(f"lock {host.name}")
+        yield
+
+    monkeypatch.setattr(ownership, "held", held)
+    hosts = {"primary": FakeHost({}), "secondary": FakeHost({})}
+    hosts["secondary"].name = "secondary"
+    monkeypatch.setattr(lifecycle, "ssh_hosts", lambda stack, inventory: hosts)
+    monkeypatch.setattr(lifecycle, "check_reachable", lambda hosts: None)
+    monkeypatch.setattr(lifecycle, "check_identity", lambda hosts: "debian")
+
+    def survey(host, layout):
+        seen.append("survey")
+        raise ownership.HostNotPristine("stop here")
+
+    monkeypatch.setattr(ownership, "refuse_existing_postgresql", survey)
+    target = type("Target", (), {"inventory": type("Inventory", (), {"pg_major": 16})(), "allow_existing": False})()
+    with pytest.raises(ownership.HostNotPristine), ExitStack() as stack:
+        lifecycle._inventory_cluster(stack, target, None, log=lambda line: None)
+    assert seen == ["lock primary", "lock secondary", "survey"]
+
+
+def test_the_survey_searches_every_local_mount_not_only_the_roots_file_system(tmp_path):
+    """A data directory on a second disk (/data) was missed by `find / -xdev`."""
+    planted = ("root/var/lib/postgresql/16/main", "data disk/pg/16/main", "nfs/pg/main", "root/deep/1/2/3/4/5/6/7/x")
+    for found in planted:
+        (tmp_path / found).mkdir(parents=True)
+        (tmp_path / found / "PG_VERSION").write_text("16\n")
+    (tmp_path / "root/var/lib/postgresql/16/main/base/5").mkdir(parents=True)
+    (tmp_path / "root/var/lib/postgresql/16/main/base/5/PG_VERSION").write_text("16\n")
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        "proc /proc proc rw 0 0\n"
+        f"/dev/sdb1 {str(tmp_path / 'data disk').replace(' ', chr(92) + '040')} xfs rw 0 0\n"
+        f"server:/export {tmp_path / 'nfs'} nfs4 rw 0 0\n"
+    )
+    probe = ownership.data_directories_probe(str(mounts), str(tmp_path / "root"))
+    done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", probe], capture_output=True, text=True, check=True)
+    found = done.stdout.splitlines()
+    assert found == [str(tmp_path / "data disk/pg/16/main"), str(tmp_path / "root/var/lib/postgresql/16/main")]
+    assert "/proc/mounts" in ownership.PROBES["data directories"]
+
+
+def test_the_readme_names_every_file_system_the_survey_searches():
+    from harness import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    safety = readme[readme.index("## Safety on real hosts") : readme.index("## What you see")]
+    named = re.search(r"local file system: ([^)]*)\)", " ".join(safety.split())).group(1)
+    listed = [word.strip() for word in named.replace("ext2/3/4", "ext2, ext3, ext4").split(",")]
+    assert listed == list(ownership.LOCAL_FILE_SYSTEMS)
+    assert f"up to {ownership.SURVEY_DEPTH} directories below" in " ".join(safety.split())
