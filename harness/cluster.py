@@ -276,13 +276,14 @@ class Node:
 
     def cut_from(self, peer: Node) -> None:
         """Drop every packet from `peer` to this node's PostgreSQL port (a firewall rule on this host)."""
-        self._drop(f"ip saddr {peer.host.address} tcp dport 5432")
+        self._drop(f"ip saddr {shlex.quote(peer.host.address)} tcp dport 5432")
 
     def isolate_from(self, peer: Node) -> None:
         """Drop every packet from `peer` to this host, whatever the port (both nodes: a network split)."""
-        self._drop(f"ip saddr {peer.host.address}")
+        self._drop(f"ip saddr {shlex.quote(peer.host.address)}")
 
     def _drop(self, match: str) -> None:
+        """Add an nft rule dropping what `match` names (its words already quoted for the shell)."""
         self.host.run(
             "nft add table inet pgrepl_cut\n"
             "nft add chain inet pgrepl_cut input '{ type filter hook input priority -10 ; }'\n"

@@ -10,7 +10,15 @@ export DEBIAN_FRONTEND=noninteractive
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 LOG=${PGREPL_DOCKERD_LOG:-/var/log/pgrepl-dockerd.log}
-LOCK=${PGREPL_ENGINE_LOCK:-/tmp/pgrepl-engine.lock}
+# The lock lives where only root creates names (/run), not in a world-writable /tmp where anyone can
+# plant a link by that name for root to follow; elsewhere (a scratch lock, not root) it is refused
+# when it is a link or not a regular file, and opened without truncating (<>), so it never writes.
+if [ "$(id -u)" = 0 ]; then
+    default_lock=/run/pgrepl-engine.lock
+else
+    default_lock=${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}}/pgrepl-engine-$(id -u).lock
+fi
+LOCK=${PGREPL_ENGINE_LOCK:-$default_lock}
 WAIT=${PGREPL_ENGINE_WAIT:-60}
 
 say() { printf 'engine.sh: %s\n' "$*"; }
@@ -19,7 +27,12 @@ engine_answers() { command -v docker >/dev/null && docker info >/dev/null 2>&1; 
 # One run at a time (parallel pytest workers may all find no engine). fd 9 is closed for every
 # child that could outlive this script, or the lock would stay held.
 if command -v flock >/dev/null; then
-    exec 9>"$LOCK"
+    if [ -L "$LOCK" ] || { [ -e "$LOCK" ] && [ ! -f "$LOCK" ]; }; then
+        say "$LOCK is a symbolic link or not a regular file: refusing to open it as root's lock" \
+            "(remove it, or set PGREPL_ENGINE_LOCK to another path)" >&2
+        exit 1
+    fi
+    exec 9<>"$LOCK"
     flock -w 900 9 || { say "another engine.sh holds $LOCK; gave up after 900 s" >&2; exit 1; }
 fi
 

@@ -20,6 +20,12 @@
 Everything is checked before any host is touched: unknown tables and keys (a typo is not silently
 a default), types (true is not a port), ranges and shapes. An error names the file, the field and
 the fix. Primary and secondary must differ in both their SSH endpoint and their private address.
+
+Each value is checked for what it is, not only for what it must not hold: private_address reaches
+root shells on the hosts (the runbook's blocks, firewall rules), so it is an IP address without a
+scope id (whose text after '%' Python accepts as anything); ssh_address a host name or such an IP
+address; proxy_jump `[user@]host[:port]`; user a POSIX login name. None of them can hold a character
+a shell or ssh (its `%` tokens) would read.
 """
 
 from __future__ import annotations
@@ -42,7 +48,12 @@ FIELDS = {
 }
 MAJORS = range(10, 100)
 PORTS = range(1, 65536)
-USER = re.compile(r"^[a-z_][a-z0-9_.-]*$")
+# a POSIX login name as useradd takes it by default (32 characters at most)
+USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+# an RFC 1123 host name (labels of letters, digits and '-', not first or last), or an ssh_config alias
+# of the same shape; '_' is allowed since DNS and ssh_config take it
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 _REQUIRED = object()
 
 
@@ -82,10 +93,22 @@ class Inventory:
             raise InventoryError(f"inventory {path}: no such file (see inventory.example.toml)")
         try:
             data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise InventoryError(f"inventory {path}: not valid TOML: {exc}") from exc
         except UnicodeDecodeError as exc:
             raise InventoryError(f"inventory {path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InventoryError(f"inventory {path}: not valid TOML: {exc}") from exc
+        except ValueError as exc:  # an integer of more digits than Python converts
+            raise InventoryError(
+                f"inventory {path}: a value TOML cannot hold here ({exc}); write the field as shown "
+                "in inventory.example.toml"
+            ) from None
+        except RecursionError:
+            raise InventoryError(
+                f"inventory {path}: arrays or tables nested too deep to read; an inventory has "
+                "flat tables (see inventory.example.toml)"
+            ) from None
+        except OSError as exc:
+            raise InventoryError(f"inventory {path}: cannot be read ({exc.strerror})") from None
         _check_tables(data, path)
         pg = data["postgresql"]
         major = _field(pg, "major", int, path, "postgresql", "the PostgreSQL major the runbook installs, e.g. 18")
@@ -106,7 +129,7 @@ class Inventory:
                 f"inventory {path}: [primary] and [secondary] are the same host "
                 f"(ssh_address = {primary.ssh_address!r}, port = {primary.port}); give each role its own host"
             )
-        if ipaddress.ip_address(primary.private_address) == ipaddress.ip_address(secondary.private_address):
+        if ip_address(primary.private_address) == ip_address(secondary.private_address):
             raise InventoryError(
                 f"inventory {path}: [primary] and [secondary] have the same private_address = "
                 f"{primary.private_address!r}; each host needs its own VPC address"
@@ -167,16 +190,58 @@ def _field(table: dict, name: str, kind: type, path: Path, section: str, hint: s
     return value
 
 
-def _ssh_word(table: dict, name: str, path: Path, section: str, hint: str, *, default=_REQUIRED) -> str | None:
-    """A value passed to ssh on its command line: not an option (no leading '-'), one word."""
-    value = _field(table, name, str, path, section, hint, default=default)
-    if value is None:
+def ip_address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """`value` as an IP address, or None; an IPv6 scope id (`fe80::1%eth0`) is not accepted: Python
+    takes any text after the '%', `;` and `$` included."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
         return None
-    if value.startswith("-") or any(char.isspace() for char in value):
-        raise InventoryError(
-            f"inventory {path}: [{section}] {name} = {value!r} must not start with '-' or contain whitespace ({hint})"
-        )
-    return value
+    return None if getattr(address, "scope_id", None) else address
+
+
+def is_host(value: str) -> bool:
+    """A host name or an IP address without a scope id (what ssh and libpq may be given)."""
+    return bool(HOST_NAME.fullmatch(value)) or ip_address(value) is not None
+
+
+def split_jump(value: str) -> tuple[str | None, str, int | None] | None:
+    """`[user@]host[:port]`, one ProxyJump hop, as (user, host, port); None when it is not one.
+    An IPv6 host is written in brackets (else its last group reads as a port)."""
+    user, at, rest = value.rpartition("@")
+    if at and not USER.fullmatch(user):
+        return None
+    port: str | None = None
+    if rest.startswith("["):
+        host, bracket, after = rest[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")) or ":" not in host or ip_address(host) is None:
+            return None
+        port = after[1:] if after else None
+    elif rest.count(":") > 1:
+        return None
+    else:
+        host, _, port = rest.partition(":") if ":" in rest else (rest, "", None)
+        if not is_host(host):
+            return None
+    if port is not None and not _port_text(port):
+        return None
+    return (user or None), host, (int(port) if port is not None else None)
+
+
+def jump_host(value: str) -> bool:
+    return split_jump(value) is not None
+
+
+def _port_text(port: str | None) -> bool:
+    return port is None or (port.isascii() and port.isdigit() and len(port) <= 5 and int(port) in PORTS)
+
+
+def _checked(table: dict, name: str, path: Path, section: str, hint: str, valid, what: str, *, default=_REQUIRED):
+    """A string field that `valid` accepts; else an error naming what it must be."""
+    value = _field(table, name, str, path, section, hint, default=default)
+    if value is None or valid(value):
+        return value
+    raise InventoryError(f"inventory {path}: [{section}] {name} = {value!r} is not {what} ({hint})")
 
 
 def _file(table: dict, name: str, path: Path, section: str, hint: str, *, default=_REQUIRED) -> Path | None:
@@ -184,7 +249,13 @@ def _file(table: dict, name: str, path: Path, section: str, hint: str, *, defaul
     value = _field(table, name, str, path, section, hint, default=default)
     if value is None:
         return None
-    resolved = Path(value).expanduser()
+    try:
+        resolved = Path(value).expanduser()
+    except RuntimeError:  # ~name of a user this machine does not know
+        raise InventoryError(
+            f"inventory {path}: [{section}] {name} = {value!r}: {value.split('/')[0]} names no user of this machine "
+            f"({hint}; write ~/... for your own home, or a full path)"
+        ) from None
     if not resolved.is_absolute():
         resolved = path.absolute().parent / resolved
     if not resolved.is_file():
@@ -196,28 +267,48 @@ def _file(table: dict, name: str, path: Path, section: str, hint: str, *, defaul
 
 
 def _host(role: str, table: dict, path: Path) -> HostEntry:
-    ssh_address = _ssh_word(table, "ssh_address", path, role, "the address the test runner SSHes to")
-    private_address = _field(table, "private_address", str, path, role, "the VPC address the other host uses")
-    try:
-        ipaddress.ip_address(private_address)
-    except ValueError:
-        raise InventoryError(
-            f"inventory {path}: [{role}] private_address = {private_address!r} is not an IP address "
-            "(the VPC address the other host uses, e.g. 192.168.1.10)"
-        ) from None
-    user = _field(table, "user", str, path, role, "the login user, with passwordless sudo")
-    if not USER.match(user):
-        raise InventoryError(
-            f"inventory {path}: [{role}] user = {user!r} is not a login name "
-            "(lower-case letters, digits, '_', '.', '-', not starting with a digit, '-' or '.', e.g. ecs-user)"
-        )
+    ssh_address = _checked(
+        table,
+        "ssh_address",
+        path,
+        role,
+        "the address the test runner SSHes to, e.g. 203.0.113.10 or db1.example.com",
+        is_host,
+        "a host name or an IP address (letters, digits, '.', '-', ':'; no scope id, no whitespace, no '-' first)",
+    )
+    private_address = _checked(
+        table,
+        "private_address",
+        path,
+        role,
+        "the VPC address the other host uses, e.g. 192.168.1.10",
+        lambda value: ip_address(value) is not None,
+        "an IP address (without a scope id such as %eth0)",
+    )
+    user = _checked(
+        table,
+        "user",
+        path,
+        role,
+        "the login user, with passwordless sudo",
+        USER.fullmatch,
+        "a login name (lower-case letters, digits, '_', '.', '-', at most 32, not starting with a digit, "
+        "'-' or '.', e.g. ecs-user)",
+    )
     key = _file(table, "key", path, role, "path of the SSH private key")
     port = _field(table, "port", int, path, role, "SSH port, e.g. 22", default=22)
     if port not in PORTS:
         raise InventoryError(f"inventory {path}: [{role}] port = {port!r} is not a TCP port (1 to 65535, e.g. 22)")
     known_hosts = _file(table, "known_hosts", path, role, "a known_hosts file holding this host's key", default=None)
-    proxy_jump = _ssh_word(
-        table, "proxy_jump", path, role, "an OpenSSH ProxyJump, e.g. ecs-user@bastion.example.com:22", default=None
+    proxy_jump = _checked(
+        table,
+        "proxy_jump",
+        path,
+        role,
+        "an OpenSSH ProxyJump, e.g. ecs-user@bastion.example.com:22",
+        jump_host,
+        "one jump host as [user@]host[:port] (a login name, a host name or IP address, a TCP port)",
+        default=None,
     )
     return HostEntry(
         role=role,

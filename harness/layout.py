@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
@@ -26,8 +27,19 @@ class Layout:
     bin_dir: str
     log_file: str  # a shell expression naming the server log file
     packages_command: str  # prints the installed PostgreSQL packages, one name per line
-    purge_command: str  # removes the packages named by the words that follow it
-    owned_paths: tuple[str, ...]  # what the runbook may create (removed only if the harness created it)
+    purge_command: str  # removes exactly the packages named by the words that follow it
+    simulate_command: str  # shows, changing nothing, what removing the packages that follow would remove
+    simulated: re.Pattern[str]  # in that output: a package that would go (group 1), whatever its wording
+    # What the runbook makes of one cluster of this major (data, configuration, its log files, the
+    # replication password file, the archive directories); a path ending in '*' is a shell pattern.
+    cluster_paths: tuple[str, ...]
+    # The directories above them, deepest first: removed only when empty (another cluster may live there).
+    parent_dirs: tuple[str, ...]
+
+    @property
+    def owned_paths(self) -> tuple[str, ...]:
+        """Everything the runbook may create: whether each existed before is recorded (harness.ownership)."""
+        return (*self.cluster_paths, *self.parent_dirs)
 
     @property
     def postgresql_conf(self) -> str:
@@ -45,6 +57,8 @@ class Packaging:
     package_query: str
     packages_command: str
     purge_command: str
+    simulate_command: str
+    simulated: re.Pattern[str]
 
 
 def _dpkg(major: int) -> Packaging:
@@ -56,6 +70,9 @@ def _dpkg(major: int) -> Packaging:
             " | awk '$3 == \"installed\" { print $4 }'"
         ),
         purge_command="DEBIAN_FRONTEND=noninteractive apt-get purge -y -q",
+        # apt also purges what depends on a package (libpq5: psycopg2, php-pgsql, pgbackrest ...)
+        simulate_command="apt-get -s purge -q",
+        simulated=re.compile(r"^(?:Purg|Remv) ([^\s:]+)", re.M),
     )
 
 
@@ -63,7 +80,10 @@ def _rpm(major: int) -> Packaging:
     return Packaging(
         package_query=f"rpm -q --qf '%{{VERSION}}' postgresql{major}-server",
         packages_command="rpm -qa --qf '%{NAME}\\n' 'postgresql*' 'libpq*'",
-        purge_command="$(command -v dnf || command -v yum) remove -y -q",
+        # rpm -e removes exactly the packages named, never what depends on them (dnf remove would)
+        purge_command="rpm -e",
+        simulate_command="rpm -e --test",
+        simulated=re.compile(r"is needed by \(installed\) (\S+)"),
     )
 
 
@@ -81,7 +101,20 @@ def _debian(family: str, major: int, packaging: Packaging) -> Layout:
         service="postgresql.service",
         bin_dir=f"/usr/lib/postgresql/{major}/bin",
         log_file=f"/var/log/postgresql/postgresql-{major}-main.log",
-        owned_paths=("/etc/postgresql", "/var/lib/postgresql", "/var/log/postgresql", *ARCHIVE_DIRS),
+        cluster_paths=(
+            f"/var/lib/postgresql/{major}/main",
+            f"/etc/postgresql/{major}/main",
+            f"/var/log/postgresql/postgresql-{major}-main.log*",
+            "/var/lib/postgresql/.pgpass",
+            *ARCHIVE_DIRS,
+        ),
+        parent_dirs=(
+            f"/var/lib/postgresql/{major}",
+            f"/etc/postgresql/{major}",
+            "/var/lib/postgresql",
+            "/etc/postgresql",
+            "/var/log/postgresql",
+        ),
         **vars(packaging),
     )
 
@@ -98,7 +131,8 @@ def _el(family: str, major: int, packaging: Packaging) -> Layout:
         service=f"postgresql-{major}.service",
         bin_dir=f"/usr/pgsql-{major}/bin",
         log_file=f"$(ls -t {data_dir}/log/*.log | head -1)",
-        owned_paths=(f"/var/lib/pgsql/{major}", "/var/lib/pgsql/.pgpass", *ARCHIVE_DIRS),
+        cluster_paths=(data_dir, f"/var/lib/pgsql/{major}/initdb.log", "/var/lib/pgsql/.pgpass", *ARCHIVE_DIRS),
+        parent_dirs=(f"/var/lib/pgsql/{major}",),
         **vars(packaging),
     )
 

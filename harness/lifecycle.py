@@ -254,10 +254,12 @@ def _inventory_cluster(stack: ExitStack, target: InventoryTarget, book: Runbook,
     check_reachable(hosts)
     family = check_identity(hosts)
     layout = layout_for(family, inventory.pg_major)
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    for host in hosts.values():  # before the survey: survey and claim are one step for other runs
+        stack.enter_context(ownership.held(host, run_id))
     if not target.allow_existing:
         for host in hosts.values():
             ownership.refuse_existing_postgresql(host, layout)
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     if target.clean_up:  # registered first: runs last, after the record is sealed
         stack.callback(lambda: [ownership.release(host, layout, log=log) for host in hosts.values()])
     records = {role: ownership.claim(host, layout, run_id) for role, host in hosts.items()}
@@ -305,7 +307,8 @@ def remove_from_inventory(inventory: Inventory, *, force: bool = False, log: Log
         hosts = ssh_hosts(stack, inventory)
         check_reachable(hosts)
         for host in hosts.values():
-            removed = ownership.release(host, layout_for(host.os.family, inventory.pg_major), force=force, log=log)
+            with ownership.held(host, "down"):
+                removed = ownership.release(host, layout_for(host.os.family, inventory.pg_major), force=force, log=log)
             log(f"{host.name} ({host.url}): removed {', '.join(removed) or 'nothing (none of it was there)'}")
 
 

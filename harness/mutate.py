@@ -96,7 +96,7 @@ def explanations(runbook_path: Path) -> dict[tuple[str, str], str]:
     try:
         entries = tomllib.loads(path.read_text()).get("line", [])
         return {(e["step"], e["text"].strip()): e["why"] for e in entries}
-    except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise MutateError(
             f"{path}: {exc}; each [[line]] needs step, text (the line as in the runbook) and why"
         ) from None
@@ -123,10 +123,17 @@ class Mutation:
     def run(self) -> dict:
         from harness.images import ImageProfile
 
+        if self.jobs < 1:
+            raise MutateError(f"--jobs {self.jobs}: run at least one mutant at a time (--jobs 1 or more)")
+        if not self.runbook.resolve().is_relative_to(PROJECT_ROOT):
+            raise MutateError(
+                f"--runbook {self.runbook}: mutate runs the scenario modules that name their runbook inside the "
+                f"project ({PROJECT_ROOT}); copy the runbook under {PROJECT_ROOT / 'runbooks'} and mutate it there"
+            )
         profile = ImageProfile.load(self.image)
         found = mutants(self.runbook, profile.family, self.parts, profile.package_source)
         explained = explanations(self.runbook)
-        relative = str(self.runbook.relative_to(PROJECT_ROOT))
+        relative = str(self.runbook.resolve().relative_to(PROJECT_ROOT))
         modules = module_parts()
         costs = module_costs()
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import pytest
 from harness import DEFAULT_RUNBOOK
 from harness.errors import HarnessError
 from harness.labels import join_session
-from harness.secrets import redact
+from harness.secrets import redact, redact_sections
 from harness.targets import Target, target_matrix, unwind_on_sigterm
 
 if TYPE_CHECKING:  # heavy imports (docker, psycopg) wait until a test needs them: bad options fail fast
@@ -235,6 +235,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     every report goes through redaction, so no generated secret reaches it."""
     outcome = yield
     report = outcome.get_result()
+    report.sections = redact_sections(report.sections)
     excinfo = call.excinfo
     _report_runbook(item, report, excinfo)
     if report.failed and excinfo is not None and isinstance(excinfo.value, HarnessError):

@@ -54,3 +54,9 @@ def redact(text: str) -> str:
         if len(value) > MIN_FRAGMENT:
             text = _fragments(value).sub(REDACTED, text)
     return text
+
+
+def redact_sections(sections: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A pytest report's captured output (its "Captured stdout/stderr/log" sections, which JUnit's
+    system-out also shows), redacted."""
+    return [(title, redact(text)) for title, text in sections]

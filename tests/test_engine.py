@@ -5,6 +5,7 @@ Nothing here installs or starts anything: pinging the engine and running the scr
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -120,3 +121,42 @@ def test_the_script_ships_in_the_package_and_is_valid_bash():
 def test_the_script_passes_shellcheck():
     done = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
+
+
+def run_engine_script(tmp_path, lock) -> subprocess.CompletedProcess:
+    """engine.sh with stubs first on PATH: an engine that answers, debootstrap and shellcheck present,
+    `id` saying not root (no inotify limits touched). Only the lock is real."""
+    stubs = tmp_path / "stubs"
+    stubs.mkdir(exist_ok=True)
+    for name, body in {"docker": "exit 0", "debootstrap": "exit 0", "shellcheck": "exit 0", "id": "echo 1000"}.items():
+        (stubs / name).write_text(f"#!/bin/sh\n{body}\n")
+        (stubs / name).chmod(0o755)
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "PGREPL_ENGINE_LOCK": str(lock)}
+    return subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("flock") is None, reason="no flock: the script takes no lock")
+def test_the_lock_is_never_a_planted_link_followed_or_a_file_truncated(tmp_path):
+    victim = tmp_path / "root-owned-file"
+    victim.write_text("precious\n")
+    link = tmp_path / "pgrepl-engine.lock"
+    link.symlink_to(victim)
+    done = run_engine_script(tmp_path, link)
+    assert done.returncode == 1 and f"{link} is a symbolic link" in done.stderr, done.stderr
+    assert victim.read_text() == "precious\n"
+
+    fifo = tmp_path / "fifo.lock"
+    os.mkfifo(fifo)
+    done = run_engine_script(tmp_path, fifo)
+    assert done.returncode == 1 and "not a regular file" in done.stderr
+
+    existing = tmp_path / "existing.lock"
+    existing.write_text("whatever was there\n")
+    done = run_engine_script(tmp_path, existing)
+    assert done.returncode == 0, done.stderr
+    assert existing.read_text() == "whatever was there\n"  # opened, never truncated
+
+
+def test_root_takes_its_lock_where_only_root_creates_names():
+    text = SCRIPT.read_text()
+    assert "/tmp/pgrepl-engine.lock" not in text and "default_lock=/run/pgrepl-engine.lock" in text

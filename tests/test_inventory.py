@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -143,24 +145,91 @@ def test_package_source_must_be_pgdg_or_distro(tmp_path, value):
     assert f"[postgresql] package_source = {value!r}" in message and '"pgdg" or "distro"' in message, message
 
 
-@pytest.mark.parametrize("value", ["-oProxyCommand=touch /tmp/x", "Root", "1st", ".hidden", "ecs user", "ecs@user"])
+@pytest.mark.parametrize(
+    "value",
+    ["-oProxyCommand=touch /tmp/x", "Root", "1st", ".hidden", "ecs user", "ecs@user", "a" * 33, "ecs;id", "ecs-user\n"],
+)
 def test_user_must_be_a_login_name(tmp_path, value):
-    message = error_of(tmp_path, ('user = "ecs-user"', f'user = "{value}"'))
+    message = error_of(tmp_path, ('user = "ecs-user"', f"user = {toml_string(value)}"))
     assert f"[primary] user = {value!r} is not a login name" in message and "e.g. ecs-user" in message, message
 
 
-@pytest.mark.parametrize("value", ["-oProxyCommand=touch /tmp/x", "203.0.113.10 -v", "host\tname", " 203.0.113.10"])
-def test_ssh_address_must_not_be_an_option_or_hold_whitespace(tmp_path, value):
-    message = error_of(tmp_path, ('ssh_address = "203.0.113.10"', f"ssh_address = {value!r}".replace("'", '"')))
-    assert "[primary] ssh_address = " in message and "must not start with '-' or contain whitespace" in message
+def toml_string(value: str) -> str:
+    """`value` as a TOML basic string (JSON's escapes are TOML's)."""
+    return json.dumps(value)
+
+
+# Values that would reach a shell or ssh's own parsing: each must be refused for what it is not.
+HOSTILE = [
+    "fe80::1%x;sudo${IFS}id;#",  # ipaddress takes any scope id
+    "fe80::1%eth0",
+    "a;id$(x)",
+    "-oProxyCommand=touch /tmp/x",
+    "203.0.113.10 -v",
+    "host\tname",
+    " 203.0.113.10",
+    "db`id`.example.com",
+    "db.example.com%h",
+    "a@b",
+    "203.0.113.10\n",
+    "-db.example.com",
+    "db-.example.com",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_ssh_address_must_be_a_host_name_or_an_ip_address(tmp_path, value):
+    text = value
+    message = error_of(tmp_path, ('ssh_address = "203.0.113.10"', f"ssh_address = {toml_string(text)}"))
+    assert f"[primary] ssh_address = {text!r} is not a host name or an IP address" in message, message
     assert "the address the test runner SSHes to" in message
 
 
-@pytest.mark.parametrize("value", ["-oProxyCommand=touch /tmp/x", "ecs-user@bastion -v", ""])
-def test_proxy_jump_must_not_be_an_option_or_hold_whitespace(tmp_path, value):
-    message = error_of(tmp_path, (PRIMARY, PRIMARY + f'proxy_jump = "{value}"\n'))
+@pytest.mark.parametrize("value", [*HOSTILE, "db-2", "192.168.1.256", "192.168.1.10/24"])
+def test_private_address_must_be_an_ip_address_without_a_scope_id(tmp_path, value):
+    text = value
+    edit = ('private_address = "192.168.1.20"', f"private_address = {toml_string(text)}")
+    message = error_of(tmp_path, edit)
+    assert f"[secondary] private_address = {text!r} is not an IP address" in message, message
+    assert "e.g. 192.168.1.10" in message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "-oProxyCommand=touch /tmp/x",
+        "ecs-user@bastion -v",
+        "",
+        "a@b;c",
+        "ecs-user@bastion:22,other",
+        "ecs-user@bastion:0",
+        "ecs-user@bastion:ssh",
+        "Root@bastion",
+        "ecs-user@2001:db8::1",
+        "ecs-user@[bastion]:22",
+        "ecs-user@[fe80::1%x]:22",
+        "ecs-user@bastion%h",
+        "ecs-user@@bastion",
+    ],
+)
+def test_proxy_jump_must_be_one_user_at_host_colon_port(tmp_path, value):
+    message = error_of(tmp_path, (PRIMARY, PRIMARY + f"proxy_jump = {toml_string(value)}\n"))
     assert f"[primary] proxy_jump = {value!r}" in message, message
     assert "e.g. ecs-user@bastion.example.com:22" in message, message
+
+
+@pytest.mark.parametrize(
+    "value", ["bastion", "ecs-user@bastion.example.com", "bastion:2222", "ecs-user@[2001:db8::1]:22", "10.0.0.5"]
+)
+def test_proxy_jump_takes_every_form_of_one_hop(tmp_path, value):
+    text = GOOD.replace(PRIMARY, PRIMARY + f"proxy_jump = {toml_string(value)}\n")
+    assert Inventory.load(write(tmp_path, text)).hosts["primary"].proxy_jump == value
+
+
+@pytest.mark.parametrize("value", ["db1.example.com", "db_1", "2001:db8::10", "localhost"])
+def test_ssh_address_takes_host_names_and_addresses(tmp_path, value):
+    text = GOOD.replace(PRIMARY, f"ssh_address = {toml_string(value)}\n")
+    assert Inventory.load(write(tmp_path, text)).hosts["primary"].ssh_address == value
 
 
 def test_known_hosts_must_exist(tmp_path):
@@ -238,3 +307,50 @@ def test_ssh_hosts_use_key_batch_mode_shared_connection_and_stdin(tmp_path):
     options = " ".join(argv)
     for option in ("BatchMode=yes", "ControlMaster=auto", "PasswordAuthentication=no", "-p 2222"):
         assert option in options
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (('key = "KEY"', 'key = "~nosuchuser/id"'), "~nosuchuser names no user of this machine"),
+        (("major = 18", "major = " + "9" * 5000), "a value TOML cannot hold here"),
+        (("major = 18", "major = 18\nshared_archive = " + "[" * 5000 + "]" * 5000), "nested too deep"),
+    ],
+    ids=["unknown-user-home", "huge-integer", "deep-arrays"],
+)
+def test_input_python_cannot_take_is_an_inventory_error_not_a_traceback(tmp_path, edit, words):
+    assert words in error_of(tmp_path, edit)
+
+
+def proxy_command(argv: list[str]) -> list[str]:
+    """The ProxyCommand of an ssh argv as the words /bin/sh gives the hop's ssh (after ssh's % expansion)."""
+    (option,) = [a for a in argv if a.startswith("ProxyCommand=")]
+    command = option.removeprefix("ProxyCommand=").replace("%h", "HOST").replace("%p", "PORT").replace("%%", "%")
+    return shlex.split(command)
+
+
+def test_the_bastion_hop_gets_the_hosts_key_checks_and_batch_mode(tmp_path):
+    (tmp_path / "my keys").mkdir()
+    (tmp_path / "my keys" / "id%1").write_text("not a real key")
+    (tmp_path / "known_hosts").write_text("")
+    extra = 'proxy_jump = "jump@bastion.example.com:2222"\nknown_hosts = "known_hosts"\n'
+    text = GOOD.replace(PRIMARY, PRIMARY + extra)
+    text = text.replace('key = "KEY"', 'key = "my keys/id%1"', 1)
+    host = SshHost.from_entry(Inventory.load(write(tmp_path, text)).hosts["primary"], tmp_path / "state")
+    argv = host._transport(["bash", "-s"])
+    assert not any(a.startswith("ProxyJump") for a in argv)  # OpenSSH's ProxyJump starts its hop bare
+    hop = proxy_command(argv)
+    key = str(tmp_path / "my keys" / "id%%1")  # as the hop's ssh reads it: %% is a literal %
+    assert hop[:3] == ["ssh", "-i", key]
+    options = {hop[i + 1] for i, word in enumerate(hop) if word == "-o"}
+    assert {"BatchMode=yes", "StrictHostKeyChecking=yes", "IdentitiesOnly=yes", "PasswordAuthentication=no"} <= options
+    assert f"UserKnownHostsFile={tmp_path / 'known_hosts'}" in options
+    assert not any(o.startswith(("ControlMaster", "ControlPath", "ProxyCommand")) for o in options)
+    assert hop[-8:] == ["-l", "jump", "-p", "2222", "-W", "HOST:PORT", "--", "bastion.example.com"]
+    assert argv[argv.index("-i") + 1] == key and argv[argv.index("-p") + 1] == "22"
+
+
+def test_a_bastion_in_brackets_and_without_user_or_port(tmp_path):
+    text = GOOD.replace(PRIMARY, PRIMARY + 'proxy_jump = "[2001:db8::1]"\n')
+    host = SshHost.from_entry(Inventory.load(write(tmp_path, text)).hosts["primary"], tmp_path / "state")
+    assert proxy_command(host._transport(["true"]))[-4:] == ["-W", "HOST:PORT", "--", "2001:db8::1"]

@@ -10,7 +10,8 @@ import pytest
 from test_hosts_base import LocalHost
 
 from harness import PROJECT_ROOT
-from harness.runbook import Executor, Skip, StepFailed, parse_text
+from harness.runbook import Executor, RunbookError, Skip, StepFailed, parse_text
+from harness.runbook.execute import without_stdin
 
 pytest_plugins = ["pytester"]
 
@@ -196,3 +197,57 @@ def test_a_worker_stays_on_its_target_then_takes_one_no_other_worker_runs():
     assert next_unit(["b.py@t1", "b.py@t2", "a.py@t3"], mine=["a.py@t2"], others=["a.py@t1"]) == "b.py@t2"
     assert next_unit(["b.py@t1", "a.py@t3"], mine=["b.py@t2"], others=["a.py@t1"]) == "a.py@t3"
     assert next_unit(["b.py@t1"], mine=["b.py@t2"], others=["a.py@t1"]) == "b.py@t1"  # all busy: the first
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["mutate", "--runbook", "/tmp/elsewhere/runbook.md"], "copy the runbook under"),
+        (["mutate", "--jobs", "0"], "--jobs 0: run at least one mutant at a time"),
+        (["mutate", "--jobs", "-3"], "--jobs -3: run at least one mutant at a time"),
+    ],
+)
+def test_mutate_refuses_bad_arguments_before_any_docker(args, words, capsys, monkeypatch):
+    from harness import __main__ as cli_main
+    from harness.hosts import docker
+
+    monkeypatch.setattr(docker, "docker_client", lambda: pytest.fail("mutate reached Docker"))
+    assert cli_main.main(args) == 1
+    err = capsys.readouterr().err
+    assert "FAILED:" in err and words in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["echo one\n}\ncat\necho two\nfalse\n", "echo one\n}; cat\nfalse\n", "cat <<EOF\nfalse\n"],
+    ids=["stray-brace", "brace-and-cat", "open-heredoc"],
+)
+def test_a_block_cannot_end_the_stdin_guard_early(body):
+    book = parse_text(f'```sh {{"step":"escape","host":"primary","os":["debian"]}}\n{body}```\n')
+    # the control: in the guard as it is, the block "succeeds" though its last line is `false`
+    assert body.startswith("cat") or LocalHost().run(without_stdin(book.blocks[0].body), check=False).ok
+    host = LocalHost()
+    with pytest.raises(RunbookError, match=r"<runbook>:1: step escape: the block is not a complete script"):
+        Executor(book, {"primary": host}, {}).run(book.blocks)
+    assert host.remotes == []  # refused before anything ran
+
+
+def test_captured_output_and_junit_never_show_a_secret(pytester):
+    pytester.makepyfile(
+        "import logging, sys\n"
+        "from harness.secrets import Secret\n"
+        "def test_it():\n"
+        "    secret = Secret.generate()\n"
+        "    print('the password is', secret, 'MARK-OUT')\n"
+        "    print('the password is', secret, 'MARK-ERR', file=sys.stderr)\n"
+        "    logging.getLogger('x').warning('the password is %s MARK-LOG', secret)\n"
+        "    open('secret.txt', 'w').write(secret)\n"
+        "    assert False\n"
+    )
+    result = pytester.runpytest("--junit-xml=junit.xml", "-o", "junit_logging=all")
+    result.assert_outcomes(failed=1)
+    secret = (pytester.path / "secret.txt").read_text()
+    junit = (pytester.path / "junit.xml").read_text()
+    for text in (result.stdout.str(), junit):
+        assert all(mark in text for mark in ("MARK-OUT", "MARK-ERR", "MARK-LOG")), text
+        assert secret not in text and secret[:8] not in text

@@ -410,3 +410,49 @@ def test_real_runbook_scripts_are_valid_bash(real):
         rendered = script(block, real.bindings, LIVE)
         proc = subprocess.run(["bash", "-n"], input=rendered, text=True, capture_output=True)
         assert proc.returncode == 0, f"{block.step}: {proc.stderr}"
+
+
+# --- a block cannot silently vanish, bad input is an error --------------------------------------
+
+
+@pytest.mark.parametrize("separator", ["", "\t", "  "], ids=["no-space", "tab", "two-spaces"])
+def test_attributes_after_any_separator_make_a_block(separator):
+    text = f'{FENCE}sh{separator}{{"step":"a","host":"primary","os":["debian"]}}\necho hi\n{FENCE}\n'
+    (block,) = parse(text).blocks
+    assert (block.step, block.kind) == ("a", "sh")
+
+
+def test_attributes_without_a_language_are_an_error():
+    assert "block language '' is not one of" in error_of(
+        f'{FENCE}{{"step":"a","host":"primary","os":["debian"]}}\n{FENCE}\n'
+    )
+
+
+def test_an_unterminated_fence_cannot_swallow_the_next_block():
+    text = sh("first")[: -len(FENCE) - 1] + "\n" + sh("second")  # the first block's closing fence is missing
+    message = error_of(text)
+    assert "rb.md:4: an opening fence with attributes inside the block that starts at line 1" in message
+    assert "add its closing ```" in message
+
+
+def test_a_prose_fence_left_open_cannot_swallow_a_block():
+    message = error_of(fence("text", None, "output\n")[: -len(FENCE) - 1], sh("hidden"))
+    assert "inside the block that starts at line 1" in message
+
+
+def test_an_executable_block_never_closed_is_an_error():
+    message = error_of("> " + sh("quoted").replace("\n", "\n> ").rsplit("```", 1)[0])
+    assert "rb.md:1: the block is never closed" in message
+
+
+@pytest.mark.parametrize(
+    ("attrs", "words"),
+    [
+        ('{"step": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deep"),
+        ('{"step": ' + "1" * 5000 + "}", "cannot be read"),
+    ],
+    ids=["deep", "long-integer"],
+)
+def test_attributes_python_cannot_take_are_a_runbook_error(attrs, words):
+    message = error_of(fence("sh", attrs))
+    assert "rb.md:1" in message and words in message

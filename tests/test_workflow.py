@@ -21,15 +21,21 @@ def workflow() -> dict:
 
 
 def commands(workflow: dict) -> list[list[str]]:
-    """Every `run:` line that calls the harness or pytest, as argv (GitHub expressions filled in)."""
+    """Every `run:` line that calls the harness or pytest, as argv (its env's GitHub expressions filled
+    in: the pull request's base is main, a matrix value its first)."""
     found = []
     for job in workflow["jobs"].values():
         matrix = job.get("strategy", {}).get("matrix", {})
         for step in job["steps"]:
-            for line in step.get("run", "").replace("\n", " ").split("&&"):
-                line = line.replace("${{ github.base_ref }}", "main")
+            env = {}
+            for name, value in step.get("env", {}).items():
+                value = value.replace("${{ github.base_ref }}", "main")
                 for key, values in matrix.items():
-                    line = line.replace(f"${{{{ matrix.{key} }}}}", str(values[0]))
+                    value = value.replace(f"${{{{ matrix.{key} }}}}", str(values[0]))
+                env[name] = value
+            for line in step.get("run", "").replace("\n", " ").split("&&"):
+                for name, value in env.items():
+                    line = line.replace(f"${name}", value)
                 argv = shlex.split(line)
                 if argv and (argv[0] == "pgrepl-harness" or argv[:3] == ["python", "-m", "pytest"]):
                     found.append(argv)
@@ -64,3 +70,11 @@ def test_every_harness_command_of_the_workflow_answers_help(workflow):
             done = subprocess.run([sys.executable, "-m", "pytest", "--help"], capture_output=True, text=True)
             for option in (a.split("=")[0] for a in argv[3:] if a.startswith("--")):
                 assert option in done.stdout, f"{' '.join(argv)}: pytest has no {option}"
+
+
+def test_no_github_expression_is_spliced_into_a_script(workflow):
+    """`${{ ... }}` inside run: is pasted into the script before the shell reads it: a branch named
+    `x";curl ...|sh;"` would run. Expressions go through env and are read as "$NAME"."""
+    for name, job in workflow["jobs"].items():
+        for step in job["steps"]:
+            assert "${{" not in step.get("run", ""), f"job {name}: {step['run']}"

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from harness.hosts.base import Host, HostUnreachable, Result
-from harness.inventory import HostEntry
+from harness.inventory import HostEntry, split_jump
 
 CONNECT_TIMEOUT = 10
 
@@ -85,17 +85,30 @@ class SshHost(Host):
         }
         known_hosts = self.state_dir / "known_hosts" if self.trust_on_first_use else self.known_hosts
         if known_hosts is not None:
-            options["UserKnownHostsFile"] = str(known_hosts)
+            options["UserKnownHostsFile"] = _literal(str(known_hosts))
+        common = self._argv(options)
         if self.proxy_jump:
-            options["ProxyJump"] = self.proxy_jump
+            options["ProxyCommand"] = self._proxy_command(common)
         if self.share_connection if shared is None else shared:
             options |= {"ControlMaster": "auto", "ControlPath": str(self.state_dir / "%C"), "ControlPersist": "300"}
-        argv = ["ssh", "-i", str(self.key), "-p", str(self.port)]
+        return [*self._argv(options), "-p", str(self.port)]
+
+    def _argv(self, options: dict[str, str]) -> list[str]:
+        argv = ["ssh", "-i", _literal(str(self.key))]
         if self.trust_on_first_use:
             argv += ["-F", "/dev/null"]
         for key, value in options.items():
             argv += ["-o", f"{key}={value}"]
         return argv
+
+    def _proxy_command(self, common: list[str]) -> str:
+        """The bastion hop as an explicit ProxyCommand with the same key, host-key checking, known_hosts
+        and BatchMode as the host itself (OpenSSH's ProxyJump starts its hop with none of the command
+        line's options). ssh runs it with /bin/sh and expands `%` tokens: each word is quoted for both."""
+        user, host, port = split_jump(self.proxy_jump or "") or (None, self.proxy_jump, None)
+        hop = [*common, *(["-l", user] if user else []), *(["-p", str(port)] if port else []), "-W", "%h:%p", "--"]
+        words = [shlex.quote(word).replace("%", "%%") if word != "%h:%p" else word for word in [*hop, host]]
+        return " ".join(words)
 
     def _transport(self, remote: list[str]) -> list[str]:
         return [*self._options(), "-T", f"{self.user}@{self.ssh_address}", shlex.join(remote)]
@@ -153,3 +166,8 @@ def _listening(local_port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def _literal(path: str) -> str:
+    """A path as ssh reads it literally in an option that expands `%` tokens (IdentityFile, UserKnownHostsFile)."""
+    return path.replace("%", "%%")

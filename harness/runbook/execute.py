@@ -8,6 +8,8 @@ one run. Nothing else calls into the executor.
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from typing import Protocol
 
 from harness.errors import HarnessError
 from harness.hosts.base import Host, HostError, Result
-from harness.runbook.parse import Block, Runbook
+from harness.runbook.parse import Block, Runbook, RunbookError
 from harness.runbook.render import script
 from harness.secrets import redact
 
@@ -100,8 +102,25 @@ class StepFailed(HarnessError):
 
 def without_stdin(script: str) -> str:
     """`script` as one `{ ... } </dev/null` group: bash reads the whole group before running it,
-    so a command of the block that reads stdin (cat, read, psql) cannot swallow the lines after it."""
+    so a command of the block that reads stdin (cat, read, psql) cannot swallow the lines after it.
+    The script must be complete on its own (`standalone`): a stray `}` in it would end the group early."""
     return f"{{\n{script.rstrip()}\n}} </dev/null\n"
+
+
+def standalone(script: str, where: str) -> None:
+    """Raise RunbookError unless bash parses `script` on its own, to the end: only then can no line of it
+    end the `without_stdin` group early (`}` then `cat` read the rest of the block as data, and the step
+    was green). The script goes on stdin, never in argv (it holds the live password)."""
+    done = subprocess.run(
+        [shutil.which("bash") or "/bin/bash", "-n"], input=script, text=True, capture_output=True, timeout=30
+    )
+    if done.returncode != 0 or "delimited by end-of-file" in done.stderr:
+        raise RunbookError(
+            redact(
+                f"{where}: the block is not a complete script on its own (bash -n: {done.stderr.strip()}); "
+                "a stray `}` or an unclosed here-document would end the harness's stdin guard early: fix the block"
+            )
+        )
 
 
 class Executor:
@@ -145,6 +164,7 @@ class Executor:
         host = self.hosts[block.host]
         where = block.where(self.runbook.path)
         command = script(block, self.runbook.bindings, self.values)
+        standalone(command, f"{where}: step {block.step}")
         self._note_alternatives(block)
         started = time.monotonic()
         try:

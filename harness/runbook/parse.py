@@ -9,7 +9,8 @@ are required; part (default "setup"; lower-case letters, digits, '-'), variant (
 "distro"), expect (regex on stdout), file (for `conf` blocks: append the body to this file),
 action (what the step does for the harness, which finds "the promote step" by it, not by a step
 id the author may rename) are optional strings. Unknown keys are kept.
-Blocks without a JSON object in the info string are prose and never run. The table whose
+Blocks without a JSON object in the info string are prose and never run. A fence holding another
+block's opening line, or an executable block never closed, is an error: a block cannot silently vanish. The table whose
 header is `Example value | Meaning | Bound to` binds example values to live ones; every row
 needs a non-empty example and a known target (harness.runbook.values.TARGETS).
 """
@@ -42,6 +43,8 @@ STRINGS = {
     "file": "the file a `conf` block appends to",
     "action": f"one of {ACTIONS}",
 }
+# a fence's opening line with attributes (```sh {...}), which no block's body can hold
+OPENING = re.compile(r"^ {0,3}(?:`{3,}|~{3,})[^`\s{]*\s*\{")
 STEP = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 PART = re.compile(r"^[a-z][a-z0-9-]*$")
 BINDING_HEADER = ["Example value", "Meaning", "Bound to"]
@@ -135,7 +138,10 @@ def parse_runbook(path: Path | str) -> Runbook:
 
 def parse_text(text: str, path: Path | str = "<runbook>") -> Runbook:
     path = Path(path)
-    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    try:
+        tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    except RecursionError:
+        raise RunbookError(f"{path}: Markdown nested too deep to read (lists or quotes inside each other)") from None
     blocks: list[Block] = []
     bindings: list[Binding] = []
     heading = ""
@@ -143,7 +149,9 @@ def parse_text(text: str, path: Path | str = "<runbook>") -> Runbook:
         if token.type == "heading_open":
             heading = tokens[index + 1].content
         elif token.type == "fence":
-            block = _block(token.info, token.content, token.map[0] + 1 if token.map else 0, heading, path)
+            line = token.map[0] + 1 if token.map else 0
+            _check_fence(token, line, path)
+            block = _block(token.info, token.content, line, heading, path)
             if block is not None:
                 blocks.append(block)
         elif token.type == "table_open":
@@ -152,16 +160,35 @@ def parse_text(text: str, path: Path | str = "<runbook>") -> Runbook:
     return Runbook(path=path, blocks=tuple(blocks), bindings=tuple(bindings))
 
 
+def _check_fence(token, line: int, path: Path) -> None:
+    """A block must not silently vanish: a fence that holds another block's opening line, or an
+    executable one that is never closed (it runs to the end of the document or of its quote)."""
+    lines = token.content.splitlines()
+    for number, text in enumerate(lines, line + 1):
+        if OPENING.match(text):
+            raise RunbookError(
+                f"{path}:{number}: an opening fence with attributes inside the block that starts at line {line} "
+                f"({text.strip()[:80]}): that block is not closed before it; add its closing {token.markup}"
+            )
+    closed = token.map is None or token.map[1] - token.map[0] >= len(lines) + 2
+    if "{" in token.info and not closed:
+        raise RunbookError(f"{path}:{line}: the block is never closed; end it with a line {token.markup}")
+
+
 def _block(info: str, body: str, line: int, heading: str, path: Path) -> Block | None:
-    kind, _, rest = info.strip().partition(" ")
-    rest = rest.strip()
-    if not rest.startswith("{"):
+    info = info.strip()
+    if "{" not in info:
         return None
+    # the attributes start at the first '{': `sh {...}`, `sh\t{...}` and `sh{...}` are all the same block
+    kind, rest = info[: info.index("{")].strip(), info[info.index("{") :]
     where = f"{path}:{line}"
     try:
         attrs = json.loads(rest)
     except json.JSONDecodeError as exc:
-        raise RunbookError(f"{where}: the block's attributes are not valid JSON ({exc.msg}): {rest}") from exc
+        raise RunbookError(f"{where}: the block's attributes are not valid JSON ({exc.msg}): {rest[:200]}") from None
+    except (ValueError, RecursionError) as exc:  # an integer too long to convert; nesting too deep
+        why = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+        raise RunbookError(f"{where}: the block's attributes cannot be read ({why}): {rest[:200]}") from None
     missing = [key for key in REQUIRED if key not in attrs]
     if missing:
         raise RunbookError(f"{where}: block lacks {', '.join(missing)} in its attributes {rest}")

@@ -8,6 +8,12 @@ from collections.abc import Mapping
 
 from harness.runbook.parse import Binding, Block, RunbookError
 
+# What a live value may hold: characters no shell reads in any place a block may put it (a word, double
+# quotes, a here-document, an SQL or .pgpass string). IP addresses (the inventory's are checked to be
+# addresses, so none starts with '-'), the major and the generated passwords (token_urlsafe) are such
+# words; anything else is refused, never quoted into a block.
+INERT = re.compile(r"[A-Za-z0-9_.:-]+")
+
 
 def bind(text: str, bindings: tuple[Binding, ...], values: Mapping[str, str]) -> str:
     """Replace each binding's example value by the live value of its target, in one pass.
@@ -20,6 +26,14 @@ def bind(text: str, bindings: tuple[Binding, ...], values: Mapping[str, str]) ->
             known = ", ".join(sorted(values))
             raise RunbookError(
                 f"binding {binding.example!r} -> {binding.target!r}: no such value (the harness knows: {known})"
+            )
+    for binding in bindings:
+        value = str(values[binding.target])
+        if not INERT.fullmatch(value):
+            raise RunbookError(
+                f"binding {binding.example!r} -> {binding.target!r}: the live value {value!r} is not a plain word "
+                "(letters, digits, '_', '.', ':', '-'): it would reach a root shell on the hosts; "
+                "check the inventory's addresses"
             )
     if not bindings:
         return text
