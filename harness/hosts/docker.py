@@ -202,7 +202,6 @@ class DockerHost(Host):
         return result.rc != 0 and result.stderr.startswith(DOCKER_CLI_FAILURES)
 
 
-
 class DockerLab:
     """The containers, private network and volumes of one cluster; leaving the context (or close())
     removes them all, then runs the extra `cleanups`, each even when an earlier one failed."""
