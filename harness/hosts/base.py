@@ -11,6 +11,7 @@ import base64
 import math
 import shlex
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -227,9 +228,27 @@ class Host(ABC):
             seen=lambda: self.run("systemctl list-jobs --no-pager; systemctl --failed --no-pager", check=False).stdout,
         )
 
-    def sudo_log(self) -> str:
-        """Every command line sudo logged on this host (journald), as an auditor would read it."""
-        return self.run("journalctl --no-pager -o cat _COMM=sudo", user="root").stdout
+    def sudo_log(self, *, timeout: float = 30) -> str:
+        """Every command line sudo logged on this host (journald), as an auditor would read it.
+
+        By the syslog tag, not `_COMM=sudo`: journald reads a sender's command name from /proc when it
+        gets to the message, and on a busy machine a short sudo has exited by then (its lines lost
+        `_COMM`: the log read empty). A marker logged last, and awaited, means journald has taken in
+        every message sudo sent before it (one socket, read in order)."""
+        marker = f"pgrepl-log-barrier-{uuid.uuid4().hex[:12]}"
+        self.run(f"sudo -n true {marker}")
+        read = "journalctl --no-pager -o cat SYSLOG_IDENTIFIER=sudo"
+        text = ""
+
+        def complete() -> bool:
+            nonlocal text
+            text = self.run(read, user="root").stdout
+            return marker in text
+
+        wait_until(
+            complete, timeout=timeout, what=f"sudo's log on {self.name} to reach {marker}", seen=lambda: text[-2000:]
+        )
+        return text
 
     def close(self) -> None:
         """Release what the transport holds open (connections, forwards); nothing by default."""
