@@ -114,16 +114,21 @@ def render(runs: list[Run], title: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s RUNS [options] [-- PYTEST ARGS]",
+    )
     parser.add_argument("runs", type=int, help="how many runs, back to back")
     parser.add_argument("--readme", action="store_true", help="the README's test command (everything)")
     parser.add_argument("--fault", choices=sorted(FAULTS), action="append", default=[], help="inject into every run")
     parser.add_argument("--out", type=Path, help="also write the tables here (Markdown)")
-    parser.add_argument("pytest_args", nargs="*", help="after --: the selection and options for pytest")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    pytest_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     if args.runs < 1:
         parser.error("runs: at least 1")
-    argv = list(EVERYTHING) if args.readme else args.pytest_args
+    argv = list(EVERYTHING) if args.readme else pytest_args
     if not argv:
         parser.error("give a selection after -- (for example: -- scenarios --image debian-12 -n 6), or --readme")
     env = dict(os.environ)
