@@ -145,6 +145,8 @@ def main() -> int:
         runs.append(run)
         left = sum(len(v) for v in run.left.values())
         print(f"run {index}: {run.seconds:.0f} s, {run.counts}, {left} resources left", flush=True)
+        for test, message in run.failures.items():
+            print(f"  failed: {test}: {message}", flush=True)
     text = render(runs, title)
     print("\n" + text)
     if args.out:
