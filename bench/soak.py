@@ -6,8 +6,10 @@
 
 After each run it prints what the run left on the engine: containers, networks and volumes labelled
 by the harness, and set-up state images (they hold a run's secrets); at the end, per test that failed
-in any run, how many runs it failed in and the first failure's message. Exit status 1 when any run
-failed or left anything. `--out FILE` also writes the tables as Markdown.
+in any run, how many runs it failed in and the first failure's message (each run's JUnit report is
+kept in artifacts/soak/). What is left counts only resources of processes that have ended: another
+run going on meanwhile is not a leftover. Exit status 1 when any run failed or left anything.
+`--out FILE` also writes the tables as Markdown.
 
 Faults (`--fault`), applied to every run (variables read by harness.hosts.docker): `netem` (50 ms
 delay and 1% loss on each host's interface, PGREPL_NETEM; needs sch_netem in the kernel), `loss`
@@ -22,7 +24,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -49,46 +50,59 @@ class Run:
 
 
 def leftovers() -> dict[str, list[str]]:
-    """What carries the harness's label on the engine now (set-up states among images)."""
-    from harness.hosts.docker import answering_engine, label_filter, listed
-    from harness.labels import LABEL, SETUP_STATE_KIND
+    """What runs that have ended left on the engine: resources and set-up state images labelled by a
+    process of this machine that no longer exists (a live run's, another session's, is not counted)."""
+    from harness.hosts.docker import _alive, answering_engine, label_filter, listed
+    from harness.labels import LABEL, PID_LABEL, SETUP_STATE_KIND
 
     client = answering_engine()
     if client is None:
         return {"engine": ["does not answer"]}
-    left = {kind: [r.name for r in listed(client, kind, label_filter(LABEL))] for kind in ("containers", "volumes")}
-    left["networks"] = [r.name for r in listed(client, "networks", label_filter(LABEL))]
-    left["set-up state images"] = [
-        r.name for r in listed(client, "images", label_filter(f"{LABEL}={SETUP_STATE_KIND}"))
-    ]
+
+    def ended(resource) -> bool:
+        pid = resource.labels.get(PID_LABEL, "")
+        return not (pid.isdigit() and _alive(int(pid)))
+
+    left = {
+        kind: [r.name for r in listed(client, kind, label_filter(LABEL)) if ended(r)]
+        for kind in ("containers", "networks", "volumes")
+    }
+    states = listed(client, "images", label_filter(f"{LABEL}={SETUP_STATE_KIND}"))
+    left["set-up state images"] = [r.name for r in states if ended(r)]
     return left
 
 
-def one_run(argv: list[str], env: dict[str, str]) -> Run:
-    with tempfile.TemporaryDirectory() as out:
-        junit = Path(out) / "junit.xml"
-        started = time.monotonic()
-        subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *argv, f"--junit-xml={junit}"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        seconds = time.monotonic() - started
-        counts = {"passed": 0, "failed": 0, "error": 0, "skipped": 0}
-        failures: dict[str, str] = {}
-        if not junit.exists():
-            return Run(seconds, counts, {"(session)": "pytest wrote no report"})
-        for case in ET.parse(junit).iter("testcase"):
-            test = f"{case.get('classname', '')}::{case.get('name', '')}"
-            outcome = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
-            counts["failed" if outcome == "failure" else outcome] += 1
-            if outcome in ("failure", "error"):
-                element = case.find(outcome)
-                message = (element.get("message") or element.text or "").strip().splitlines()
-                failures.setdefault(test, message[0][:200] if message else outcome)
-        return Run(seconds, counts, failures)
+def first_line(element: ET.Element) -> str:
+    """The line that says what failed: pytest's `E   ` line, else the report's first line."""
+    text = element.text or ""
+    said = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")]
+    lines = said or (element.get("message") or text).strip().splitlines()
+    return lines[0][:240] if lines else element.tag
+
+
+def one_run(argv: list[str], env: dict[str, str], junit: Path) -> Run:
+    junit.parent.mkdir(parents=True, exist_ok=True)
+    junit.unlink(missing_ok=True)
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *argv, f"--junit-xml={junit}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    seconds = time.monotonic() - started
+    counts = {"passed": 0, "failed": 0, "error": 0, "skipped": 0}
+    failures: dict[str, str] = {}
+    if not junit.exists():
+        return Run(seconds, counts, {"(session)": "pytest wrote no report"})
+    for case in ET.parse(junit).iter("testcase"):
+        test = f"{case.get('classname', '')}::{case.get('name', '')}"
+        outcome = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
+        counts["failed" if outcome == "failure" else outcome] += 1
+        if outcome in ("failure", "error"):
+            failures.setdefault(test, first_line(case.find(outcome)))
+    return Run(seconds, counts, failures)
 
 
 def render(runs: list[Run], title: str) -> str:
@@ -123,6 +137,9 @@ def main() -> int:
     parser.add_argument("--readme", action="store_true", help="the README's test command (everything)")
     parser.add_argument("--fault", choices=sorted(FAULTS), action="append", default=[], help="inject into every run")
     parser.add_argument("--out", type=Path, help="also write the tables here (Markdown)")
+    parser.add_argument(
+        "--junit-dir", type=Path, default=ROOT / "artifacts" / "soak", help="each run's JUnit report (run-N.xml)"
+    )
     argv = sys.argv[1:]
     pytest_args = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
@@ -140,7 +157,7 @@ def main() -> int:
     print(title, flush=True)
     runs = []
     for index in range(1, args.runs + 1):
-        run = one_run(argv, env)
+        run = one_run(argv, env, args.junit_dir / f"run-{index}.xml")
         run.left = leftovers()
         runs.append(run)
         left = sum(len(v) for v in run.left.values())
