@@ -190,6 +190,19 @@ class Node:
         ).stdout.split()
         return FileDigest(size=int(out[0]), md5=out[1]) if out else None
 
+    def wal_retained(self) -> int:
+        """Bytes of WAL pg_wal holds behind the current write position: from the start of its oldest
+        segment on the current timeline or an earlier one (segments recycled for reuse already carry
+        later names and do not count)."""
+        return int(
+            self.scalar(
+                "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn) - min(('x' || substr(name, 9, 8))::bit(32)::bigint"
+                " * 4294967296 + ('x' || substr(name, 17, 8))::bit(32)::bigint * (SELECT setting::bigint"
+                " FROM pg_settings WHERE name = 'wal_segment_size')) FROM pg_ls_waldir()"
+                " WHERE name ~ '^[0-9A-F]{24}$' AND substr(name, 9) <= substr(pg_walfile_name(pg_current_wal_lsn()), 9)"
+            )
+        )
+
     def has_wal_segment(self, lsn: str) -> bool:
         """Whether the WAL segment holding `lsn` is still in pg_wal."""
         return bool(
