@@ -149,6 +149,60 @@ class Node:
         """pg_stat_archiver: archived_count, last_archived_wal, failed_count, last_failed_wal."""
         return self.row("SELECT archived_count, last_archived_wal, failed_count, last_failed_wal FROM pg_stat_archiver")
 
+    def archive_backlog(self) -> int:
+        """How many WAL files wait for the archiver (archive_status/*.ready): what piles up in pg_wal
+        while archiving fails."""
+        return int(self.scalar("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"))
+
+    def mark_unarchived(self, segment: str) -> None:
+        """Make the archiver archive `segment` again, now: its archive_status/SEGMENT.done becomes .ready
+        (the state a crash leaves between the archive command's success and the server recording it),
+        then one more segment completes, which wakes the archiver (else it looks again within 60 s)."""
+        status = shlex.quote(f"{self.layout.data_dir}/pg_wal/archive_status/{segment}")
+        self.host.run(f"mv {status}.done {status}.ready", user="postgres")
+        self.advance_wal(1)
+
+    def run_wal_command(self, setting: str, segment: str, path: str, *, write_limit_kib: int | None = None) -> Result:
+        """Run this server's `setting` (archive_command or restore_command) for WAL file `segment` as the
+        server runs it: with sh, as postgres, in the data directory, %f replaced by `segment`, %p by
+        `path` and %% by %.
+
+        `write_limit_kib` sets a file size limit (RLIMIT_FSIZE): the first write past it kills the
+        copy with SIGXFSZ, so it stops half-way as in a crash (rc 153). Returns the result; a failed
+        command does not raise.
+        """
+        if setting not in ("archive_command", "restore_command"):
+            raise ValueError(f"setting must be archive_command or restore_command, not {setting!r}")
+        command = self.scalar(f"SHOW {setting}")
+        rendered = re.sub(r"%([pf%])", lambda m: {"p": path, "f": segment, "%": "%"}[m.group(1)], command)
+        limit = f"ulimit -f {int(write_limit_kib)}\n" if write_limit_kib else ""  # bash: units of 1024 bytes
+        return self.host.run(
+            f"cd {shlex.quote(self.layout.data_dir)}\n{limit}sh -c {shlex.quote(rendered)}\n",
+            user="postgres",
+            check=False,
+        )
+
+    def file_digest(self, path: str) -> FileDigest | None:
+        """Size and MD5 of the file `path` on this node's host (read as root), or None if there is none."""
+        quoted = shlex.quote(path)
+        out = self.host.run(
+            f"if [ -e {quoted} ]; then stat -c %s {quoted}; md5sum < {quoted}; fi", user="root"
+        ).stdout.split()
+        return FileDigest(size=int(out[0]), md5=out[1]) if out else None
+
+    def wal_retained(self) -> int:
+        """Bytes of WAL pg_wal holds behind the current write position: from the start of its oldest
+        segment on the current timeline or an earlier one (segments recycled for reuse already carry
+        later names and do not count)."""
+        return int(
+            self.scalar(
+                "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn) - min(('x' || substr(name, 9, 8))::bit(32)::bigint"
+                " * 4294967296 + ('x' || substr(name, 17, 8))::bit(32)::bigint * (SELECT setting::bigint"
+                " FROM pg_settings WHERE name = 'wal_segment_size')) FROM pg_ls_waldir()"
+                " WHERE name ~ '^[0-9A-F]{24}$' AND substr(name, 9) <= substr(pg_walfile_name(pg_current_wal_lsn()), 9)"
+            )
+        )
+
     def has_wal_segment(self, lsn: str) -> bool:
         """Whether the WAL segment holding `lsn` is still in pg_wal."""
         return bool(
@@ -319,6 +373,12 @@ class Node:
 
     def checkpoint(self) -> None:
         self.query("CHECKPOINT")
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    size: int
+    md5: str
 
 
 class PreinstalledPackages:
