@@ -8,9 +8,11 @@ the text the host gets (the binding table applied, as `script` applies it):
   has parsed it whole (`standalone`); bash prints a function with that body (`declare -f`) without
   its comments, with its own spacing and line breaks, here-documents verbatim. That print is the
   meaning. bash is asked only after `bash -n` has parsed the body alone: then no line of it can end
-  the function early, so nothing of the block runs here.
+  the function early, so nothing of the block runs here. (A bash that prints a `$( )` as written,
+  comments and all, as older ones do, counts an edit inside one as a change.)
 - `conf` appended to pg_hba.conf: each rule's fields as hba.c splits them (blanks apart, `#` to the
-  end of the line outside double quotes), quotes kept (`"all"` is not `all` to PostgreSQL).
+  end of the line outside double quotes), quotes kept (`"all"` is not `all` to PostgreSQL). A list
+  spaced after its comma (`a, b`) is two fields here and one to PostgreSQL: counted as a change.
 - any other `conf` (postgresql.conf syntax): the (name, value) pairs guc-file.l reads, in order
   (a later one wins, so order counts): names lower-cased, as PostgreSQL compares them; a quoted
   value with its quotes and escapes removed, as PostgreSQL stores it, so `on` and `'on'`, `10` and
@@ -19,7 +21,8 @@ the text the host gets (the binding table applied, as `script` applies it):
 A text its reader would not read (bash refuses it, a line PostgreSQL would reject, a pg_hba.conf
 line ending in a backslash, which PostgreSQL 16 joins to the next line and 15 does not) has no
 meaning here: `Meaning.value` is None and `why` says why, and the gate counts any change to it as a
-change.
+change. Every error of reading here errs towards "changed". Comments still matter to the static gate
+(shellcheck directives, placeholders), which runs for every change.
 """
 
 from __future__ import annotations
