@@ -1,11 +1,14 @@
 """The runbook gate: what a change touches since a git revision, and what runs for it (and why).
 
 A runbook is compared block by block with its text at the base revision: a block is the same
-block when its step, host, OS families and variant are; it changed when its text or attributes
-did. The scenario modules that run a changed block's part (their `parts` marker, read from the
-source without importing it) run on the images of the block's families. A change to the binding
-table touches every block of that runbook. A change to the harness, the images, the scenarios or
-the tests runs everything; prose, README and other files run the static gate only.
+block when its step, host, OS families and variant are; it changed when its attributes or its
+meaning did (harness.runbook.meaning: a shell block as bash parses it, a conf block's settings or
+rules as PostgreSQL reads them). A block whose text changed but not its meaning (comments, blank
+lines, spacing) is "comment only" and runs nothing. The scenario modules that run a changed
+block's part (their `parts` marker, read from the source without importing it) run on the images
+of the block's families. A change to the binding table touches every block of that runbook. A
+change to the harness, the images, the scenarios or the tests runs everything; prose, README and
+other files run the static gate only.
 """
 
 from __future__ import annotations
@@ -14,18 +17,21 @@ import ast
 import json
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness import DEFAULT_RUNBOOK, PROJECT_ROOT, available_images
 from harness.errors import HarnessError
-from harness.runbook import Block, Runbook, parse_text
+from harness.runbook import Binding, Block, Runbook, parse_text
+from harness.runbook.meaning import meaning
 
 STATIC_GATE = "tests/test_static_gate.py"
 SCENARIOS = "scenarios"
 # Changed files under these run everything: they are what the gate itself executes.
 EXECUTED = ("harness/", "images/", "scenarios/", "tests/", "conftest.py", "pyproject.toml")
 RUNBOOKS = "runbooks/"
+# how a block changed when only its comments or spacing did: no scenario runs for it
+COMMENT_ONLY = "comment only"
 
 
 class GateError(HarnessError):
@@ -39,11 +45,18 @@ class BlockChange:
     part: str
     families: tuple[str, ...]
     line: int  # in the changed text; for a removed block, where it was at the base
-    how: str  # changed | added | removed | bindings
+    how: str  # changed | comment only | added | removed | bindings
+    note: str = ""  # why it counts as it does, when the plan should say so
 
     def __str__(self) -> str:
         where = f"{self.runbook}:{self.line}" + (" (at the base)" if self.how == "removed" else "")
-        return f"{self.how} block {self.step} (part {self.part}, {'/'.join(self.families)}) at {where}"
+        note = f": {self.note}" if self.note else ""
+        return f"{self.how} block {self.step} (part {self.part}, {'/'.join(self.families)}) at {where}{note}"
+
+    @property
+    def runs(self) -> bool:
+        """Whether the change is one a scenario can see (a comment-only one is not)."""
+        return self.how != COMMENT_ONLY
 
 
 @dataclass
@@ -77,7 +90,10 @@ class Plan:
         if self.prose:
             lines.append(f"  prose or files the gate does not execute: {', '.join(self.prose)}")
         if not self.pairs:
-            lines.append("  no scenario: no executable block changed")
+            if any(not change.runs for change in self.changes):
+                lines.append("  no scenario: no block runs differently (comments and spacing only)")
+            else:
+                lines.append("  no scenario: no executable block changed")
         by_module: dict[str, tuple[list[str], set[str]]] = {}
         for (module, image), reasons in sorted(self.pairs.items()):
             images, why = by_module.setdefault(module, ([], set()))
@@ -130,11 +146,25 @@ def diff_runbooks(old: Runbook | None, new: Runbook | None, path: str) -> list[B
         if key not in before:
             changes.append(BlockChange(path, block.step, block.part, block.os, block.line, "added"))
         elif _content(before[key]) != _content(block):
-            changes.append(BlockChange(path, block.step, block.part, block.os, block.line, "changed"))
+            how, note = _how_changed(before[key], block, new.bindings)
+            changes.append(BlockChange(path, block.step, block.part, block.os, block.line, how, note))
     for key, block in before.items():
         if key not in after:
             changes.append(BlockChange(path, block.step, block.part, block.os, block.line, "removed"))
     return sorted(changes, key=lambda c: c.line)
+
+
+def _how_changed(old: Block, new: Block, bindings: tuple[Binding, ...]) -> tuple[str, str]:
+    """("changed" or "comment only", what the plan says about it) for a block whose text differs."""
+    if _content(replace(old, body="")) != _content(replace(new, body="")):
+        return "changed", ""  # an attribute: what runs it, where, or what it must print
+    before, after = meaning(old, bindings), meaning(new, bindings)
+    if before.same_as(after):
+        return COMMENT_ONLY, after.same
+    unreadable = [f"{'at the base, ' if m is before else ''}{m.why}" for m in (before, after) if m.value is None]
+    if unreadable:
+        return "changed", f"counted as changed, not compared ({'; '.join(unreadable)})"
+    return "changed", ""
 
 
 def scenario_markers(directory: Path | None = None) -> dict[str, dict[str, ast.Call]]:
@@ -209,7 +239,7 @@ def select(
     """(module, image) -> why: the modules that run a changed block's part of its runbook, on the
     images of the block's OS families."""
     pairs: dict[tuple[str, str], list[str]] = {}
-    for change in changes:
+    for change in (c for c in changes if c.runs):
         for module, (runbook, parts) in modules.items():
             if runbook != change.runbook or change.part not in parts:
                 continue

@@ -1,0 +1,239 @@
+"""The gate's semantic diff: a block whose text changed but not what runs (comments, blank lines,
+spacing; a conf block's settings or rules as PostgreSQL reads them) is "comment only" and runs no
+scenario; any change to what runs, and any text its reader refuses, still counts as changed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import DEFAULT_RUNBOOK, PROJECT_ROOT
+from harness import gate as gate_module
+from harness.gate import COMMENT_ONLY, STATIC_GATE, diff_runbooks, image_families, plan, pytest_argv, select
+from harness.runbook import parse_text
+
+BOOK = "runbooks/book.md"
+BASE = {
+    "sh": "echo a\n",
+    "conf": "wal_level = replica\n",
+    "hba": "host    replication     replica_user    192.168.1.20/32         scram-sha-256\n",
+}
+FILES = {"conf": "/etc/postgresql/18/main/postgresql.conf", "hba": "/etc/postgresql/18/main/pg_hba.conf"}
+
+
+def book(bodies: dict[str, str], attrs: dict[str, dict] | None = None) -> str:
+    """A runbook with a binding table and one block of each kind (step = the kind)."""
+    blocks = []
+    for kind, body in bodies.items():
+        info = {"step": kind, "host": "primary", "os": ["debian"]}
+        if kind in FILES:
+            info["file"] = FILES[kind]
+        info.update((attrs or {}).get(kind, {}))
+        blocks.append(f"```{'sh' if kind == 'sh' else 'conf'} {json.dumps(info)}\n{body}```\n")
+    table = (
+        "| Example value | Meaning | Bound to |\n|---|---|---|\n| `192.168.1.10` | the primary | `primary.address` |\n"
+    )
+    return "# Book\n\n" + table + "\n" + "\n".join(blocks)
+
+
+def edited(kind: str, old: str, new: str, attrs: dict | None = None):
+    """The one change from a book whose `kind` block holds `old` to one where it holds `new`."""
+    before = parse_text(book({**BASE, kind: old}), BOOK)
+    after = parse_text(book({**BASE, kind: new}, {kind: attrs or {}}), BOOK)
+    [change] = diff_runbooks(before, after, BOOK)
+    return change
+
+
+SAME = [
+    ("sh", "a comment line added", "echo a\n", "# Say a.\necho a\n"),
+    ("sh", "a comment reworded", "# Say a.\necho a\n", "# Print the letter a.\necho a\n"),
+    ("sh", "a comment line removed", "# Say a.\necho a\n", "echo a\n"),
+    ("sh", "a trailing comment", "echo a\n", "echo a  # say a\n"),
+    ("sh", "blank lines", "echo a\necho b\n", "\necho a\n\n\necho b\n\n"),
+    ("sh", "indentation", "if true; then\n    echo a\nfi\n", "if true; then\n  echo a\nfi\n"),
+    ("sh", "spacing between tokens", "echo a b | cat\n", "echo   a\tb|cat\n"),
+    (
+        "sh",
+        "a line broken with a backslash",
+        "sudo apt-get install -y postgresql-18\n",
+        "sudo apt-get \\\n  install -y postgresql-18\n",
+    ),
+    ("sh", "a comment after a here-document", "cat <<'EOF'\n# data\nEOF\n", "cat <<'EOF'\n# data\nEOF\n# Done.\n"),
+    (
+        "sh",
+        "a comment in a case",
+        "case $1 in a) echo a ;; esac\n",
+        "case $1 in\n  # the letter\n  a) echo a ;;\nesac\n",
+    ),
+    ("conf", "a comment line", "wal_level = replica\n", "# Enough WAL for a standby.\nwal_level = replica\n"),
+    ("conf", "a trailing comment", "wal_level = replica\n", "wal_level = replica   # for a standby\n"),
+    ("conf", "blank lines", "wal_level = replica\n", "\nwal_level = replica\n\n"),
+    ("conf", "spacing around =", "wal_level = replica\n", "wal_level=replica\n"),
+    ("conf", "no = at all", "wal_level = replica\n", "  wal_level\treplica\n"),
+    ("conf", "the name's case (PostgreSQL ignores it)", "wal_level = replica\n", "WAL_Level = replica\n"),
+    # guc-file.l removes the quotes before the setting sees the value: `on` and 'on' are one value
+    ("conf", "quotes a value does not need", "archive_mode = on\n", "archive_mode = 'on'\n"),
+    ("conf", "'' and \\' for a quote", "x.y = 'it''s'\n", "x.y = 'it\\'s'\n"),
+    ("hba", "spacing between fields", BASE["hba"], "host replication replica_user 192.168.1.20/32 scram-sha-256\n"),
+    ("hba", "a comment line", BASE["hba"], "# TYPE DATABASE USER ADDRESS METHOD\n" + BASE["hba"]),
+    ("hba", "a trailing comment", BASE["hba"], BASE["hba"].rstrip() + "  # the secondary\n"),
+]
+
+CHANGED = [
+    ("sh", "a command's argument", "echo a\n", "echo b\n"),
+    ("sh", "an operator", "echo a; echo b\n", "echo a && echo b\n"),
+    ("sh", "a # inside single quotes", "echo '#a'\n", "echo '#b'\n"),
+    ("sh", "a # inside double quotes", 'echo "#a"\n', 'echo "#b"\n'),
+    ("sh", "a # in ${x#y}", "echo ${1#a}\n", "echo ${1#b}\n"),
+    ("sh", "the words after $#", "echo $# items\n", "echo $# things\n"),
+    ("sh", "a # inside a word", "echo a#b\n", "echo a#c\n"),
+    ("sh", "spacing inside quotes", "echo 'a  b'\n", "echo 'a b'\n"),
+    ("sh", "a # line of a here-document", "cat <<'EOF'\n# data\nEOF\n", "cat <<'EOF'\n# other data\nEOF\n"),
+    ("sh", "a here-document line's indentation", "cat <<'EOF'\nx = 1\nEOF\n", "cat <<'EOF'\n  x = 1\nEOF\n"),
+    # bash reads both as `echo 192.168.1.10`, but the binding table binds only the unbroken one
+    ("sh", "an example value broken across lines", "echo 192.168.1.10\n", "echo 192.168.1.\\\n10\n"),
+    ("conf", "a setting's value", "wal_level = replica\n", "wal_level = logical\n"),
+    ("conf", "a setting's name", "wal_level = replica\n", "wal_level_x = replica\n"),
+    ("conf", "a # inside a quoted value", "x.y = 'a#b'\n", "x.y = 'a#c'\n"),
+    ("conf", "spacing inside a quoted value", "x.y = 'a b'\n", "x.y = 'a  b'\n"),
+    ("conf", "the order of two settings (the last one wins)", "a.b = 1\na.b = 2\n", "a.b = 2\na.b = 1\n"),
+    ("conf", "a value's unit", "max_slot_wal_keep_size = 1GB\n", "max_slot_wal_keep_size = 1024MB\n"),
+    ("conf", "an include", "include 'a.conf'\n", "include 'b.conf'\n"),
+    ("hba", "a field", BASE["hba"], BASE["hba"].replace("scram-sha-256", "md5")),
+    ("hba", "a keyword quoted (then it is a name)", "host all all 0.0.0.0/0 md5\n", 'host "all" all 0.0.0.0/0 md5\n'),
+    ("hba", "a # inside double quotes", 'host db "a#b" 0.0.0.0/0 md5\n', 'host db "a#c" 0.0.0.0/0 md5\n'),
+    ("hba", "the order of rules", "local all a peer\nlocal all b md5\n", "local all b md5\nlocal all a peer\n"),
+]
+
+
+@pytest.mark.parametrize(("kind", "edit", "old", "new"), SAME, ids=[f"{k}-{e}" for k, e, _, _ in SAME])
+def test_an_edit_that_runs_the_same_is_comment_only(kind, edit, old, new):
+    change = edited(kind, old, new)
+    assert (change.how, change.step) == (COMMENT_ONLY, kind), change
+    assert not change.runs and "the same" in change.note
+
+
+@pytest.mark.parametrize(("kind", "edit", "old", "new"), CHANGED, ids=[f"{k}-{e}" for k, e, _, _ in CHANGED])
+def test_an_edit_to_what_runs_is_a_change(kind, edit, old, new):
+    change = edited(kind, old, new)
+    assert (change.how, change.note) == ("changed", ""), change
+    assert change.runs
+
+
+UNREADABLE = [
+    ("sh", "echo a\n", "# Say a.\necho 'a\n", "bash -n refuses it"),
+    ("sh", "cat <<'EOF'\nx\nEOF\n", "# Say x.\ncat <<'EOF'\nx\n", "bash -n refuses it"),
+    ("conf", "a.b = 1\n", "# One.\na.b = 1 2\n", "line 2 is not a setting PostgreSQL reads"),
+    ("hba", "local all all peer\n", "# Local.\nlocal all \\\nall peer\n", "line 2 ends in a backslash"),
+    ("hba", "local all all peer\n", '# Local.\nlocal "all all peer\n', "unclosed double quote"),
+]
+
+
+@pytest.mark.parametrize(("kind", "old", "new", "why"), UNREADABLE, ids=[u[3] for u in UNREADABLE])
+def test_a_text_its_reader_refuses_counts_as_changed_and_the_plan_says_why(kind, old, new, why):
+    change = edited(kind, old, new)
+    assert change.how == "changed" and change.runs
+    assert "counted as changed, not compared" in str(change) and why in str(change)
+
+
+@pytest.mark.parametrize(
+    ("kind", "attrs"),
+    [
+        ("sh", {"expect": "a"}),
+        ("sh", {"part": "verify"}),
+        ("sh", {"action": "packages"}),
+        ("conf", {"file": "/x.conf"}),
+    ],
+)
+def test_an_attribute_change_is_a_change_even_when_the_body_only_gains_a_comment(kind, attrs):
+    change = edited(kind, BASE[kind], "# A comment.\n" + BASE[kind], attrs)
+    assert change.how == "changed"
+
+
+MODULES = {"scenarios/test_setup.py": (BOOK, ("setup",))}
+FAMILIES = {"debian-12": "debian", "el8-pgdg-layout": "el8"}
+
+
+def test_a_comment_only_change_selects_no_scenario_but_a_real_one_beside_it_still_does():
+    only = diff_runbooks(parse_text(book(BASE), BOOK), parse_text(book({**BASE, "sh": "# c\necho a\n"}), BOOK), BOOK)
+    assert select(only, MODULES, FAMILIES) == {}
+    both = {**BASE, "sh": "# c\necho a\n", "conf": "wal_level = logical\n"}
+    changes = diff_runbooks(parse_text(book(BASE), BOOK), parse_text(book(both), BOOK), BOOK)
+    assert sorted(c.how for c in changes) == ["changed", COMMENT_ONLY]
+    assert set(select(changes, MODULES, FAMILIES)) == {("scenarios/test_setup.py", "debian-12")}
+
+
+# --- the real plan, on a copy of the project's runbooks and scenario modules in a git repository -----
+
+
+class Project:
+    """The project's runbooks and scenario modules, committed to a fresh git repository the gate
+    takes for the project; `edit` changes the working tree's runbook inside one block."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.runbook = root / DEFAULT_RUNBOOK.relative_to(PROJECT_ROOT)
+
+    def edit(self, step: str, family: str, old: str, new: str) -> None:
+        text = self.runbook.read_text()
+        block = next(b for b in parse_text(text, "r.md").blocks if b.step == step and family in b.os)
+        start = sum(len(line) for line in text.splitlines(keepends=True)[: block.line])  # after the fence
+        assert text[start : start + len(block.body)] == block.body and old in block.body, (step, family, old)
+        self.runbook.write_text(text[:start] + block.body.replace(old, new, 1) + text[start + len(block.body) :])
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Project:
+    for folder in ("runbooks", "scenarios"):
+        shutil.copytree(PROJECT_ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+
+    def git(*args: str) -> None:
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+        )
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "base")
+    monkeypatch.setattr(gate_module, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr(gate_module, "DEFAULT_RUNBOOK", tmp_path / DEFAULT_RUNBOOK.relative_to(PROJECT_ROOT))
+    return Project(tmp_path)
+
+
+def test_a_reworded_comment_in_the_debian_primary_configure_block_runs_the_static_gate_only(project):
+    project.edit(
+        "primary-configure", "debian", "# Write enough WAL for a streaming standby.", "# A standby streams this WAL."
+    )
+    chosen = plan("HEAD")
+    [change] = chosen.changes
+    assert (change.how, change.step, change.families) == (COMMENT_ONLY, "primary-configure", ("debian",))
+    assert chosen.pairs == {} and not chosen.selects("scenarios/test_replication.py", "debian-12")
+    assert pytest_argv(chosen, artifacts="a")[0] == STATIC_GATE and "-n" not in pytest_argv(chosen, artifacts="a")
+    rendered = chosen.render()
+    assert "comment only block primary-configure (part setup, debian)" in rendered
+    assert "PostgreSQL reads the same settings" in rendered and "no scenario" in rendered
+
+
+def test_a_changed_setting_in_that_block_still_runs_its_scenarios_on_debian(project):
+    project.edit("primary-configure", "debian", "max_wal_senders = 10", "max_wal_senders = 12")
+    chosen = plan("HEAD")
+    assert [c.how for c in chosen.changes] == ["changed"]
+    assert ("scenarios/test_replication.py", "debian-12") in chosen.pairs
+    assert {image_families()[image] for _, image in chosen.pairs} == {"debian"}
+
+
+def test_a_shell_blocks_comment_runs_nothing_and_its_here_document_runs_again(project):
+    project.edit(
+        "primary-create-user", "debian", "sudo -u postgres", "# The role the secondary logs in as.\nsudo -u postgres"
+    )
+    assert [c.how for c in plan("HEAD").changes] == [COMMENT_ONLY]
+    project.edit("primary-create-user", "debian", "SET password_encryption", "SET  password_encryption")
+    chosen = plan("HEAD")
+    assert [c.how for c in chosen.changes] == ["changed"] and chosen.pairs
