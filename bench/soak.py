@@ -52,17 +52,12 @@ class Run:
 def leftovers() -> dict[str, list[str]]:
     """What runs that have ended left on the engine: resources and set-up state images labelled by a
     process of this machine that no longer exists (a live run's, another session's, is not counted)."""
-    from harness.hosts.docker import _alive, answering_engine, label_filter, listed
-    from harness.labels import LABEL, PID_LABEL, SETUP_STATE_KIND
+    from harness.hosts.docker import answering_engine, ended, label_filter, listed
+    from harness.labels import LABEL, SETUP_STATE_KIND
 
     client = answering_engine()
     if client is None:
         return {"engine": ["does not answer"]}
-
-    def ended(resource) -> bool:
-        pid = resource.labels.get(PID_LABEL, "")
-        return not (pid.isdigit() and _alive(int(pid)))
-
     left = {
         kind: [r.name for r in listed(client, kind, label_filter(LABEL)) if ended(r)]
         for kind in ("containers", "networks", "volumes")

@@ -303,10 +303,10 @@ def _hosts_lost(item: pytest.Item) -> str:
     hosts = [host for cluster, _ in made if not cluster.removed for host in cluster.hosts.values()]
     lost = [f"{host.name}: {why}" for host in hosts if (why := host.lost())]
     if not lost and item.config.stash.get(ENGINE_USED, False):
-        from harness.hosts.docker import answering_engine, engine_address
+        from harness.hosts.docker import answering_engine, engine_silent
 
         if answering_engine() is None:
-            lost.append(f"the Docker engine at {engine_address()} does not answer: it stopped or is restarting")
+            lost.append(engine_silent())
     return "\n".join(lost)
 
 

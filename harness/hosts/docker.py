@@ -72,6 +72,14 @@ def engine_address() -> str:
     return os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE
 
 
+def engine_silent(failure: str = "") -> str:
+    """What a failure says when the engine stops answering during a run."""
+    return (
+        f"the Docker engine at {engine_address()} does not answer{f' ({failure})' if failure else ''}: it stopped "
+        "or is restarting; start it again (`bash harness/engine.sh` as root) and run again"
+    )
+
+
 def answering_engine() -> docker.DockerClient | None:
     """A client of the engine if one answers now; never installs or starts one (for clean-up)."""
     try:
@@ -88,10 +96,7 @@ def container_lost(client: docker.DockerClient, name: str) -> str | None:
     except docker.errors.NotFound:
         return f"container {name} no longer exists on the Docker engine at {engine_address()} (removed meanwhile)"
     except (docker.errors.DockerException, requests.RequestException) as exc:
-        return (
-            f"the Docker engine at {engine_address()} does not answer ({type(exc).__name__}): it stopped or is "
-            "restarting; the run cannot go on. Start it again (`bash harness/engine.sh` as root) and run again."
-        )
+        return engine_silent(type(exc).__name__)
     if state.get("Running"):
         return None
     return (
@@ -405,43 +410,42 @@ def remove_resources(selector: dict[str, str] | None = None, *, client: docker.D
     return removed
 
 
+def ended(resource: Listed) -> bool:
+    """Whether the process that made `resource` (its PID label) is gone: a killed run's leftover."""
+    pid = resource.labels.get(PID_LABEL, "")
+    return pid.isdigit() and not _alive(int(pid))
+
+
+def remove_set_up_states(client: docker.DockerClient, selector: str, *, only=lambda image: True) -> int:
+    """Remove the set-up state images (they hold a run's secrets) labelled `selector` (`key=value`)."""
+    states = listed(client, "images", label_filter(f"{LABEL}={SETUP_STATE_KIND}", selector))
+    return sum(remove_listed(client, image) for image in states if only(image))
+
+
 def remove_orphans(client: docker.DockerClient, *, kept_too: bool = False, owner_id: str | None = None) -> int:
     """Remove resources that harness processes of this owner (machine, user, PID namespace; or
     `owner_id`) left when killed: their process is gone; `kept_too`: also kept clusters (`down`).
     A live run's resources (it removes them itself) and other owners' are never touched."""
     removed = 0
-    runs: dict[str, tuple[str, str]] = {}
-    mine = label_filter(LABEL, f"{OWNER_LABEL}={owner_id or owner()}")
-    for resource in (*listed(client, "containers", mine), *listed(client, "networks", mine)):
-        labels = resource.labels
-        runs.setdefault(labels.get(RUN_LABEL, ""), (labels.get(PID_LABEL, ""), labels.get(KEPT_LABEL, "false")))
-    for run_id, (pid, kept) in runs.items():
-        finished = pid.isdigit() and not _alive(int(pid))
-        if run_id and ((kept_too and kept == "true") or (kept != "true" and finished)):
+    runs: dict[str, Listed] = {}
+    mine = f"{OWNER_LABEL}={owner_id or owner()}"
+    for resource in (
+        *listed(client, "containers", label_filter(LABEL, mine)),
+        *listed(client, "networks", label_filter(LABEL, mine)),
+    ):
+        runs.setdefault(resource.labels.get(RUN_LABEL, ""), resource)
+    for run_id, resource in runs.items():
+        kept = resource.labels.get(KEPT_LABEL) == "true"
+        if run_id and ((kept_too and kept) or (not kept and ended(resource))):
             removed += remove_resources({RUN_LABEL: run_id}, client=client)
-    # images of a run's set-up state hold its secrets: a killed run's go too
-    states = label_filter(f"{LABEL}={SETUP_STATE_KIND}", f"{OWNER_LABEL}={owner_id or owner()}")
-    for image in listed(client, "images", states):
-        pid = image.labels.get(PID_LABEL, "")
-        if pid.isdigit() and not _alive(int(pid)):
-            removed += remove_listed(client, image)
-    return removed
+    return removed + remove_set_up_states(client, mine, only=ended)  # a killed run's secrets go too
 
 
 def remove_session(client: docker.DockerClient, session: str) -> int:
     """Everything a test session made and its workers left (a worker that crashed, or whose end was
     cut short): its set-up state images, and its resources not kept for a person to look at."""
-    removed = 0
-    for image in listed(client, "images", label_filter(f"{LABEL}={SETUP_STATE_KIND}", f"{SESSION_LABEL}={session}")):
-        removed += remove_listed(client, image)
-    runs = {
-        r.labels.get(RUN_LABEL, "")
-        for kind in ("containers", "networks", "volumes")
-        for r in listed(client, kind, label_filter(LABEL, f"{SESSION_LABEL}={session}", f"{KEPT_LABEL}=false"))
-    }
-    for run_id in sorted(runs - {""}):
-        removed += remove_resources({RUN_LABEL: run_id}, client=client)
-    return removed
+    removed = remove_set_up_states(client, f"{SESSION_LABEL}={session}")
+    return removed + remove_resources({SESSION_LABEL: session, KEPT_LABEL: "false"}, client=client)
 
 
 def snapshot_ids(client: docker.DockerClient) -> set[str]:
