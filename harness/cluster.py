@@ -35,6 +35,8 @@ LSN_FUNCTIONS = {
 
 
 __all__ = ["Cluster", "Node", "SetupIncomplete", "on_each"]
+# The startup process's title (any cluster_name between); anchored, so the catcher's own shell is not matched
+STARTUP_PROCESS = shlex.quote("^postgres: .*startup")
 STATEMENT_TIMEOUT_MS = 60_000  # no harness query may hang a test: a stuck server shows as an error
 
 
@@ -327,6 +329,49 @@ class Node:
         """Kill the postmaster with SIGKILL, as a crash would."""
         self.close()
         self.host.run(f'kill -9 "$(head -1 {self.layout.data_dir}/postmaster.pid)"', user="root")
+
+    def kill9_and_hold_crash_recovery(self, *, timeout: float = 60) -> None:
+        """Kill the postmaster (SIGKILL) and hold the crash recovery its next start begins.
+
+        The server starts again at once: its unit's `Restart=` does it (PGDG's), or this verb
+        does (Debian's unit has none), as an operator would. A catcher started before the kill
+        stops (SIGSTOP) the startup process the moment it exists, so whatever stops the server
+        next meets it mid-recovery, every time; `release_crash_recovery` lets it go on.
+        """
+        catcher = f"until pkill -STOP -f {STARTUP_PROCESS}; do :; done"
+        self.host.run(
+            f"setsid -f timeout {int(timeout)} sh -c {shlex.quote(catcher)} </dev/null >/dev/null 2>&1", user="root"
+        )
+        self.kill9()
+        unit = shlex.quote(self.layout.unit)
+        if self.host.run(f"systemctl show -p Restart --value {unit}").stdout.strip() == "no":
+            wait_until(
+                lambda: self.host.run(f"systemctl is-active {unit}", check=False).stdout.strip() != "active",
+                timeout=timeout,
+                what=f"{self.layout.unit} to see its server killed",
+            )
+            self.host.run(f"systemctl start --no-block {unit}", user="root")
+        held = f'ps -o stat= -p "$(pgrep -f {STARTUP_PROCESS})"'
+        wait_until(
+            lambda: self.host.run(held, check=False).stdout.startswith("T"),
+            timeout=timeout,
+            what=f"{self.name}'s server to start again and its crash recovery to be held",
+            seen=lambda: self.host.run(f"systemctl status --no-pager {unit} 2>&1 | tail -5", check=False).stdout,
+        )
+
+    def release_crash_recovery(self) -> None:
+        """Let the startup process that `kill9_and_hold_crash_recovery` stopped go on."""
+        self.host.run(f"pkill -CONT -f {STARTUP_PROCESS} || true", user="root")
+
+    def control_state(self) -> str:
+        """The stopped server's pg_controldata: cluster state and latest checkpoint."""
+        out = self.host.run(f"{self.layout.bin_dir}/pg_controldata {self.layout.data_dir}", user="postgres").stdout
+        keep = ("Database cluster state", "Latest checkpoint location", "Latest checkpoint's TimeLineID")
+        return "; ".join(
+            line.split(":", 1)[0] + ": " + line.split(":", 1)[1].strip()
+            for line in out.splitlines()
+            if line.startswith(keep)
+        )
 
     def cut_from(self, peer: Node) -> None:
         """Drop every packet from `peer` to this node's PostgreSQL port (a firewall rule on this host)."""

@@ -160,17 +160,6 @@ def ids_on(node: Node) -> set[int]:
     return {row[0] for row in node.query(f"SELECT id FROM {TABLE} WHERE id > 0")}
 
 
-def control_state(node: Node) -> str:
-    """The stopped node's pg_controldata: cluster state and latest checkpoint."""
-    out = node.host.run(f"{node.layout.bin_dir}/pg_controldata {node.layout.data_dir}", user="postgres").stdout
-    keep = ("Database cluster state", "Latest checkpoint location", "Latest checkpoint's TimeLineID")
-    return "; ".join(
-        line.split(":", 1)[0] + ": " + line.split(":", 1)[1].strip()
-        for line in out.splitlines()
-        if line.startswith(keep)
-    )
-
-
 def wal_after(node: Node, start_lsn: str, timeline: int) -> tuple[str | None, int]:
     """Where the stopped `node`'s WAL on `timeline` ends, and how many records it has from `start_lsn` on.
 
@@ -254,7 +243,7 @@ def fail_over(cluster: Cluster, *, crash: bool = False) -> Failover:
     result.timeline_after = secondary.timeline()
     result.ids_after = ids_on(secondary)
     result.replay_lsn = secondary.lsn("replay")  # static after promotion: the last record recovery replayed
-    result.old_state = control_state(primary)
+    result.old_state = primary.control_state()
     result.restarts = int(primary.host.run(f"systemctl show -p NRestarts --value {primary.layout.unit}").stdout or 0)
     result.old_wal_end, result.old_wal_records = wal_after(primary, result.replay_lsn, result.timeline_before)
     if result.old_wal_end is not None:
@@ -262,3 +251,45 @@ def fail_over(cluster: Cluster, *, crash: bool = False) -> Failover:
             secondary.scalar("SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", (result.old_wal_end, result.replay_lsn))
         )
     return result
+
+
+def fail_over_mid_crash_recovery(cluster: Cluster, *, timeout: float = 60) -> None:
+    """Run the failover part after a crash of the primary that its next start did not recover from.
+
+    The primary is killed and started again, its crash recovery held (`kill9_and_hold_crash_recovery`);
+    the runbook's fence then stops it mid-recovery: the recovery is let go only once the fence has
+    the unit stopping, so the server's shutdown meets it unfinished. The control file then says
+    "shut down in recovery" with the checkpoint from before the crash.
+    """
+    primary = cluster.primary
+    unit = primary.layout.unit
+    failures: list[BaseException] = []
+
+    def release_once_stopping() -> None:
+        try:
+            wait_until(
+                lambda: primary.host.run(f"systemctl is-active {unit}", check=False).stdout.strip() == "deactivating",
+                timeout=timeout,
+                what=f"the fence to have {unit} stopping",
+            )
+        except WaitTimeout as exc:
+            failures.append(exc)
+        finally:
+            primary.release_crash_recovery()  # never leave it held: the fence would wait for TimeoutStopSec
+
+    releaser = threading.Thread(target=release_once_stopping, name="release-crash-recovery", daemon=True)
+
+    def before(block: Block) -> None:
+        if block.action == "fence":
+            releaser.start()
+
+    primary.kill9_and_hold_crash_recovery(timeout=timeout)
+    try:
+        cluster.run("failover", before=before)
+    finally:
+        if releaser.is_alive() or not releaser.ident:
+            primary.release_crash_recovery()
+        if releaser.ident:
+            releaser.join(timeout=timeout)
+    if failures:
+        raise failures[0]
