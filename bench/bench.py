@@ -48,12 +48,12 @@ def remove_images(image: str) -> None:
 
 def bring_up_phases(image: str) -> dict[str, float]:
     """One `up` in-process: seconds per phase, per runbook step, for teardown and in total."""
-    from harness import DEFAULT_RUNBOOK
+    from harness import project
     from harness.lifecycle import open_cluster
     from harness.targets import make_target
 
     started = time.monotonic()
-    with open_cluster(make_target(image=image), DEFAULT_RUNBOOK, log=lambda line: None) as cluster:
+    with open_cluster(make_target(image=image), project.current().default_runbook, log=lambda line: None) as cluster:
         cluster.setup()
         cluster.verify()
         phases = dict(cluster.stopwatch.phases)
@@ -120,12 +120,12 @@ def table(columns: list[str], rows: dict[str, list[str]]) -> str:
 def load_figures(image: str, seconds: int) -> str:
     """Read offloading under load on one cluster: pgbench writes on the primary, -S reads on the
     secondary at once, replay lag sampled (the same as scenarios/test_read_offload.py)."""
-    from harness import DEFAULT_RUNBOOK
+    from harness import project
     from harness.lifecycle import open_cluster
     from harness.load import init_pgbench, read_offload
     from harness.targets import make_target
 
-    with open_cluster(make_target(image=image), DEFAULT_RUNBOOK, log=lambda line: None) as cluster:
+    with open_cluster(make_target(image=image), project.current().default_runbook, log=lambda line: None) as cluster:
         cluster.setup()
         init_pgbench(cluster.primary)
         return read_offload(cluster.primary, cluster.secondary, seconds=seconds).render()

@@ -3,19 +3,58 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import subprocess
 import sys
 import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
-from harness import DEFAULT_RUNBOOK, available_images
+from harness import project
 from harness.errors import HarnessError
-from harness.targets import BACKENDS, make_target, unwind_on_sigterm
+from harness.secrets import redact
+from harness.targets import BACKENDS, DEFAULT_IMAGE, check_images, make_target, unwind_on_sigterm
+
+
+def _version() -> str:
+    try:
+        return version("pgrepl-harness")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
+class _Redacting(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def _verbosity(args: argparse.Namespace) -> int:
+    """-1 with -q (the result only), 0 by default (progress lines), 1+ with -v (and the log, DEBUG)."""
+    level = args.verbose - args.quiet
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Redacting("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if level > 0 else logging.WARNING, handlers=[handler], force=True)
+    return level
+
+
+def _say(args: argparse.Namespace, *, to_stderr: bool = False) -> Callable[[str], None]:
+    """Where progress lines go: nowhere with -q; stderr when stdout carries JSON."""
+    if args.verbosity < 0:
+        return lambda line: None
+    stream = sys.stderr if to_stderr else sys.stdout
+    return lambda line: print(line, file=stream, flush=True)
 
 
 def _up(args: argparse.Namespace) -> int:
     from harness.lifecycle import open_cluster
-    from harness.report import render
+    from harness.report import connection, render
 
     started = time.monotonic()
+    say = _say(args, to_stderr=args.json)
+    if args.inventory is None:
+        check_images([args.image])
     target = make_target(
         image=args.image,
         backend=args.backend,
@@ -24,45 +63,53 @@ def _up(args: argparse.Namespace) -> int:
         reuse=not args.no_reuse,
         keep=args.keep,
     )
-    with open_cluster(target, args.runbook) as cluster:
+    with open_cluster(target, args.runbook or project.current().default_runbook, log=say) as cluster:
         cluster.setup()
         cluster.verify()
-        print()
-        print(render(cluster, kept=target.kept))
+        if args.json:
+            print(redact(json.dumps(connection(cluster, kept=target.kept), indent=2)), flush=True)
+        else:
+            print("\n" + render(cluster, kept=target.kept), flush=True)
     removed = "" if target.kept else ", hosts removed"
-    print(f"\nup: {time.monotonic() - started:.1f} s wall time{removed}")
+    say(f"\nup: {time.monotonic() - started:.1f} s wall time{removed}")
     return 0
 
 
 def _down(args: argparse.Namespace) -> int:
     from harness.lifecycle import tear_down
 
-    tear_down(args.inventory, force=args.force, everyone=args.all)
+    tear_down(args.inventory, force=args.force, everyone=args.all, log=_say(args))
     return 0
 
 
 def _gate(args: argparse.Namespace) -> int:
-    import subprocess
-
-    from harness import PROJECT_ROOT
     from harness.gate import plan, pytest_argv
 
+    if args.image:
+        check_images(args.image)
     chosen = plan(args.base)
     if args.image:  # the user narrows the images (a quick local check); the plan says so
         chosen.pairs = {pair: why for pair, why in chosen.pairs.items() if pair[1] in args.image}
     print(chosen.render(), flush=True)
-    argv = [sys.executable, "-m", "pytest", *pytest_argv(chosen, artifacts=args.artifacts), *args.pytest_args]
+    loudness = ["-q"] * args.quiet + ["-v"] * args.verbose
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *pytest_argv(chosen, artifacts=args.artifacts),
+        *loudness,
+        *args.pytest_args,
+    ]
     print(f"\ngate: {' '.join(argv[1:])}\n", flush=True)
-    return subprocess.run(argv, cwd=PROJECT_ROOT).returncode
+    return subprocess.run(argv, cwd=project.current().root).returncode
 
 
 def _mutate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from harness.images import ImageProfile
     from harness.mutate import Mutation, explanations, mutants, render
 
-    runbook = Path(args.runbook).resolve()
+    check_images([args.image])
+    runbook = Path(args.runbook or project.current().default_runbook).resolve()
     parts = tuple(args.parts)
     if args.list:
         profile = ImageProfile.load(args.image)
@@ -74,24 +121,51 @@ def _mutate(args: argparse.Namespace) -> int:
                 + (f"  [explained: {why}]" if why else "")
             )
         return 0
-    result = Mutation(runbook, args.image, parts, Path(args.artifacts) / "mutate", args.jobs).run()
+    result = Mutation(runbook, args.image, parts, Path(args.artifacts) / "mutate", args.jobs, log=_say(args)).run()
     print(render(result))
     return 1 if result["score"] < args.fail_under or result["errors"] else 0
 
 
+def _common(*, defaults: bool) -> argparse.ArgumentParser:
+    """-q, -v and --project, taken before or after the command (`pgrepl-harness -q up`, `up -q`)."""
+    common = argparse.ArgumentParser(add_help=False)
+    unset = {} if defaults else {"default": argparse.SUPPRESS}  # a command's own: only when given there
+    common.add_argument(
+        "-q", "--quiet", action="count", help="less output: the result only", **(unset or {"default": 0})
+    )
+    common.add_argument(
+        "-v", "--verbose", action="count", help="more output: the log, too", **(unset or {"default": 0})
+    )
+    common.add_argument(
+        "--project",
+        metavar="DIR",
+        help="the project (runbooks/, images/, scenarios/); default: the current directory or its parents",
+        **unset,
+    )
+    return common
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="pgrepl-harness", description=__doc__)
+    """Image names are checked when a command runs, not here: --help works outside a project."""
+    root = argparse.ArgumentParser(prog="pgrepl-harness", description=__doc__, parents=[_common(defaults=True)])
+    root.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = root.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="bring up a primary and a secondary from a runbook, verify, show the result")
-    up.add_argument("--image", default="debian-12", choices=available_images())
+    command = _common(defaults=False)
+    up = sub.add_parser(
+        "up", help="bring up a primary and a secondary from a runbook, verify, show the result", parents=[command]
+    )
+    up.add_argument("--image", default=DEFAULT_IMAGE, help=f"an image under the project's images/ ({DEFAULT_IMAGE})")
     up.add_argument("--backend", default="docker", choices=BACKENDS, help="how to reach the containers")
     up.add_argument("--inventory", help="run on the real hosts of this TOML inventory instead of containers")
     up.add_argument("--allow-existing-postgresql", action="store_true", help="run even where PostgreSQL exists")
-    up.add_argument("--runbook", default=str(DEFAULT_RUNBOOK))
+    up.add_argument("--runbook", help="the runbook (default: the project's runbooks/postgresql-primary-secondary.md)")
     up.add_argument("--keep", action="store_true", help="leave the hosts running (remove them later with `down`)")
+    up.add_argument("--json", action="store_true", help="print the hosts, addresses and how to get in as JSON")
     up.add_argument("--no-reuse", action="store_true", help="run every step, ignoring snapshots of earlier runs")
     up.set_defaults(func=_up)
-    down = sub.add_parser("down", help="remove the containers, networks and volumes the harness started")
+    down = sub.add_parser(
+        "down", help="remove the containers, networks and volumes the harness started", parents=[command]
+    )
     down.add_argument("--inventory", help="instead: remove what the harness installed on these real hosts")
     down.add_argument("--all", action="store_true", help="remove every harness container on the engine, not only yours")
     down.add_argument(
@@ -102,19 +176,25 @@ def parser() -> argparse.ArgumentParser:
         "gate",
         help="run what a change to the runbooks touches since a git revision: the static gate, then the "
         "scenarios that execute the changed blocks' parts on their OS families' images",
+        parents=[command],
     )
     gate.add_argument("--base", required=True, help="the git revision to compare with (e.g. origin/main)")
     gate.add_argument("--artifacts", default="artifacts", help="where JUnit XML, the summary and evidence go")
-    gate.add_argument("--image", action="append", choices=available_images(), help="only these of the plan's images")
+    gate.add_argument("--image", action="append", help="only these of the plan's images")
     gate.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
     gate.set_defaults(func=_gate)
     mutate = sub.add_parser(
         "mutate",
         help="delete each functional line of the runbook's parts in turn; report the deletions no scenario notices",
+        parents=[command],
     )
-    mutate.add_argument("--image", default="debian-12", choices=available_images())
+    mutate.add_argument(
+        "--image", default=DEFAULT_IMAGE, help=f"an image under the project's images/ ({DEFAULT_IMAGE})"
+    )
     mutate.add_argument("--parts", nargs="+", default=["setup", "verify"], help="runbook parts to mutate")
-    mutate.add_argument("--runbook", default=str(DEFAULT_RUNBOOK))
+    mutate.add_argument(
+        "--runbook", help="the runbook (default: the project's runbooks/postgresql-primary-secondary.md)"
+    )
     mutate.add_argument("--jobs", type=int, default=3, help="mutants run at once")
     mutate.add_argument("--artifacts", default="artifacts", help="verdicts (resumable) go to ARTIFACTS/mutate")
     mutate.add_argument("--fail-under", type=float, default=0.0, help="exit 1 when the score (%%) is lower")
@@ -126,7 +206,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     unwind_on_sigterm()
     args = parser().parse_args(argv)
+    args.verbosity = _verbosity(args)
     try:
+        if args.project is not None:  # else found when first needed: `down` needs none
+            project.use(args.project)
         return args.func(args)
     except HarnessError as exc:  # the harness's own verdict; anything else is a bug and keeps its traceback
         print(f"\nFAILED: {exc}", file=sys.stderr)

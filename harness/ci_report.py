@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from harness import PROJECT_ROOT
+from harness import project
 from harness.gate import block_text
 from harness.runbook import Runbook, StepFailed
 from harness.secrets import redact
@@ -27,8 +27,8 @@ RANK = {"failed": 4, "ok": 3, "reused": 2}  # a step's verdict per target: the s
 
 def relative(path: Path | str) -> str:
     """A path as the repository names it (what GitHub annotations and JUnit readers expect)."""
-    path = Path(path).resolve()
-    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
+    path, root = Path(path).resolve(), project.current().root
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def failure_properties(error: BaseException) -> list[tuple[str, str]]:

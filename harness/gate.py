@@ -20,13 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harness import DEFAULT_RUNBOOK, PROJECT_ROOT, available_images
+from harness import project
 from harness.errors import HarnessError
 from harness.runbook import Binding, Block, Runbook, parse_text
 from harness.runbook.meaning import meaning
 
 STATIC_GATE = "tests/test_static_gate.py"
-SCENARIOS = "scenarios"
 # Changed files under these run everything: they are what the gate itself executes.
 EXECUTED = ("harness/", "images/", "scenarios/", "tests/", "conftest.py", "pyproject.toml")
 RUNBOOKS = "runbooks/"
@@ -105,9 +104,10 @@ class Plan:
 
 
 def _git(*args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    root = project.current().root
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
     if done.returncode != 0:
-        raise GateError(f"git {' '.join(args)} failed in {PROJECT_ROOT}: {done.stderr.strip()}")
+        raise GateError(f"git {' '.join(args)} failed in {root}: {done.stderr.strip()}")
     return done.stdout
 
 
@@ -170,10 +170,10 @@ def _how_changed(old: Block, new: Block, bindings: tuple[Binding, ...]) -> tuple
 def scenario_markers(directory: Path | None = None) -> dict[str, dict[str, ast.Call]]:
     """Per scenario module (relative path): its `pytest.mark.NAME(...)` calls by NAME, read from the
     source without importing it."""
-    directory = directory or PROJECT_ROOT / SCENARIOS
+    directory = directory or project.current().scenarios
     found: dict[str, dict[str, ast.Call]] = {}
     for path in sorted(directory.glob("test_*.py")):
-        calls = found.setdefault(str(path.relative_to(PROJECT_ROOT)), {})
+        calls = found.setdefault(str(path.relative_to(project.current().root)), {})
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 calls[node.func.attr] = node
@@ -183,7 +183,7 @@ def scenario_markers(directory: Path | None = None) -> dict[str, dict[str, ast.C
 def module_parts(directory: Path | None = None) -> dict[str, tuple[str, tuple[str, ...]]]:
     """Per scenario module: (the runbook it executes, relative to the project; its parts), from its
     `pytestmark = [pytest.mark.parts("setup", ..., runbook="...")]`."""
-    default = str(DEFAULT_RUNBOOK.relative_to(PROJECT_ROOT))
+    default = str(project.current().default_runbook.relative_to(project.current().root))
     declared = {}
     for module, calls in scenario_markers(directory).items():
         if "parts" in calls:
@@ -202,7 +202,7 @@ def block_text(block: Block) -> tuple:
 def image_families() -> dict[str, str]:
     from harness.images import ImageProfile
 
-    return {name: ImageProfile.load(name).family for name in available_images()}
+    return {name: ImageProfile.load(name).family for name in project.current().image_names()}
 
 
 def plan(base: str, files: Iterable[str] | None = None) -> Plan:
@@ -218,9 +218,9 @@ def plan(base: str, files: Iterable[str] | None = None) -> Plan:
         return result
     for path in (p for p in files if p.startswith(RUNBOOKS) and p.endswith(".md")):
         old_text = subprocess.run(
-            ["git", "show", f"{base}:{path}"], cwd=PROJECT_ROOT, capture_output=True, text=True
+            ["git", "show", f"{base}:{path}"], cwd=project.current().root, capture_output=True, text=True
         ).stdout
-        new_file = PROJECT_ROOT / path
+        new_file = project.current().root / path
         old = parse_text(old_text, path) if old_text else None
         new = parse_text(new_file.read_text(), path) if new_file.is_file() else None
         found = diff_runbooks(old, new, path)

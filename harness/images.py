@@ -28,7 +28,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from harness import IMAGES_DIR, LOGIN_USER, available_images
+from harness import LOGIN_USER, project
 from harness.errors import ImageUnavailable
 from harness.labels import LABEL
 from harness.waiting import wait_until
@@ -79,13 +79,14 @@ class ImageProfile:
     # layout; the harness skips the runbook's package steps on such an image.
     on_image: str | None = None
     preinstalled: str | None = None
-    directory: Path = field(default=IMAGES_DIR, repr=False)
+    directory: Path = field(default_factory=lambda: project.current().images, repr=False)
 
     @classmethod
     def load(cls, name: str) -> ImageProfile:
-        path = IMAGES_DIR / name / "image.toml"
+        images = project.current().images
+        path = images / name / "image.toml"
         if not path.is_file():
-            known = ", ".join(available_images()) or "none"
+            known = ", ".join(project.current().image_names()) or "none"
             raise ImageUnavailable(f"unknown image {name!r}: no {path} (known: {known})")
         data = tomllib.loads(path.read_text())
         if "on_image" in data:
@@ -114,7 +115,8 @@ class ImageProfile:
         """The build context: images/common/ (or images/<preinstalled>/ for an image built on another)
         and this image's directory (which may hold its own Dockerfile)."""
         files: dict[str, bytes] = {}
-        shared = (IMAGES_DIR / self.preinstalled, "") if self.on_image else (IMAGES_DIR / "common", "common/")
+        images = project.current().images
+        shared = (images / self.preinstalled, "") if self.on_image else (images / "common", "common/")
         for root, prefix in (shared, (self.directory, "")):
             for path in sorted(root.rglob("*")):
                 if path.is_file():

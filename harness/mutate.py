@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import PROJECT_ROOT
+from harness import project
 from harness.errors import HarnessError
 from harness.gate import module_parts, scenario_markers
 from harness.runbook import Block, parse_runbook
@@ -125,15 +125,16 @@ class Mutation:
 
         if self.jobs < 1:
             raise MutateError(f"--jobs {self.jobs}: run at least one mutant at a time (--jobs 1 or more)")
-        if not self.runbook.resolve().is_relative_to(PROJECT_ROOT):
+        root = project.current().root
+        if not self.runbook.resolve().is_relative_to(root):
             raise MutateError(
                 f"--runbook {self.runbook}: mutate runs the scenario modules that name their runbook inside the "
-                f"project ({PROJECT_ROOT}); copy the runbook under {PROJECT_ROOT / 'runbooks'} and mutate it there"
+                f"project ({root}); copy the runbook under {project.current().runbooks} and mutate it there"
             )
         profile = ImageProfile.load(self.image)
         found = mutants(self.runbook, profile.family, self.parts, profile.package_source)
         explained = explanations(self.runbook)
-        relative = str(self.runbook.resolve().relative_to(PROJECT_ROOT))
+        relative = str(self.runbook.resolve().relative_to(root))
         modules = module_parts()
         costs = module_costs()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -175,7 +176,7 @@ class Mutation:
                 argv += ["--image", self.image, "--backend", "docker", "--runbook", str(path)]
                 done = subprocess.run(
                     [*argv, f"--artifacts={self.workdir / key}"],
-                    cwd=PROJECT_ROOT,
+                    cwd=root,
                     capture_output=True,
                     text=True,
                 )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from harness import DEFAULT_RUNBOOK
+from harness import project
 from harness.errors import HarnessError
 from harness.labels import join_session
 from harness.secrets import redact, redact_sections
@@ -511,7 +511,7 @@ def session_runbook(config: pytest.Config) -> Runbook:
     from harness.runbook import parse_runbook
 
     if RUNBOOK not in config.stash:
-        config.stash[RUNBOOK] = parse_runbook(_option(config, "--runbook") or DEFAULT_RUNBOOK)
+        config.stash[RUNBOOK] = parse_runbook(_option(config, "--runbook") or project.current().default_runbook)
     return config.stash[RUNBOOK]
 
 

@@ -22,13 +22,41 @@ def replication_state(cluster: Cluster) -> str:
     )
 
 
+# what a person runs once logged in to a kept host
+PSQL = "sudo -u postgres psql"
+DOWN = "pgrepl-harness down"
+
+
+def connection(cluster: Cluster, *, kept: bool) -> dict:
+    """The hosts, their addresses and how to get in (`up --json`); no secret: logins are by key or
+    `docker exec`, PostgreSQL by peer authentication as postgres."""
+    hosts = {
+        role: {
+            "url": host.url,
+            "private_address": host.address,
+            "os": host.os.pretty_name,
+            "login": host.login_command,
+            "then": PSQL,
+        }
+        for role, host in cluster.hosts.items()
+    }
+    return {
+        "runbook": str(cluster.runbook.path),
+        "family": cluster.family,
+        "pg_major": cluster.pg_major,
+        "kept": kept,
+        "remove_with": DOWN if kept else None,
+        "hosts": hosts,
+    }
+
+
 def render(cluster: Cluster, *, kept: bool) -> str:
-    hosts = cluster.hosts
+    hosts = connection(cluster, kept=kept)["hosts"]
     lines = [
         f"runbook: {cluster.runbook.path}",
         f"OS family: {cluster.family}   PostgreSQL major: {cluster.pg_major}",
         *(
-            f"{role:<9} {host.url}  private address {host.address}  ({host.os.pretty_name})"
+            f"{role:<9} {host['url']}  private address {host['private_address']}  ({host['os']})"
             for role, host in hosts.items()
         ),
         "",
@@ -41,6 +69,6 @@ def render(cluster: Cluster, *, kept: bool) -> str:
         "== where the time went: " + ", ".join(f"{name} {secs:.1f} s" for name, secs in cluster.stopwatch.phases),
     ]
     if kept:
-        lines += ["", "== hosts kept running (remove them with: pgrepl-harness down); to get in:"]
-        lines += [f"{role:<9} {host.login_command}   then: sudo -u postgres psql" for role, host in hosts.items()]
+        lines += ["", f"== hosts kept running (remove them with: {DOWN}); to get in:"]
+        lines += [f"{role:<9} {host['login']}   then: {host['then']}" for role, host in hosts.items()]
     return redact("\n".join(lines))

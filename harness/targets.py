@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harness import available_images
+from harness import project
 from harness.errors import HarnessError
 from harness.inventory import Inventory
 
 BACKENDS = ("docker", "ssh")
+DEFAULT_IMAGE = "debian-12"
 
 
 class BadTarget(HarnessError):
@@ -31,7 +32,7 @@ class ContainerTarget:
     mount path on both machines (shared storage).
     """
 
-    image: str = "debian-12"
+    image: str = DEFAULT_IMAGE
     backend: str = "docker"
     reuse: bool = True
     keep: bool = False
@@ -94,7 +95,7 @@ Target = ContainerTarget | InventoryTarget
 
 def make_target(
     *,
-    image: str = "debian-12",
+    image: str = DEFAULT_IMAGE,
     backend: str = "docker",
     inventory: Path | str | None = None,
     allow_existing: bool = False,
@@ -124,12 +125,9 @@ def target_matrix(
         raise BadTarget(f"--backend {', '.join(sorted(unknown))}: choose from {', '.join(BACKENDS)}")
     if inventory is not None:
         if backends != ["ssh"]:
-            raise BadTarget("--inventory needs --backend ssh (alone): real hosts are reached by SSH only")
+            raise BadTarget("--pgrepl-inventory needs --backend ssh (alone): real hosts are reached by SSH only")
         return [make_target(inventory=inventory, allow_existing=allow_existing, clean_up=True)]
-    known = available_images()
-    images = known if "all" in images else list(dict.fromkeys(images))
-    if unknown := set(images) - set(known):
-        raise BadTarget(f"--image {', '.join(sorted(unknown))}: no such image (known: {', '.join(known)})")
+    images = check_images(images)
     targets = [
         make_target(image=image, backend=backend, reuse=reuse)
         for image in images
@@ -142,6 +140,17 @@ def target_matrix(
             f"({', '.join(ssh_images)}); add --ssh-image IMAGE (or all), or --backend docker"
         )
     return targets
+
+
+def check_images(images: list[str]) -> list[str]:
+    """`images` (`all`: every one) if each is an image profile of the project; else BadTarget naming
+    the unknown ones, where they were looked for and the known ones."""
+    known = project.current().image_names()
+    images = known if "all" in images else list(dict.fromkeys(images))
+    if unknown := set(images) - set(known):
+        where = project.current().images
+        raise BadTarget(f"--image {', '.join(sorted(unknown))}: no such image in {where} (known: {', '.join(known)})")
+    return images
 
 
 def unwind_on_sigterm() -> None:

@@ -12,7 +12,7 @@ import contextlib
 
 import pytest
 
-from harness import RUNBOOKS_DIR
+from harness import project
 from harness.runbook import StepFailed, parse_runbook
 
 pytestmark = [pytest.mark.parts("setup", "verify", runbook="source-as-written.md"), pytest.mark.bringups(1)]
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.parts("setup", "verify", runbook="source-as-written.md
 @pytest.fixture(scope="module")
 def source(make_cluster):
     """The source's steps until the first that fails (if one does), and the harness's access."""
-    cluster = make_cluster(parse_runbook(RUNBOOKS_DIR / "source-as-written.md"))
+    cluster = make_cluster(parse_runbook(project.current().runbooks / "source-as-written.md"))
     cluster.failure = None
     try:
         cluster.setup()

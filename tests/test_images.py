@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import available_images
+from harness import project
 from harness.cluster import PreinstalledPackages
 from harness.images import ImageProfile, ImageUnavailable, image_repository
 from harness.runbook import Block
@@ -35,7 +35,7 @@ def test_a_pgdg_layout_image_is_its_parent_plus_postgresql_in_pgdg_layout(name, 
 
 
 def test_names_cannot_mislead():
-    for name in available_images():
+    for name in project.current().image_names():
         profile = ImageProfile.load(name)
         if profile.preinstalled:
             assert name.endswith("-pgdg-layout") and "not an EL system" in profile.description
@@ -44,9 +44,9 @@ def test_names_cannot_mislead():
 
 
 def test_on_image_without_preinstalled_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr("harness.images.IMAGES_DIR", tmp_path)
-    (tmp_path / "odd").mkdir()
-    (tmp_path / "odd" / "image.toml").write_text(
+    monkeypatch.setattr(project, "_current", project.Project(tmp_path))
+    (tmp_path / "images" / "odd").mkdir(parents=True)
+    (tmp_path / "images" / "odd" / "image.toml").write_text(
         'description = "x"\nfamily = "el8"\npg_major = 18\non_image = "debian-12"\n'
     )
     with pytest.raises(ImageUnavailable, match="needs preinstalled"):

@@ -8,21 +8,21 @@ import sys
 
 import pytest
 
-from harness import PROJECT_ROOT
+from harness import project
 from harness.gate import README_TEST_COMMAND, TEST_INSTALL
 
 
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["check", "format"])
 def test_ruff_is_clean(command):
     done = subprocess.run(
-        [sys.executable, "-m", "ruff", *command, "."], cwd=PROJECT_ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "ruff", *command, "."], cwd=project.current().root, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_the_readme_has_one_test_command_and_ci_runs_that_line_and_installs_nothing_else():
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    ci = (PROJECT_ROOT / ".ci" / "run").read_text()
+    readme = (project.current().root / "README.md").read_text()
+    ci = (project.current().root / ".ci" / "run").read_text()
     found = re.findall(r"^    pip install .* && python -m pytest .*$", readme, flags=re.M)
     assert found == [f"    {README_TEST_COMMAND}"]
     extracted = re.search(r"grep -E '(.*)' README.md", ci)

@@ -274,9 +274,9 @@ def test_the_survey_searches_every_local_mount_not_only_the_roots_file_system(tm
 
 
 def test_the_readme_names_every_file_system_the_survey_searches():
-    from harness import PROJECT_ROOT
+    from harness import project
 
-    readme = (PROJECT_ROOT / "README.md").read_text()
+    readme = (project.current().root / "README.md").read_text()
     safety = readme[readme.index("## Safety on real hosts") : readme.index("## What you see")]
     named = re.search(r"local file system: ([^)]*)\)", " ".join(safety.split())).group(1)
     listed = [word.strip() for word in named.replace("ext2/3/4", "ext2, ext3, ext4").split(",")]

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import DEFAULT_RUNBOOK
+from harness import project
 from harness.errors import HarnessError, NoDockerEngine
 from harness.hosts.base import HostUnreachable
 from harness.inventory import FIELDS, Inventory, InventoryError, ip_address
@@ -195,7 +195,9 @@ def no_hosts_no_engine(monkeypatch, tmp_path):
     monkeypatch.setattr(lifecycle, "ssh_hosts", no_host)
     monkeypatch.setattr(mutate, "module_parts", lambda: {})
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "copy.md").write_text(Path(DEFAULT_RUNBOOK).read_text())  # a runbook outside the project
+    (tmp_path / "copy.md").write_text(
+        Path(project.current().default_runbook).read_text()
+    )  # a runbook outside the project
     (tmp_path / "key").write_text("not a real key")
     good = "\n".join(f"[{n}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in f.items()) for n, f in GOOD.items())
     (tmp_path / "inventory.toml").write_text(good.replace('"KEY"', json.dumps(str(tmp_path / "key"))))
@@ -220,4 +222,4 @@ def test_any_command_line_succeeds_or_says_what_is_wrong(no_hosts_no_engine, cap
 def test_a_harness_error_is_what_the_properties_accept():
     """The properties above catch only HarnessError subclasses: the families they rely on are ones."""
     assert issubclass(InventoryError, HarnessError) and issubclass(RunbookError, HarnessError)
-    assert Path(DEFAULT_RUNBOOK).is_file()
+    assert Path(project.current().default_runbook).is_file()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import PROJECT_ROOT
+from harness import project
 from harness.runbook import parse_runbook
 from harness.runbook.meaning import Unreadable, bash_meaning, hba_meaning, meaning, settings_meaning
 
@@ -63,7 +63,7 @@ def test_pg_hba_conf_is_read_as_fields_with_their_quotes():
 def test_every_block_of_every_runbook_can_be_read_and_bash_prints_each_shell_block_stably():
     """Else the gate would count any edit to it as a change (safe, but the plan would say so)."""
     problems = []
-    for path in sorted((PROJECT_ROOT / "runbooks").glob("*.md")):
+    for path in sorted((project.current().root / "runbooks").glob("*.md")):
         runbook = parse_runbook(path)
         for block in runbook.blocks:
             read = meaning(block, runbook.bindings)

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from harness import DEFAULT_RUNBOOK
+from harness import project
 from harness.runbook.parse import (
     Binding,
     RunbookError,
@@ -381,7 +381,7 @@ LIVE = {
 
 @pytest.fixture(scope="module")
 def real():
-    return parse_runbook(DEFAULT_RUNBOOK)
+    return parse_runbook(project.current().default_runbook)
 
 
 def test_real_runbook_debian_distro_setup_steps(real):

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import DEFAULT_RUNBOOK, PROJECT_ROOT
-from harness import gate as gate_module
+from harness import project as projects
 from harness.gate import COMMENT_ONLY, STATIC_GATE, diff_runbooks, image_families, plan, pytest_argv, select
 from harness.runbook import parse_text
 
@@ -176,7 +175,7 @@ class Project:
 
     def __init__(self, root: Path):
         self.root = root
-        self.runbook = root / DEFAULT_RUNBOOK.relative_to(PROJECT_ROOT)
+        self.runbook = root / projects.current().default_runbook.relative_to(projects.current().root)
 
     def edit(self, step: str, family: str, old: str, new: str) -> None:
         text = self.runbook.read_text()
@@ -189,7 +188,10 @@ class Project:
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Project:
     for folder in ("runbooks", "scenarios"):
-        shutil.copytree(PROJECT_ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            projects.current().root / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    (tmp_path / "images").symlink_to(projects.current().images)  # the image profiles: which family is where
 
     def git(*args: str) -> None:
         subprocess.run(
@@ -202,8 +204,7 @@ def project(tmp_path, monkeypatch) -> Project:
     git("init", "-q")
     git("add", ".")
     git("commit", "-q", "-m", "base")
-    monkeypatch.setattr(gate_module, "PROJECT_ROOT", tmp_path)
-    monkeypatch.setattr(gate_module, "DEFAULT_RUNBOOK", tmp_path / DEFAULT_RUNBOOK.relative_to(PROJECT_ROOT))
+    monkeypatch.setattr(projects, "_current", projects.Project(tmp_path))
     return Project(tmp_path)
 
 

@@ -23,13 +23,13 @@ from collections.abc import Mapping
 
 import pytest
 
-from harness import DEFAULT_RUNBOOK, available_images
+from harness import project
 from harness.images import ImageProfile
 from harness.layout import layout_for
 from harness.runbook import Block, Runbook, bind, parse_runbook, parse_text, script, values
 
-RUNBOOK = parse_runbook(DEFAULT_RUNBOOK)
-PROFILES = {name: ImageProfile.load(name) for name in available_images()}
+RUNBOOK = parse_runbook(project.current().default_runbook)
+PROFILES = {name: ImageProfile.load(name) for name in project.current().image_names()}
 EXAMPLES = ("192.168.1.10", "192.168.1.20", "YOUR_SECURE_PASSWORD")
 REQUIRED_SETUP = ("primary-install", "primary-start", "secondary-basebackup", "secondary-start")
 # A major no block may contain: rendering with it shows every version the bindings missed.

@@ -10,9 +10,9 @@ import sys
 import pytest
 import yaml
 
-from harness import PROJECT_ROOT, available_images
+from harness import project
 
-WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "runbook-gate.yml"
+WORKFLOW = project.current().root / ".github" / "workflows" / "runbook-gate.yml"
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_the_workflow_runs_the_gate_on_pull_requests_and_the_matrix_nightly(work
     gate = [c for c in commands(workflow) if c[:2] == ["pgrepl-harness", "gate"]]
     assert gate and "--base" in gate[0]
     images = set(workflow["jobs"]["matrix"]["strategy"]["matrix"]["image"])
-    assert images <= set(available_images())
+    assert images <= set(project.current().image_names())
     assert any(c[:2] == ["pgrepl-harness", "mutate"] for c in commands(workflow))
 
 
@@ -62,7 +62,7 @@ def test_every_harness_command_of_the_workflow_answers_help(workflow):
     for argv in commands(workflow):
         if argv[0] == "pgrepl-harness":
             help_argv = [sys.executable, "-m", "harness", argv[1], "--help"]
-            done = subprocess.run(help_argv, capture_output=True, text=True, cwd=PROJECT_ROOT)
+            done = subprocess.run(help_argv, capture_output=True, text=True, cwd=project.current().root)
             assert done.returncode == 0, done.stderr
             for option in (a.split("=")[0] for a in argv[2:] if a.startswith("--")):
                 assert option in done.stdout, f"{' '.join(argv)}: {option} is not an option of {argv[1]}"
