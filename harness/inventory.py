@@ -85,8 +85,8 @@ class Inventory:
     def load(cls, path: Path | str | None) -> Inventory:
         if not path:
             raise InventoryError(
-                "no inventory given: pass --inventory FILE (or set PGREPL_INVENTORY), a TOML file naming the "
-                "primary and secondary hosts; see inventory.example.toml"
+                "no inventory given: pass --inventory FILE (pytest: --pgrepl-inventory FILE) or set PGREPL_INVENTORY, "
+                "a TOML file naming the primary and secondary hosts; see inventory.example.toml"
             )
         path = Path(path)
         if not path.is_file():

@@ -82,7 +82,7 @@ def test_the_other_worker_goes_on():
 """
 
 
-def test_a_crashed_worker_leaves_nothing_once_its_session_ends(client, pytester):
+def test_a_crashed_worker_leaves_nothing_once_its_session_ends(client, harnessed):
     """kill -9 of an xdist worker: its test fails, the other worker finishes, and the session's end
     removes the dead worker's network and set-up state image (the controller's clean-up)."""
     from harness.hosts.docker import label_filter, listed
@@ -90,11 +90,11 @@ def test_a_crashed_worker_leaves_nothing_once_its_session_ends(client, pytester)
 
     tag = uuid.uuid4().hex[:6]
     base = ImageProfile.load("debian-12").base
-    pytester.makepyfile(
+    harnessed.makepyfile(
         test_crash=CRASHING_SESSION.replace("TAG", tag).replace("BASE", base),
         test_other="def test_the_other_worker_goes_on():\n    pass\n",
     )
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result = harnessed.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["*crashed while running*test_makes_a_network*", "*1 failed, * passed*"])
     assert not [n.name for n in listed(client, "networks", label_filter(RUN_LABEL)) if n.name.endswith(tag)]
     assert not [i.name for i in listed(client, "images", label_filter(LABEL)) if f"pgrepl-test-crash:{tag}" in i.name]

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from harness import DEFAULT_RUNBOOK
+from harness import project
 from harness.ci_report import annotations, summary
 from harness.gate import STATIC_GATE, Plan, diff_runbooks, module_parts, plan, pytest_argv, select
 from harness.runbook import parse_runbook, parse_text
@@ -149,16 +149,16 @@ def test_the_summary_opens_with_the_step_by_image_matrix():
     assert "| centos-8-docker | 0 | 0 | 0 (no registry here) |" in text
 
 
-def test_a_failed_step_reaches_junit_and_github_annotations_with_its_runbook_line(pytester, monkeypatch):
+def test_a_failed_step_reaches_junit_and_github_annotations_with_its_runbook_line(harnessed, monkeypatch):
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
-    pytester.makepyfile(
+    harnessed.makepyfile(
         f"""
         from harness.runbook import parse_runbook, Executor
         from harness.runbook.values import live_values
         from tests.test_hosts_base import LocalHost
 
         def test_it():
-            book = parse_runbook({str(DEFAULT_RUNBOOK)!r})
+            book = parse_runbook({str(project.current().default_runbook)!r})
             block = next(b for b in book.blocks if b.step == "secondary-basebackup")
             refused = "echo 'no pg_hba.conf entry for replication' >&2; exit 1"
             broken = type(block)(**{{**block.__dict__, "body": refused}})
@@ -166,10 +166,10 @@ def test_a_failed_step_reaches_junit_and_github_annotations_with_its_runbook_lin
             Executor(book, {{"secondary": LocalHost(), "primary": LocalHost()}}, values).run([broken])
         """
     )
-    pytester.syspathinsert(str(DEFAULT_RUNBOOK.parent.parent))
-    result = pytester.runpytest("--junit-xml=junit.xml", "-o", "junit_family=xunit2", "-p", "no:cacheprovider")
+    harnessed.syspathinsert(str(project.current().default_runbook.parent.parent))
+    result = harnessed.runpytest("--junit-xml=junit.xml", "-o", "junit_family=xunit2", "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
-    book = parse_runbook(DEFAULT_RUNBOOK)
+    book = parse_runbook(project.current().default_runbook)
     line = next(b.line for b in book.blocks if b.step == "secondary-basebackup")
     hba = next(b for b in book.blocks if (b.file or "").endswith("pg_hba.conf"))
     result.stdout.fnmatch_lines(
@@ -178,7 +178,7 @@ def test_a_failed_step_reaches_junit_and_github_annotations_with_its_runbook_lin
             f"::error file=runbooks/postgresql-primary-secondary.md,line={hba.line},title=likely cause*",
         ]
     )
-    case = ET.parse(pytester.path / "junit.xml").find(".//testcase")
+    case = ET.parse(harnessed.path / "junit.xml").find(".//testcase")
     props = {p.get("name"): p.get("value") for p in case.iter("property")}
     assert props["runbook_line"] == str(line) and props["runbook_step"] == "secondary-basebackup"
     assert case.find("failure") is not None

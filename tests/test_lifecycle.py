@@ -9,7 +9,7 @@ import sys
 import pytest
 from test_hosts_base import LocalHost
 
-from harness import PROJECT_ROOT
+from harness import project
 from harness.runbook import Executor, RunbookError, Skip, StepFailed, parse_text
 from harness.runbook.execute import without_stdin
 
@@ -66,7 +66,7 @@ def cli(*args: str, **env: str) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "harness", *args],
         capture_output=True,
         text=True,
-        cwd=PROJECT_ROOT,
+        cwd=project.current().root,
         env={**os.environ, **env},
         timeout=60,
     )
@@ -92,27 +92,27 @@ def test_bad_input_gets_one_message_not_a_traceback(args, words):
     assert words in done.stderr
 
 
-def test_plugin_reads_options_from_ini_and_parametrises_by_target(pytester):
-    pytester.makeini("[pytest]\npgrepl_images = debian-11 debian-13\npgrepl_backends = docker\n")
-    pytester.makepyfile("def test_it(target):\n    pass\n")
-    result = pytester.runpytest("--collect-only", "-q")
+def test_plugin_reads_options_from_ini_and_parametrises_by_target(harnessed):
+    harnessed.makeini("[pytest]\npgrepl_images = debian-11 debian-13\npgrepl_backends = docker\n")
+    harnessed.makepyfile("def test_it(target):\n    pass\n")
+    result = harnessed.runpytest("--collect-only", "-q")
     result.stdout.fnmatch_lines(["*test_it[[]debian-11-docker[]]", "*test_it[[]debian-13-docker[]]"])
 
 
-def test_plugin_rejects_an_unknown_image_before_running_anything(pytester):
-    pytester.makepyfile("def test_it(target):\n    pass\n")
-    result = pytester.runpytest("--image", "debian-99")
+def test_plugin_rejects_an_unknown_image_before_running_anything(harnessed):
+    harnessed.makepyfile("def test_it(target):\n    pass\n")
+    result = harnessed.runpytest("--image", "debian-99")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--image debian-99: no such image*"])
 
 
-def test_plugin_shows_a_harness_failure_as_its_message(pytester):
-    pytester.makepyfile(
+def test_plugin_shows_a_harness_failure_as_its_message(harnessed):
+    harnessed.makepyfile(
         "from harness.waiting import wait_until\n"
         "def test_it():\n"
         "    wait_until(lambda: False, timeout=0.1, what='the moon')\n"
     )
-    result = pytester.runpytest()
+    result = harnessed.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["test_plugin_shows_a_harness_failure_as_its_message.py:3: WaitTimeout: *the moon*"])
     assert "def test_it" not in result.stdout.str()
@@ -121,31 +121,31 @@ def test_plugin_shows_a_harness_failure_as_its_message(pytester):
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["--backend", "ssh", "--inventory="], "no inventory given"),
-        (["--backend", "docker", "--inventory", "x.toml"], "--inventory needs --backend ssh"),
+        (["--backend", "ssh", "--pgrepl-inventory="], "no inventory given"),
+        (["--backend", "docker", "--pgrepl-inventory", "x.toml"], "--pgrepl-inventory needs --backend ssh"),
         (["--backend", "telnet"], "--backend telnet: choose from docker, ssh"),
     ],
 )
-def test_plugin_rejects_options_that_name_no_target(pytester, args, words):
-    pytester.makepyfile("def test_it(target):\n    pass\n")
-    result = pytester.runpytest(*args)
+def test_plugin_rejects_options_that_name_no_target(harnessed, args, words):
+    harnessed.makepyfile("def test_it(target):\n    pass\n")
+    result = harnessed.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert words in result.stderr.str()
 
 
 @pytest.mark.parametrize("dist", [["--dist", "loadgroup"], []], ids=["loadgroup", "plain-n"])
-def test_one_worker_runs_a_whole_module_for_a_target(pytester, dist):
+def test_one_worker_runs_a_whole_module_for_a_target(harnessed, dist):
     """A module's clusters are module fixtures: split over two workers, each would bring them up."""
-    pytester.makeini("[pytest]\npgrepl_images = debian-11 debian-12\npgrepl_backends = docker\n")
-    record = pytester.path / "ran.txt"
+    harnessed.makeini("[pytest]\npgrepl_images = debian-11 debian-12\npgrepl_backends = docker\n")
+    record = harnessed.path / "ran.txt"
     body = "import os\n" + "".join(
         f"def test_{n}(target):\n"
         f"    with open({str(record)!r}, 'a') as out:\n"
         f"        out.write(f'{{__name__}} {{target.label}} {{os.environ[\"PYTEST_XDIST_WORKER\"]}}\\n')\n"
         for n in range(4)
     )
-    pytester.makepyfile(test_a=body, test_b=body)
-    result = pytester.runpytest_subprocess("-n", "2", *dist, "-p", "no:cacheprovider")
+    harnessed.makepyfile(test_a=body, test_b=body)
+    result = harnessed.runpytest_subprocess("-n", "2", *dist, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=16)
     workers: dict[tuple[str, str], set[str]] = {}
     for line in record.read_text().splitlines():
@@ -163,7 +163,7 @@ def test_one_worker_runs_a_whole_module_for_a_target(pytester, dist):
     ],
 )
 def test_cluster_group_is_the_module_on_one_target(nodeid, group):
-    from harness.pytest_plugin import cluster_group
+    from harness.pytest.scheduling import cluster_group
     from harness.targets import make_target
 
     targets = [make_target(image="debian-12"), make_target(image="debian-12", backend="ssh")]
@@ -189,7 +189,7 @@ def test_a_setup_asked_for_once_is_not_saved_and_a_recurring_one_is_saved_at_onc
 
 
 def test_a_worker_stays_on_its_target_then_takes_one_no_other_worker_runs():
-    from harness.pytest_plugin import next_unit
+    from harness.pytest.scheduling import next_unit
 
     queue = ["a.py@t1", "b.py@t1", "a.py@t2", "b.py@t2", "a.py@t3"]
     assert next_unit(queue, mine=[], others=[]) == "a.py@t1"  # the longest first
@@ -232,8 +232,8 @@ def test_a_block_cannot_end_the_stdin_guard_early(body):
     assert host.remotes == []  # refused before anything ran
 
 
-def test_captured_output_and_junit_never_show_a_secret(pytester):
-    pytester.makepyfile(
+def test_captured_output_and_junit_never_show_a_secret(harnessed):
+    harnessed.makepyfile(
         "import logging, sys\n"
         "from harness.secrets import Secret\n"
         "def test_it():\n"
@@ -244,10 +244,10 @@ def test_captured_output_and_junit_never_show_a_secret(pytester):
         "    open('secret.txt', 'w').write(secret)\n"
         "    assert False\n"
     )
-    result = pytester.runpytest("--junit-xml=junit.xml", "-o", "junit_logging=all")
+    result = harnessed.runpytest("--junit-xml=junit.xml", "-o", "junit_logging=all")
     result.assert_outcomes(failed=1)
-    secret = (pytester.path / "secret.txt").read_text()
-    junit = (pytester.path / "junit.xml").read_text()
+    secret = (harnessed.path / "secret.txt").read_text()
+    junit = (harnessed.path / "junit.xml").read_text()
     for text in (result.stdout.str(), junit):
         assert all(mark in text for mark in ("MARK-OUT", "MARK-ERR", "MARK-LOG")), text
         assert secret not in text and secret[:8] not in text

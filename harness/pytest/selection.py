@@ -1,0 +1,60 @@
+"""Which tests run, on which targets, in which order: scenario modules parametrised by target
+(`debian-12-docker`, `inventory-ssh`, ...), the gate's selection (`--gate-base`), longest first."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.gate import STATIC_GATE, Plan
+from harness.targets import Target
+
+# on each item's report (and through xdist to the summary): the label of the target it ran on
+TARGET_PROPERTY = "pgrepl_target"
+
+
+def item_target(item: pytest.Item) -> Target | None:
+    """The target a test is parametrised with, if any."""
+    params = getattr(item, "callspec", None)
+    return params.params.get("target") if params else None
+
+
+def bringups(item: pytest.Item) -> int:
+    marker = item.get_closest_marker("bringups")
+    return int(marker.args[0]) if marker else 0
+
+
+class Selection:
+    """Registered as `pgrepl-selection` in a run of the project."""
+
+    def __init__(self, targets: list[Target], gate: Plan | None):
+        self.targets, self.gate = targets, gate
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "target" in metafunc.fixturenames:
+            ids = [t.label for t in self.targets]
+            metafunc.parametrize("target", self.targets, ids=ids, scope="module")
+
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """Modules that bring up the most clusters come first (xdist hands them out in this order, see
+        harness.pytest.scheduling), so no worker idles at the end while another works through a long
+        module; each item carries its target's label to the report."""
+        items.sort(key=lambda item: -bringups(item))  # stable: each module keeps its own order
+        if self.gate is not None and not self.gate.everything:
+            kept = [item for item in items if self._gate_selects(item)]
+            config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+            items[:] = kept
+        for item in items:
+            if (target := item_target(item)) is not None:
+                item.user_properties.append((TARGET_PROPERTY, target.label))
+
+    def _gate_selects(self, item: pytest.Item) -> bool:
+        assert self.gate is not None
+        module = item.nodeid.split("::")[0]
+        target = item_target(item)
+        if target is None:
+            return module == STATIC_GATE
+        return self.gate.selects(module, getattr(target, "image", ""))
+
+    def pytest_report_header(self) -> list[str]:
+        """The gate's plan first: what runs, and why."""
+        return self.gate.render().splitlines() if self.gate is not None else []
