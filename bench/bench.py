@@ -86,8 +86,9 @@ def suite(tree: Path, image: str, workers: int) -> tuple[float, dict[str, tuple[
         junit = Path(out) / "junit.xml"
         argv = [sys.executable, "-m", "pytest", "-q", "-n", str(workers), "--dist", "loadgroup", "scenarios"]
         argv += ["--image", image, f"--junit-xml={junit}", "-o", "junit_logging=all"]
-        if not (tree / "harness" / "pytest_plugin.py").exists():
-            argv += ["-p", "no:pgrepl-harness"]  # an older tree wires pytest in its conftest.py
+        argv += ["-p", "no:pgrepl-harness"]  # an environment installed from an entry-point era tree loads it
+        if "pytest_plugins" not in (tree / "conftest.py").read_text():  # that era's tree: its plugin by name
+            argv += ["-p", "harness.pytest_plugin"]
         started = time.monotonic()
         subprocess.run(argv, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, stdout=subprocess.DEVNULL)
         wall = time.monotonic() - started
