@@ -1,0 +1,117 @@
+"""The plugin's parts: each registered only where used; the scheduler on xdist's members as they
+are today (a change to them in xdist fails here first); reports that keep pytest's own repr."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from types import SimpleNamespace
+
+import pytest
+
+from harness.pytest.scheduling import ClusterScheduling
+from harness.targets import make_target
+
+pytest_plugins = ["pytester"]
+ALWAYS = {"pgrepl-session", "pgrepl-selection", "pgrepl-fixtures", "pgrepl-reporting", "pgrepl-summary"}
+
+
+def parts(config: pytest.Config) -> set[str]:
+    return {name for name, _ in config.pluginmanager.list_name_plugin() if name.startswith("pgrepl-")}
+
+
+@pytest.mark.parametrize(
+    "args, env, extra",
+    [
+        ([], {}, set()),
+        (["-n", "2", "--dist", "load"], {}, {"pgrepl-scheduling"}),
+        (["-n", "2", "--dist", "loadfile"], {}, set()),
+        ([], {"GITHUB_ACTIONS": "true"}, {"pgrepl-annotations"}),
+    ],
+    ids=["plain", "xdist-load", "xdist-loadfile", "github"],
+)
+def test_each_part_is_registered_only_where_it_is_used(harnessed, monkeypatch, args, env, extra):
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = harnessed.parseconfigure(*args)
+    assert parts(config) == ALWAYS | extra
+
+
+def test_pytest_help_works_where_the_options_would_name_no_target(harnessed):
+    result = harnessed.runpytest("--help", "--image", "no-such-image")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*pgrepl-harness:*", "*--pgrepl-inventory=*"])
+
+
+def test_a_failed_assert_keeps_its_summary_line_and_junit_message_with_the_secret_masked(harnessed):
+    harnessed.makepyfile(  # a short name: the summary line has room for the message
+        test_assert="from harness.secrets import Secret\n"
+        "def test_it():\n"
+        "    secret = Secret.generate()\n"
+        "    open('secret.txt', 'w').write(secret)\n"
+        "    assert str(secret) == 'other'\n"
+    )
+    result = harnessed.runpytest("--junit-xml=junit.xml", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    secret = (harnessed.path / "secret.txt").read_text()
+    line = [line for line in result.stdout.lines if line.startswith("FAILED")]
+    assert line == ["FAILED test_assert.py::test_it - AssertionError: assert '********' == 'other'"]
+    result.stdout.fnmatch_lines(["E       AssertionError: assert '********' == 'other'"])
+    failure = ET.parse(harnessed.path / "junit.xml").find(".//failure")
+    assert failure is not None and failure.get("message").startswith("AssertionError: assert '********' == 'other'")
+    assert secret not in result.stdout.str() and secret not in (harnessed.path / "junit.xml").read_text()
+
+
+def test_a_harness_failure_is_its_message_in_the_summary_line_and_junit(harnessed):
+    harnessed.makepyfile(
+        test_wait="from harness.waiting import wait_until\n"
+        "def test_it():\n"
+        "    wait_until(lambda: False, timeout=0.1, what='the moon')\n"
+    )
+    result = harnessed.runpytest("--junit-xml=junit.xml", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["test_wait.py:3: WaitTimeout: *the moon*", "FAILED test_wait.py::test_it - WaitTimeout: *"]
+    )
+    failure = ET.parse(harnessed.path / "junit.xml").find(".//failure")
+    assert (
+        failure is not None
+        and failure.get("message").startswith("WaitTimeout: ")
+        and "the moon" in failure.get("message")
+    )
+
+
+class Worker:
+    """What xdist's scheduler calls on a worker (WorkerController), recorded."""
+
+    def __init__(self, name: str):
+        self.gateway = SimpleNamespace(id=name)
+        self.sent: list[int] = []
+        self.shutting_down = False
+
+    def send_runtest_some(self, indices: list[int]) -> None:
+        self.sent += indices
+
+    def shutdown(self) -> None:
+        self.shutting_down = True
+
+
+def test_the_cluster_scheduler_still_fits_xdists_loadscope_scheduling():
+    """Through xdist's own LoadScopeScheduling (its private `_split_scope`, `_assign_work_unit`,
+    `workqueue`, `assigned_work`): a whole cluster group per worker, a worker stays on its
+    target, and a test that killed its worker is not handed to another."""
+    targets = [make_target(image="debian-11"), make_target(image="debian-12")]
+    ids = [f"scenarios/test_{m}.py::test_{n}[{t.label}]" for t in targets for m in "abc" for n in range(2)]
+    config = SimpleNamespace(option=SimpleNamespace(loadscopereorder=True), getvalue=lambda name: ["popen"] * 2)
+    scheduler = ClusterScheduling(config, None, targets)
+    first, second = Worker("gw0"), Worker("gw1")
+    for worker in (first, second):
+        scheduler.add_node(worker)
+        scheduler.add_node_collection(worker, ids)
+    scheduler.schedule()  # two units each, to start with: whole modules, one target per worker
+    assert [ids[i] for i in first.sent] == ids[0:4]  # test_a, test_b on debian-11
+    assert [ids[i] for i in second.sent] == ids[6:10]  # test_a, test_b on debian-12: a target no one runs
+    for index in first.sent[:2]:
+        scheduler.mark_test_complete(first, index)
+    assert [ids[i] for i in first.sent[4:]] == ids[4:6]  # test_c on its own target first
+    assert scheduler.remove_node(second) == ids[6]  # the test that killed it is not run again
