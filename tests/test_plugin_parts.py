@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from harness.pytest.reporting import lost_first
 from harness.pytest.scheduling import ClusterScheduling
 from harness.targets import make_target
 
@@ -115,3 +116,15 @@ def test_the_cluster_scheduler_still_fits_xdists_loadscope_scheduling():
         scheduler.mark_test_complete(first, index)
     assert [ids[i] for i in first.sent[4:]] == ids[4:6]  # test_c on its own target first
     assert scheduler.remove_node(second) == ids[6]  # the test that killed it is not run again
+
+
+@pytest.mark.parametrize("style", ["long", "native"])
+def test_hosts_lost_come_first_in_the_report_which_stays_pytests_repr(style):
+    try:
+        assert 1 == 2
+    except AssertionError:
+        info = pytest.ExceptionInfo.from_current()
+    longrepr = lost_first(info.getrepr(style=style), "primary: container exited (137)")
+    assert str(longrepr).startswith("hosts lost during the test:\nprimary: container exited (137)\n")
+    assert "assert 1 == 2" in str(longrepr)
+    assert longrepr.reprcrash.message.startswith("hosts lost during the test: primary: container exited (137); ")
