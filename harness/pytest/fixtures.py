@@ -1,5 +1,8 @@
 """The fixtures scenarios use: `runbook`, `make_cluster`, `cluster`, `harness_log`; every cluster
-comes from harness.lifecycle.open_cluster, on the test's `target` (harness.pytest.selection)."""
+comes from harness.lifecycle.open_cluster, on the test's `target` (harness.pytest.selection).
+
+Registered as a module (`pgrepl-fixtures`): pytest deprecates module- and session-scoped fixtures
+defined as methods of an object. Their shared state is a Clusters object in the config's stash."""
 
 from __future__ import annotations
 
@@ -45,10 +48,10 @@ class ClusterFactory:
     cluster first removes the previous one (so negative controls come last in a module).
     """
 
-    def __init__(self, fixtures: Fixtures, target: Target, runbook: Runbook, module: ExitStack):
-        self.fixtures, self.target, self.runbook = fixtures, target, runbook
+    def __init__(self, clusters: Clusters, target: Target, runbook: Runbook, module: ExitStack):
+        self.clusters, self.target, self.runbook = clusters, target, runbook
         self.module, self.test = module, None
-        self.keep_on_failure = fixtures.keep_on_failure
+        self.keep_on_failure = clusters.keep_on_failure
         self.made: list[tuple[Cluster, bool]] = []  # with: made from the session's runbook, unmodified
 
     def __call__(
@@ -76,7 +79,7 @@ class ClusterFactory:
         try:
             made = stack.enter_context(open_cluster(chosen, book or self.runbook, log=log.info))
         except ImageUnavailable as exc:  # the same for every later module: they skip at check
-            self.fixtures.checked[target.label] = str(exc).splitlines()[0]
+            self.clusters.checked[target.label] = str(exc).splitlines()[0]
             pytest.skip(str(exc).splitlines()[0])
         # the proof that an SSH run uses no `docker exec`: only DockerHost does that
         assert chosen.backend == "docker" or not any(isinstance(h, DockerHost) for h in made.hosts.values())
@@ -98,8 +101,9 @@ class ClusterFactory:
                 test.close()
 
 
-class Fixtures:
-    """Registered as `pgrepl-fixtures` in a run of the project; holds what each module made."""
+class Clusters:
+    """What each module made, and which targets were checked: the state the fixtures below share
+    with reporting (in the config's stash under CLUSTERS, made by harness.pytest.plugin)."""
 
     def __init__(self, config: pytest.Config, session: Session):
         self.config, self.session = config, session
@@ -131,58 +135,65 @@ class Fixtures:
         if self.checked[target.label] is not None:
             pytest.skip(self.checked[target.label])
 
-    @pytest.fixture(scope="session")
-    def harness_log(self) -> Iterator[io.StringIO]:
-        """Everything any logger says during the session (DEBUG and up), for the no-secret check."""
-        buffer = io.StringIO()
-        handler = logging.StreamHandler(buffer)
-        handler.setLevel(logging.DEBUG)
-        root = logging.getLogger()
-        root.addHandler(handler)
-        yield buffer
-        root.removeHandler(handler)
 
-    @pytest.fixture(scope="session")
-    def runbook(self) -> Runbook:
-        return self.session_runbook()
+CLUSTERS = pytest.StashKey[Clusters]()
 
-    @pytest.fixture(scope="module")
-    def make_cluster(
-        self, request: pytest.FixtureRequest, target: Target, runbook: Runbook
-    ) -> Iterator[ClusterFactory]:
-        """The module's ClusterFactory; all its clusters are removed by the end of the module."""
-        request.getfixturevalue("harness_log")
-        self.check(target)
-        key = module_key(request.node, target)
-        with ExitStack() as stack:
-            factory = ClusterFactory(self, target, runbook, stack)
-            self.made[key] = factory.made
-            yield factory
-            if key in self.kept:  # left running, labelled kept: `down` removes them
-                for cluster, _ in factory.made:
-                    if cluster.keep_hosts is not None:
-                        cluster.keep_hosts()
-        _check_declared_parts(request, [cluster for cluster, _ in factory.made])
 
-    @pytest.fixture(autouse=True)
-    def _clusters_of_the_test(self, request: pytest.FixtureRequest) -> Iterator[None]:
-        """Clusters a test makes for itself are removed when it ends (module fixtures are set up before
-        this one, so theirs stay for the module)."""
-        if "make_cluster" not in request.fixturenames:
-            yield
-            return
-        factory: ClusterFactory = request.getfixturevalue("make_cluster")
-        key = module_key(request.node)
-        with factory.test_scope(kept=lambda: key in self.kept):
-            yield
+@pytest.fixture(scope="session")
+def harness_log() -> Iterator[io.StringIO]:
+    """Everything any logger says during the session (DEBUG and up), for the no-secret check."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield buffer
+    root.removeHandler(handler)
 
-    @pytest.fixture(scope="module")
-    def cluster(self, make_cluster: Callable[..., Cluster]) -> Cluster:
-        """A primary and a secondary set up and verified by the runbook (Steps 2-4)."""
-        made = make_cluster()
-        made.setup()
-        made.verify()
-        return made
+
+@pytest.fixture(scope="session")
+def runbook(pytestconfig: pytest.Config) -> Runbook:
+    return pytestconfig.stash[CLUSTERS].session_runbook()
+
+
+@pytest.fixture(scope="module")
+def make_cluster(request: pytest.FixtureRequest, target: Target, runbook: Runbook) -> Iterator[ClusterFactory]:
+    """The module's ClusterFactory; all its clusters are removed by the end of the module."""
+    clusters = request.config.stash[CLUSTERS]
+    request.getfixturevalue("harness_log")
+    clusters.check(target)
+    key = module_key(request.node, target)
+    with ExitStack() as stack:
+        factory = ClusterFactory(clusters, target, runbook, stack)
+        clusters.made[key] = factory.made
+        yield factory
+        if key in clusters.kept:  # left running, labelled kept: `down` removes them
+            for cluster, _ in factory.made:
+                if cluster.keep_hosts is not None:
+                    cluster.keep_hosts()
+    _check_declared_parts(request, [cluster for cluster, _ in factory.made])
+
+
+@pytest.fixture(autouse=True)
+def _clusters_of_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Clusters a test makes for itself are removed when it ends (module fixtures are set up before
+    this one, so theirs stay for the module)."""
+    if "make_cluster" not in request.fixturenames:
+        yield
+        return
+    factory: ClusterFactory = request.getfixturevalue("make_cluster")
+    key = module_key(request.node)
+    with factory.test_scope(kept=lambda: key in request.config.stash[CLUSTERS].kept):
+        yield
+
+
+@pytest.fixture(scope="module")
+def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
+    """A primary and a secondary set up and verified by the runbook (Steps 2-4)."""
+    made = make_cluster()
+    made.setup()
+    made.verify()
+    return made
 
 
 def _check_declared_parts(request: pytest.FixtureRequest, clusters: list[Cluster]) -> None:

@@ -36,13 +36,14 @@ INVENTORY_ENV = "PGREPL_INVENTORY"  # the inventory's default (tox -e ecs)
 def add(parser: pytest.Parser) -> None:
     group = parser.getgroup("pgrepl-harness")
     for option, (ini, kind, help_text) in OPTIONS.items():
+        metavar = option.removeprefix("--pgrepl-").removeprefix("--").replace("-", "_").upper()
         if kind == "bool":
             group.addoption(option, action="store_true", default=None, dest=ini, help=help_text)
         elif kind == "args":
-            group.addoption(option, action="append", default=None, dest=ini, help=help_text)
+            group.addoption(option, action="append", default=None, dest=ini, metavar=metavar, help=help_text)
         else:
             default = os.environ.get(INVENTORY_ENV) if ini == "pgrepl_inventory" else None
-            group.addoption(option, default=default, dest=ini, help=help_text)
+            group.addoption(option, default=default, dest=ini, metavar=metavar, help=help_text)
         parser.addini(ini, help_text, type=kind)
 
 

@@ -14,9 +14,9 @@ import pytest
 from harness import project
 from harness.errors import HarnessError
 from harness.gate import plan
-from harness.pytest import options
+from harness.pytest import fixtures, options
 from harness.pytest.annotations import Annotations
-from harness.pytest.fixtures import Fixtures
+from harness.pytest.fixtures import CLUSTERS, Clusters
 from harness.pytest.reporting import Reporting
 from harness.pytest.scheduling import Scheduling
 from harness.pytest.selection import Selection
@@ -51,12 +51,12 @@ def pytest_configure(config: pytest.Config) -> None:
     unwind_on_sigterm()
     register = config.pluginmanager.register
     session = Session(config)
-    fixtures = Fixtures(config, session)
+    clusters = config.stash[CLUSTERS] = Clusters(config, session)
     register(session, "pgrepl-session")
     register(Selection(targets, gate), "pgrepl-selection")
-    register(fixtures, "pgrepl-fixtures")
-    register(Reporting(config, fixtures, session), "pgrepl-reporting")
-    register(Summary(config, targets, gate, fixtures), "pgrepl-summary")
+    register(fixtures, "pgrepl-fixtures")  # a module: its module- and session-scoped fixtures
+    register(Reporting(config, clusters, session), "pgrepl-reporting")
+    register(Summary(config, targets, gate, clusters), "pgrepl-summary")
     if Annotations.wanted():
         register(Annotations(), "pgrepl-annotations")
     if Scheduling.wanted(config):

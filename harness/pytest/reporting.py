@@ -18,7 +18,7 @@ from harness.ci_report import step_outcomes as steps_of
 from harness.errors import HarnessError
 from harness.hosts.docker import answering_engine, engine_silent
 from harness.pytest import options
-from harness.pytest.fixtures import Fixtures, ModuleKey, module_key
+from harness.pytest.fixtures import Clusters, ModuleKey, module_key
 from harness.pytest.session import Session
 from harness.runstate import RESTORED_NOTE
 from harness.secrets import redact, redact_sections
@@ -76,8 +76,8 @@ def lost_first(longrepr: Any, lost: str) -> Any:
 class Reporting:
     """Registered as `pgrepl-reporting` in a run of the project."""
 
-    def __init__(self, config: pytest.Config, fixtures: Fixtures, session: Session):
-        self.config, self.fixtures, self.session = config, fixtures, session
+    def __init__(self, config: pytest.Config, clusters: Clusters, session: Session):
+        self.config, self.clusters, self.session = config, clusters, session
         self.evidence: set[ModuleKey] = set()  # collected once per module and target
 
     @pytest.hookimpl(wrapper=True)
@@ -98,12 +98,12 @@ class Reporting:
         """On the report: which runbook steps this module's clusters ran (for the step x image matrix);
         for a failure, the runbook's file, line and step, and the evidence folder (and kept hosts)."""
         key = module_key(item)
-        made = self.fixtures.made.get(key, [])
+        made = self.clusters.made.get(key, [])
         if not made and not report.failed:  # unit tests, setup and teardown of passing ones: nothing to add
             return
         added: list[tuple[str, str]] = []
         if report.when == "call" and made:
-            added.append((STEPS_PROPERTY, encode_steps(steps_of(made, self.fixtures.session_runbook()))))
+            added.append((STEPS_PROPERTY, encode_steps(steps_of(made, self.clusters.session_runbook()))))
             restored = sum(RESTORED_NOTE in c.transcript.notes for c, _ in made)
             added.append((REUSE_PROPERTY, f"{restored}/{len(made)}"))
         if report.failed:
@@ -115,8 +115,8 @@ class Reporting:
                     self.evidence.add(key)
                     collect_evidence([cluster for cluster, _ in made], folder)
                 added.append(("evidence", relative(folder)))
-                if self.fixtures.keep_on_failure:
-                    self.fixtures.kept.add(key)
+                if self.clusters.keep_on_failure:
+                    self.clusters.kept.add(key)
                     logins = [f"{h.name}: {h.login_command}" for c, _ in made for h in c.hosts.values()]
                     report.sections.append((KEPT_SECTION, "\n".join(logins)))
         if added:
@@ -127,7 +127,7 @@ class Reporting:
         """Why hosts of this module's live clusters are gone (a stopped container, an engine that does
         not answer): one line per host, empty when none is known to be lost. A session that uses the
         engine says so when it does not answer, even with no host yet (a bring-up that failed)."""
-        made = self.fixtures.made.get(module_key(item), [])
+        made = self.clusters.made.get(module_key(item), [])
         hosts = [host for cluster, _ in made if not cluster.removed for host in cluster.hosts.values()]
         lost = [f"{host.name}: {why}" for host in hosts if (why := host.lost())]
         if not lost and self.session.engine_used and answering_engine() is None:

@@ -12,7 +12,7 @@ from harness.ci_report import STEPS_PROPERTY, decode_steps, merge_steps, summary
 from harness.gate import Plan
 from harness.images import ImageProfile
 from harness.pytest import options
-from harness.pytest.fixtures import Fixtures
+from harness.pytest.fixtures import Clusters
 from harness.pytest.reporting import REUSE_PROPERTY
 from harness.pytest.selection import TARGET_PROPERTY
 from harness.targets import Target
@@ -23,8 +23,8 @@ OUTCOMES = ("passed", "failed", "error", "skipped")
 class Summary:
     """Registered as `pgrepl-summary` in a run of the project."""
 
-    def __init__(self, config: pytest.Config, targets: list[Target], gate: Plan | None, fixtures: Fixtures):
-        self.config, self.targets, self.gate, self.fixtures = config, targets, gate, fixtures
+    def __init__(self, config: pytest.Config, targets: list[Target], gate: Plan | None, clusters: Clusters):
+        self.config, self.targets, self.gate, self.clusters = config, targets, gate, clusters
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.gate is not None:
@@ -74,6 +74,6 @@ class Summary:
                     failures.append({"test": report.nodeid, "target": target, "message": str(report.longrepr), **props})
         families = {t.label: ImageProfile.load(t.image).family for t in self.targets if hasattr(t, "image")}
         plan = self.gate.render() if self.gate else None
-        runbook = self.fixtures.session_runbook()
+        runbook = self.clusters.session_runbook()
         text = summary(runbook, families, results, skipped_targets, steps, failures, plan, reuse)
         return write_summary(text, options.artifacts_dir(self.config))
