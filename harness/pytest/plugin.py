@@ -1,5 +1,6 @@
 """The pytest plugin's wiring: its options, then its parts, each registered as an object only in
-a run that uses it (as xdist registers its DSession only with -n).
+a run that uses it (as xdist registers its DSession only with -n); the fixtures as their module,
+since pytest deprecates scoped fixtures that are methods of an object.
 
 Loaded by the project's own conftest.py (`pytest_plugins = ["harness.pytest.plugin"]`), never by
 an entry point: an environment where pgrepl-harness is installed runs other projects' tests as
