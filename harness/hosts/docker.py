@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +41,27 @@ from harness.labels import (
 # harness cleans up by its own labels instead (DockerLab.close, remove_resources).
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
-# What systemd as PID 1 needs without --privileged (see shared/platform.md).
+# What systemd as PID 1 needs without --privileged (see shared/platform.md); systemd_run_kwargs adds
+# what the engine's host asks for besides.
 SYSTEMD_RUN_KWARGS = {
     "cap_add": ["SYS_ADMIN", "NET_ADMIN"],
     "security_opt": ["seccomp=unconfined"],
     "cgroupns": "private",
 }
+
+
+def systemd_run_kwargs(security_options: Iterable[str]) -> dict:
+    """SYSTEMD_RUN_KWARGS for an engine whose `docker info` lists `security_options`.
+
+    Where the engine confines containers with AppArmor (Ubuntu's and Debian's default), its
+    `docker-default` profile denies `mount`, and the entrypoint must mount a writable cgroup2 over
+    the read-only one Docker gives an unprivileged container on a cgroup v2 host: the machines run
+    unconfined by AppArmor (loading a profile of our own would need root on the engine's host).
+    """
+    kwargs = dict(SYSTEMD_RUN_KWARGS)
+    if any(option.split(",")[0] == "name=apparmor" for option in security_options):
+        kwargs["security_opt"] = [*SYSTEMD_RUN_KWARGS["security_opt"], "apparmor=unconfined"]
+    return kwargs
 
 
 # Faults to inject (bench/soak.py --fault), on every machine once it starts: a `tc netem` spec for its
@@ -223,6 +238,7 @@ class DockerLab:
         self.cleanups: list[Callable[[], object]] = []
         self.volumes: list[str] = []
         self.left_running = False  # set by keep(): close() then removes nothing (a kept failed cluster)
+        self.security_options: list[str] = client.info().get("SecurityOptions") or []
         network_kw: dict = {"labels": self.labels}
         if subnet is not None:
             network_kw["ipam"] = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
@@ -261,7 +277,7 @@ class DockerLab:
                 labels=self.labels,
                 network=self.network.name,
                 networking_config={self.network.name: endpoint},
-                **SYSTEMD_RUN_KWARGS,
+                **systemd_run_kwargs(self.security_options),
             )
         )
         for volume, path in (mounts or {}).items():

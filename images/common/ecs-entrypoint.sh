@@ -4,18 +4,42 @@
 # cgroup v1 and v2 hosts and which forky's systemd requires. EL7's systemd 219 predates cgroup2:
 # it gets a tmpfs holding the named `systemd` v1 hierarchy and mounts its controllers itself
 # (needs a cgroup v1 host, like the project's machines; not tried here: no EL7 base image).
+#
+# The decision, by what the container sees at /sys/fs/cgroup (`--decide` prints it and exits; the
+# unit tests feed it each kind of host through PGREPL_MOUNTS and PGREPL_SYSTEMD_VERSION):
+#   keep       a writable cgroup2 is there already
+#   cgroup2    none, or a cgroup v1 tree (a cgroup v1 host), or a read-only cgroup2 (what Docker mounts
+#              on a cgroup v2 host for a container that is not privileged: systemd would stop with
+#              "Failed to create /init.scope ... Read-only file system"): mount a private, writable
+#              cgroup2 over it. Mounting needs CAP_SYS_ADMIN and, under AppArmor, a profile that allows
+#              it: the harness starts machines with apparmor=unconfined where the engine has AppArmor.
+#   v1-named   systemd older than 230 (EL7): the named systemd v1 hierarchy on a tmpfs (a v1 host only)
 set -e
-version=$(/usr/lib/systemd/systemd --version 2>/dev/null | awk 'NR == 1 { print $2 }')
-if [ "${version:-999}" -ge 230 ]; then
-    if ! grep -q " /sys/fs/cgroup cgroup2 " /proc/self/mounts; then
+mounts=${PGREPL_MOUNTS:-/proc/self/mounts}
+version=${PGREPL_SYSTEMD_VERSION:-$(/usr/lib/systemd/systemd --version 2>/dev/null | awk 'NR == 1 { print $2 }')}
+cgroup_fs=$(awk '$2 == "/sys/fs/cgroup" { fs = $3; split($4, o, ","); mode = o[1] } END { print fs " " mode }' "$mounts")
+if [ "${version:-999}" -lt 230 ]; then
+    if grep -q " /sys/fs/cgroup/systemd cgroup rw," "$mounts"; then decision=keep; else decision=v1-named; fi
+elif [ "$cgroup_fs" = "cgroup2 rw" ]; then
+    decision=keep
+else
+    decision=cgroup2
+fi
+if [ "${1:-}" = "--decide" ]; then
+    echo "$decision"
+    exit 0
+fi
+case $decision in
+    cgroup2)
         mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup 2>/dev/null \
             || mount -t cgroup2 cgroup2 /sys/fs/cgroup
-    fi
-elif ! grep -q " /sys/fs/cgroup/systemd cgroup rw," /proc/self/mounts; then
-    mount -t tmpfs -o mode=0755,nosuid,nodev,noexec tmpfs /sys/fs/cgroup
-    mkdir -p /sys/fs/cgroup/systemd
-    mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
-fi
+        ;;
+    v1-named)
+        mount -t tmpfs -o mode=0755,nosuid,nodev,noexec tmpfs /sys/fs/cgroup
+        mkdir -p /sys/fs/cgroup/systemd
+        mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
+        ;;
+esac
 # A machine started from an image committed by the harness (this run's set-up state) lists here the
 # directories that must move up from the image's layers before anything runs: overlayfs refuses to
 # rename a directory of a lower layer (EXDEV), and PostgreSQL renames some (pg_replslot/<slot>).
