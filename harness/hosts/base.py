@@ -250,6 +250,27 @@ class Host(ABC):
         )
         return text
 
+    def shell_history(self, script: str, *, run: bool = True, timeout: float = 60) -> str:
+        """What an operator's bash history holds after `script` was typed into an interactive bash on
+        this host (as the login user, line by line, as a paste reaches it), read from its HISTFILE.
+
+        The shell starts without rc files and with HISTCONTROL and HISTIGNORE empty, so it records every
+        line a default bash records. `run=False` types the lines without running their commands (an
+        extdebug DEBUG trap skips every command but `set`, which the history options need): for a block
+        that must not run twice, such as a CREATE ROLE.
+        """
+        marker = "__PGREPL_TYPED__"
+        if marker in script:
+            raise ValueError(f"the script must not contain {marker}")
+        dry = "shopt -s extdebug\ntrap '[[ $BASH_COMMAND == \"set \"* ]]' DEBUG\n" if not run else ""
+        return self.run(
+            "history_file=$(mktemp)\n"
+            'HISTFILE="$history_file" HISTCONTROL= HISTIGNORE= bash --norc -i >/dev/null 2>&1'
+            f" <<'{marker}' || true\n{dry}{script.rstrip()}\n{marker}\n"
+            'cat "$history_file"\nrm -f "$history_file"\n',
+            timeout=timeout,
+        ).stdout
+
     def close(self) -> None:
         """Release what the transport holds open (connections, forwards); nothing by default."""
         return None
