@@ -120,6 +120,21 @@ class Node:
             self._conn.close()
             self._conn = None
 
+    def create_login_role(self, name: str, password: Secret) -> None:
+        """A role that may log in with `password` (SCRAM), made as postgres over the local socket: the
+        password goes on psql's stdin, never on a command line. On a primary; a standby gets it by replay."""
+        self.psql(f"SET password_encryption = 'scram-sha-256';\nCREATE ROLE {name} LOGIN PASSWORD '{password}';")
+
+    def psql_from(self, client: Host, sql: str, *, user: str, password: Secret) -> Result:
+        """`sql` sent by psql on `client` over the network to this node's address, as `user`: what an
+        application on that host sees (the answer, or why it was refused). The password is in the
+        script, which goes on stdin, never in an argv. A refused connection does not raise."""
+        return client.run(
+            f"PGPASSWORD={shlex.quote(str(password))} PGCONNECT_TIMEOUT=5 psql -X -A -t -w"
+            f" -h {shlex.quote(self.host.address)} -U {shlex.quote(user)} -d postgres -c {shlex.quote(sql)}\n",
+            check=False,
+        )
+
     # --- state -----------------------------------------------------------------------------
     def lsn(self, kind: str) -> str | None:
         return self.scalar(f"SELECT {LSN_FUNCTIONS[kind]}::text")
@@ -140,10 +155,11 @@ class Node:
 
     def slot(self, name: str) -> Any:
         """This node's replication slot `name` (pg_replication_slots: active, restart_lsn as text,
-        wal_status, safe_wal_size), or None when there is no such slot."""
+        wal_status, safe_wal_size, and xmin, the hot standby feedback it keeps, as an int or None),
+        or None when there is no such slot."""
         return self.row(
-            "SELECT slot_name, active, restart_lsn::text AS restart_lsn, wal_status, safe_wal_size "
-            "FROM pg_replication_slots WHERE slot_name = %s",
+            "SELECT slot_name, active, restart_lsn::text AS restart_lsn, wal_status, safe_wal_size, "
+            "xmin::text::bigint AS xmin FROM pg_replication_slots WHERE slot_name = %s",
             (name,),
         )
 
