@@ -200,6 +200,11 @@ class Node:
             check=False,
         )
 
+    def listing(self, directory: str) -> set[str]:
+        """The names in `directory` on this node's host (read as root); empty when there is no such directory."""
+        quoted = shlex.quote(directory)
+        return set(self.host.run(f"if [ -d {quoted} ]; then ls -A {quoted}; fi", user="root").stdout.split())
+
     def file_digest(self, path: str) -> FileDigest | None:
         """Size and MD5 of the file `path` on this node's host (read as root), or None if there is none."""
         quoted = shlex.quote(path)
