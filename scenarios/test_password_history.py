@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.hosts.base import TYPED_AFTER
 from harness.runbook import Runbook, edit_block
 
 pytestmark = [pytest.mark.parts("setup", "rejoin"), pytest.mark.bringups(1)]
@@ -58,6 +59,7 @@ def test_the_steps_typed_here_are_every_block_that_holds_the_password(typed, run
 def test_typing_the_block_leaves_no_password_in_the_shell_history(typed, histories, step):
     assert HISTORY_OFF.strip() in histories[step], f"{step}: the shell recorded nothing, the check would see nothing"
     assert typed.replication_password not in histories[step], f"{step}: the password is in the shell history"
+    assert TYPED_AFTER in histories[step], f"{step}: the block leaves the shell history off"
 
 
 def test_the_typed_pgpass_blocks_wrote_a_working_file_and_sudo_logged_no_password(typed, histories):
@@ -73,6 +75,12 @@ def test_the_typed_pgpass_blocks_wrote_a_working_file_and_sudo_logged_no_passwor
 
 
 # --- negative controls: the same blocks as the runbook had them ---------------------------------
+
+
+@pytest.mark.parametrize("step", PASSWORD_STEPS)
+def test_without_set_minus_o_history_the_shell_history_stays_off(typed, runbook, step):
+    history = typed.shell_history(step, book=edit_block(runbook, step, "set -o history\n", ""), run=False)
+    assert TYPED_AFTER not in history, f"{step}: the history is on after the block without its set -o history"
 
 
 @pytest.mark.parametrize("step", PASSWORD_STEPS)

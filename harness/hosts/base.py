@@ -24,6 +24,8 @@ from harness.secrets import redact
 from harness.waiting import wait_until
 
 DEFAULT_TIMEOUT = 120.0
+# The line Host.shell_history types after a script: in the history only if the script left it on.
+TYPED_AFTER = ": typed after the block"
 # Seconds the host-side `timeout` gets to kill a runaway command before we give up on the pipe.
 _KILL_GRACE = 5
 
@@ -257,7 +259,8 @@ class Host(ABC):
         The shell starts without rc files and with HISTCONTROL and HISTIGNORE empty, so it records every
         line a default bash records. `run=False` types the lines without running their commands (an
         extdebug DEBUG trap skips every command but `set`, which the history options need): for a block
-        that must not run twice, such as a CREATE ROLE.
+        that must not run twice, such as a CREATE ROLE. A last line, `TYPED_AFTER`, is typed after the
+        script: it is in the history only if the script left the history on.
         """
         marker = "__PGREPL_TYPED__"
         if marker in script:
@@ -266,7 +269,7 @@ class Host(ABC):
         return self.run(
             "history_file=$(mktemp)\n"
             'HISTFILE="$history_file" HISTCONTROL= HISTIGNORE= bash --norc -i >/dev/null 2>&1'
-            f" <<'{marker}' || true\n{dry}{script.rstrip()}\n{marker}\n"
+            f" <<'{marker}' || true\n{dry}{script.rstrip()}\n{TYPED_AFTER}\n{marker}\n"
             'cat "$history_file"\nrm -f "$history_file"\n',
             timeout=timeout,
         ).stdout
