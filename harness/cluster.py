@@ -19,7 +19,7 @@ from psycopg.rows import namedtuple_row
 from harness.errors import SetupIncomplete
 from harness.hosts.base import Host, Result
 from harness.layout import Layout, layout_for
-from harness.runbook import After, Before, Block, Executor, Runbook, Skip, StepHook, Transcript
+from harness.runbook import After, Before, Block, Executor, Runbook, Skip, StepHook, Transcript, script
 from harness.runbook.values import live_values
 from harness.secrets import Secret, redact
 from harness.waiting import Stopwatch, WaitTimeout, wait_until
@@ -120,6 +120,21 @@ class Node:
             self._conn.close()
             self._conn = None
 
+    def create_login_role(self, name: str, password: Secret) -> None:
+        """A role that may log in with `password` (SCRAM), made as postgres over the local socket: the
+        password goes on psql's stdin, never on a command line. On a primary; a standby gets it by replay."""
+        self.psql(f"SET password_encryption = 'scram-sha-256';\nCREATE ROLE {name} LOGIN PASSWORD '{password}';")
+
+    def psql_from(self, client: Host, sql: str, *, user: str, password: Secret) -> Result:
+        """`sql` sent by psql on `client` over the network to this node's address, as `user`: what an
+        application on that host sees (the answer, or why it was refused). The password is in the
+        script, which goes on stdin, never in an argv. A refused connection does not raise."""
+        return client.run(
+            f"PGPASSWORD={shlex.quote(str(password))} PGCONNECT_TIMEOUT=5 psql -X -A -t -w"
+            f" -h {shlex.quote(self.host.address)} -U {shlex.quote(user)} -d postgres -c {shlex.quote(sql)}\n",
+            check=False,
+        )
+
     # --- state -----------------------------------------------------------------------------
     def lsn(self, kind: str) -> str | None:
         return self.scalar(f"SELECT {LSN_FUNCTIONS[kind]}::text")
@@ -140,10 +155,11 @@ class Node:
 
     def slot(self, name: str) -> Any:
         """This node's replication slot `name` (pg_replication_slots: active, restart_lsn as text,
-        wal_status, safe_wal_size), or None when there is no such slot."""
+        wal_status, safe_wal_size, and xmin, the hot standby feedback it keeps, as an int or None),
+        or None when there is no such slot."""
         return self.row(
-            "SELECT slot_name, active, restart_lsn::text AS restart_lsn, wal_status, safe_wal_size "
-            "FROM pg_replication_slots WHERE slot_name = %s",
+            "SELECT slot_name, active, restart_lsn::text AS restart_lsn, wal_status, safe_wal_size, "
+            "xmin::text::bigint AS xmin FROM pg_replication_slots WHERE slot_name = %s",
             (name,),
         )
 
@@ -183,6 +199,11 @@ class Node:
             user="postgres",
             check=False,
         )
+
+    def listing(self, directory: str) -> set[str]:
+        """The names in `directory` on this node's host (read as root); empty when there is no such directory."""
+        quoted = shlex.quote(directory)
+        return set(self.host.run(f"if [ -d {quoted} ]; then ls -A {quoted}; fi", user="root").stdout.split())
 
     def file_digest(self, path: str) -> FileDigest | None:
         """Size and MD5 of the file `path` on this node's host (read as root), or None if there is none."""
@@ -519,6 +540,18 @@ class Cluster:
         finally:
             for node in self.nodes.values():
                 node.close()  # the steps may have restarted servers: next query opens a fresh connection
+
+    def shell_history(self, step: str, *, book: Runbook | None = None, run: bool = True) -> str:
+        """What an operator's bash history holds after typing step `step` (of `book`, by default this
+        cluster's runbook) for this family into an interactive shell on its host: see Host.shell_history."""
+        book = book or self.runbook
+        selected = book.select(family=self.family, parts=tuple(book.parts()), variant=self.variant)
+        blocks = [b for b in selected if b.step == step]
+        if len(blocks) != 1:
+            raise ValueError(f"step {step!r} has {len(blocks)} blocks for {self.family}, not one")
+        self.parts_run.add(blocks[0].part)
+        rendered = script(blocks[0], book.bindings, self.values)
+        return self.hosts[blocks[0].host].shell_history(rendered, run=run)
 
     def setup(self) -> Transcript:
         """Steps 2 and 3 of the runbook, then the harness's own access, then wait for streaming."""

@@ -58,13 +58,65 @@ def long_read_against_vacuum(primary: Node, secondary: Node) -> ReadOutcome:
     return outcome
 
 
-def vacuum_keeps(primary: Node) -> int:
-    """VACUUM (VERBOSE) TABLE on the primary; how many dead rows it had to keep (PostgreSQL 13's wording
+def vacuum_after_delete(primary: Node, table: str = "pgrepl_dead_rows", rows: int = ROWS) -> int:
+    """A fresh `table` of `rows` rows on the primary, every row deleted, then VACUUM (VERBOSE): how many
+    of the dead rows VACUUM had to keep (those some xmin still holds: a slot's, a snapshot's)."""
+    primary.query(
+        f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} AS SELECT g AS id FROM generate_series(1, {rows}) g"
+    )
+    primary.query(f"DELETE FROM {table}")
+    return vacuum_keeps(primary, table)
+
+
+def read_against_truncation(primary: Node, secondary: Node) -> ReadOutcome:
+    """A read on the secondary that holds a lock on TABLE (a transaction that counted its rows, still
+    open) while VACUUM on the primary truncates TABLE's empty pages. The primary deleted every row
+    before the read began, so the read's snapshot needs none of them and hot standby feedback lets
+    VACUUM remove them all; truncating the emptied table takes an ACCESS EXCLUSIVE lock, which replay
+    takes on the secondary too: a lock conflict, and the secondary cancels the read (after
+    max_standby_streaming_delay) whatever the feedback."""
+    primary.query(
+        f"DROP TABLE IF EXISTS {TABLE}; CREATE TABLE {TABLE} AS SELECT g AS id FROM generate_series(1, {ROWS}) g"
+    )
+    deleting = int(primary.scalar(f"DELETE FROM {TABLE} RETURNING txid_current()"))
+    primary.wait_for_catchup(secondary)
+    outcome = ReadOutcome()
+    with secondary.connect() as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        outcome.rows = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+        if secondary.scalar("SHOW hot_standby_feedback") == "on":  # the primary must see the read's newer xmin
+            outcome.held_xmin = str(
+                wait_until(
+                    lambda: (
+                        (
+                            xmin := primary.scalar(
+                                "SELECT max(xmin::text::bigint) FROM pg_replication_slots WHERE active"
+                            )
+                        )
+                        is not None
+                        and xmin > deleting
+                        and xmin
+                    ),
+                    timeout=30,
+                    what="the secondary's hot standby feedback to pass the DELETE on the primary",
+                )
+            )
+        outcome.dead_rows_kept = vacuum_keeps(primary)
+        primary.wait_for_catchup(secondary)  # replayed: once the conflicting read is gone
+        try:
+            conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
+        except psycopg.Error as exc:
+            outcome.error = str(exc).strip()
+    return outcome
+
+
+def vacuum_keeps(primary: Node, table: str = TABLE) -> int:
+    """VACUUM (VERBOSE) `table` on the primary; how many dead rows it had to keep (PostgreSQL 13's wording
     and 14's on)."""
     said: list[str] = []
     with primary.connect() as conn:
         conn.add_notice_handler(lambda diag: said.append(f"{diag.message_primary} {diag.message_detail or ''}"))
-        conn.execute(f"VACUUM (VERBOSE) {TABLE}")
+        conn.execute(f"VACUUM (VERBOSE) {table}")
     text = "\n".join(said)
     match = re.search(r"(\d+) (?:dead row versions cannot be removed yet|are dead but not yet removable)", text)
     if match is None:

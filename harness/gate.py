@@ -175,7 +175,13 @@ def scenario_markers(directory: Path | None = None) -> dict[str, dict[str, ast.C
     for path in sorted(directory.glob("test_*.py")):
         calls = found.setdefault(str(path.relative_to(project.current().root)), {})
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            # pytest.mark.NAME(...) only: a module's own `runbook.parts()` is no marker
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Attribute)
+                and node.func.value.attr == "mark"
+            ):
                 calls[node.func.attr] = node
     return found
 

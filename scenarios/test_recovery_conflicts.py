@@ -1,7 +1,8 @@
 """Reads on the secondary against VACUUM on the primary (source defect 16; PostgreSQL's own
 031_recovery_conflict.pl): without hot_standby_feedback a long read is cancelled, with the
 runbook's Step 9 it completes, and the primary shows what that costs (the slot's xmin, and
-dead rows its VACUUM must keep).
+dead rows its VACUUM must keep). What feedback does not prevent, as Step 9 says: a lock conflict
+(VACUUM truncating an emptied table) still cancels a read that holds the table's lock.
 
 To keep the scenario short, the secondary's max_standby_streaming_delay is lowered from 30 s to
 1 s (the harness says so in the transcript); the conflict is the same, only sooner.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.conflicts import ROWS, long_read_against_vacuum
+from harness.conflicts import ROWS, long_read_against_vacuum, read_against_truncation
 
 pytestmark = [pytest.mark.parts("setup", "verify", "read-offload"), pytest.mark.bringups(1)]
 
@@ -42,3 +43,20 @@ def test_with_step_9_the_same_read_completes_and_the_primary_holds_back_vacuum(r
     assert outcome.rows == ROWS, "the read did not see every row its snapshot holds"
     assert outcome.held_xmin is not None, "the primary never saw the secondary's xmin"
     assert outcome.dead_rows_kept > 0, "VACUUM on the primary removed the rows the read still needed"
+
+
+def test_feedback_does_not_prevent_a_lock_conflict_vacuum_truncation_cancels_the_read(reads):
+    """Step 9 says feedback prevents snapshot conflicts only: VACUUM's truncation of an emptied table
+    takes an ACCESS EXCLUSIVE lock that replay needs on the secondary, and a read holding the table's
+    lock there is cancelled all the same (confl_lock)."""
+    if "read-offload" not in reads.parts_run:
+        reads.run("read-offload")
+    before = reads.secondary.scalar("SELECT confl_lock FROM pg_stat_database_conflicts WHERE datname = 'postgres'")
+    outcome = read_against_truncation(reads.primary, reads.secondary)
+    assert outcome.held_xmin is not None, "the primary never saw the secondary's feedback"
+    assert outcome.dead_rows_kept == 0, "feedback held the deleted rows: VACUUM could not empty the table"
+    assert outcome.error is not None, "the read survived VACUUM's truncation: no lock conflict"
+    assert "conflict with recovery" in outcome.error, outcome.error
+    reads.secondary.poll_query_until(
+        f"SELECT confl_lock > {before} FROM pg_stat_database_conflicts WHERE datname = 'postgres'", timeout=15
+    )

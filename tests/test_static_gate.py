@@ -170,6 +170,34 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+PASSWORD = "YOUR_SECURE_PASSWORD"
+HERE_DOCUMENT = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_]\w*)\1")
+
+
+def password_exposures(body: str) -> list[str]:
+    """Where a block shows the password to anything but its own command's stdin: on a command line
+    (argv; for a builtin such as echo, the shell history), or in a here-document that bash reads with
+    its history on (bash records a here-document's lines). Only `set +o history` turns it off."""
+    found: list[str] = []
+    history, ends = True, None
+    for number, line in enumerate(body.splitlines(), 1):
+        if ends is not None:  # inside a here-document
+            if line == ends:
+                ends = None
+            elif PASSWORD in line and history:
+                found.append(f"line {number}: in a here-document read with the shell history on")
+            continue
+        if line.strip() in ("set +o history", "set -o history"):
+            history = line.strip() == "set -o history"
+        if PASSWORD in line:
+            found.append(f"line {number}: on a command line: {line.strip()}")
+        if match := HERE_DOCUMENT.search(line):
+            ends = match.group(2)
+    if not history:
+        found.append("the block leaves the shell history off")
+    return found
+
+
 def conf_problems(block: Block, body: str, path: str) -> list[str]:
     if path.endswith("pg_hba.conf"):
         return pg_hba_problems(body)
@@ -237,6 +265,31 @@ def test_block_is_valid_bash(name, block):
 def test_block_passes_shellcheck(name, block):
     rendered = script(block, RUNBOOK.bindings, live_values(PROFILES[name]))
     assert shellcheck(rendered) == (), f"{block.where(RUNBOOK.path)}\n{rendered}"
+
+
+@pytest.mark.parametrize(("name", "block"), [case for case in CASES if PASSWORD in case.values[1].body])
+def test_the_password_is_typed_only_on_stdin_with_the_shell_history_off(name, block):
+    """No argv, no sudo log and no shell history sees it (defect 17; scenarios/test_password_history.py)."""
+    assert password_exposures(block.body) == [], block.where(RUNBOOK.path)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (f"set +o history\nsudo -u postgres psql <<'SQL'\nPASSWORD '{PASSWORD}';\nSQL\nset -o history\n", None),
+        (f"sudo -u postgres psql <<'SQL'\nPASSWORD '{PASSWORD}';\nSQL\n", "history on"),
+        (f'echo "h:5432:*:u:{PASSWORD}" | sudo -u postgres tee f\n', "command line"),
+        (f"set +o history\necho {PASSWORD} | cat\nset -o history\n", "command line"),
+        (f"set +o history\ncat <<EOF\n{PASSWORD}\nEOF\n", "leaves the shell history off"),
+    ],
+    ids=["heredoc-history-off", "heredoc-history-on", "echo", "echo-history-off", "history-left-off"],
+)
+def test_password_exposures_checker(body, expected):
+    problems = password_exposures(body)
+    if expected is None:
+        assert problems == []
+    else:
+        assert problems and any(expected in p for p in problems), problems
 
 
 @pytest.mark.parametrize(("name", "block"), CONF_CASES)

@@ -24,6 +24,8 @@ from harness.secrets import redact
 from harness.waiting import wait_until
 
 DEFAULT_TIMEOUT = 120.0
+# The line Host.shell_history types after a script: in the history only if the script left it on.
+TYPED_AFTER = ": typed after the block"
 # Seconds the host-side `timeout` gets to kill a runaway command before we give up on the pipe.
 _KILL_GRACE = 5
 
@@ -249,6 +251,28 @@ class Host(ABC):
             complete, timeout=timeout, what=f"sudo's log on {self.name} to reach {marker}", seen=lambda: text[-2000:]
         )
         return text
+
+    def shell_history(self, script: str, *, run: bool = True, timeout: float = 60) -> str:
+        """What an operator's bash history holds after `script` was typed into an interactive bash on
+        this host (as the login user, line by line, as a paste reaches it), read from its HISTFILE.
+
+        The shell starts without rc files and with HISTCONTROL and HISTIGNORE empty, so it records every
+        line a default bash records. `run=False` types the lines without running their commands (an
+        extdebug DEBUG trap skips every command but `set`, which the history options need): for a block
+        that must not run twice, such as a CREATE ROLE. A last line, `TYPED_AFTER`, is typed after the
+        script: it is in the history only if the script left the history on.
+        """
+        marker = "__PGREPL_TYPED__"
+        if marker in script:
+            raise ValueError(f"the script must not contain {marker}")
+        dry = "shopt -s extdebug\ntrap '[[ $BASH_COMMAND == \"set \"* ]]' DEBUG\n" if not run else ""
+        return self.run(
+            "history_file=$(mktemp)\n"
+            'HISTFILE="$history_file" HISTCONTROL= HISTIGNORE= bash --norc -i >/dev/null 2>&1'
+            f" <<'{marker}' || true\n{dry}{script.rstrip()}\n{TYPED_AFTER}\n{marker}\n"
+            'cat "$history_file"\nrm -f "$history_file"\n',
+            timeout=timeout,
+        ).stdout
 
     def close(self) -> None:
         """Release what the transport holds open (connections, forwards); nothing by default."""

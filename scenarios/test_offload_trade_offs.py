@@ -1,0 +1,143 @@
+"""Step 9's trade-offs as tests (#25 items 3 and 5): what hot_standby_feedback costs the primary while
+the secondary is down, the query that shows it, and the pg_hba.conf rule readers need on the secondary.
+
+With Step 9 the slot keeps the secondary's last xmin when the secondary stops, and VACUUM on the
+primary keeps every row deleted meanwhile, until the secondary streams again. The negative control is
+Step 9 without its feedback line (and without its pg_hba.conf rule): VACUUM removes the rows, and an
+application from the allowed address is refused by the secondary. The application server is played by
+the primary's host (the runbook binds its example address, 192.168.1.30, to the primary's).
+"""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from harness.cluster import Cluster
+from harness.conflicts import ROWS, vacuum_after_delete, vacuum_keeps
+from harness.runbook import Runbook, StepFailed, drop_step
+from harness.secrets import Secret
+from harness.waiting import wait_until
+
+pytestmark = [pytest.mark.parts("setup", "read-offload"), pytest.mark.bringups(2)]
+SLOT = "secondary_slot"
+DEAD = "pgrepl_dead_rows"  # the table whose deleted rows VACUUM keeps or removes
+READER = "pgrepl_reader"  # the application's role (the runbook's rule admits every role from its address)
+CHECK = "read-offload-held-xmin"  # Step 9's check query
+HELD = r"^secondary_slot\|([tf])\|(\d+)\|(\d+)$"
+
+
+def step_9(cluster: Cluster, *, steps: set[str] | None = None) -> SimpleNamespace:
+    """Set-up, an application role, then Step 9 (only `steps` of it, if given); what its check said."""
+    cluster.setup()
+    password = Secret.generate()
+    cluster.primary.create_login_role(READER, password)
+    cluster.primary.wait_for_catchup(cluster.secondary)
+    said = []
+    cluster.run("read-offload", steps=steps, after=lambda block, result: said.append(result.stdout))
+    return SimpleNamespace(cluster=cluster, password=password, said=said)
+
+
+def secondary_down_while_the_primary_deletes(cluster: Cluster) -> SimpleNamespace:
+    """Stop the secondary; on the primary, delete ROWS rows and VACUUM; what the slot kept, and Step 9's
+    check query as a DBA runs it meanwhile (its output, or None when the step is not in the runbook)."""
+    primary = cluster.primary
+    cluster.secondary.stop()
+    before = primary.wait_for_slot(SLOT, active=False)
+    kept = vacuum_after_delete(primary, DEAD)
+    check = None
+    if any(b.step == CHECK for b in cluster.blocks("read-offload")):
+        try:
+            said = []
+            cluster.run("read-offload", steps={CHECK}, after=lambda block, result: said.append(result.stdout))
+            check = said[0]
+        except StepFailed as failure:  # the query found no slot with an xmin: its expected line is missing
+            assert "output does not match" in str(failure), failure
+            check = ""
+    return SimpleNamespace(xmin_before=before.xmin, xmin_after=primary.slot(SLOT).xmin, kept=kept, check=check)
+
+
+@pytest.fixture(scope="module")
+def offloaded(make_cluster) -> SimpleNamespace:
+    return step_9(make_cluster())
+
+
+@pytest.fixture(scope="module")
+def without_feedback_nor_rule(make_cluster, runbook) -> SimpleNamespace:
+    """Step 9 without its feedback line and without its pg_hba.conf rule (its check, which waits for the
+    feedback, left out: it would fail)."""
+    book: Runbook = drop_step(drop_step(runbook, "read-offload-feedback"), "read-offload-hba")
+    return step_9(make_cluster(book), steps={"read-offload-reload"})
+
+
+# --- the pg_hba.conf rule for readers ------------------------------------------------------------
+
+
+def test_an_application_from_the_allowed_address_reads_from_the_secondary(offloaded):
+    cluster = offloaded.cluster
+    answer = cluster.secondary.psql_from(
+        cluster.primary.host, "SELECT pg_is_in_recovery()", user=READER, password=offloaded.password
+    )
+    assert answer.ok and answer.stdout.strip() == "t", answer.tail()
+
+
+def test_the_rule_admits_that_address_only(offloaded):
+    """The secondary's own address is another host to the rule: refused."""
+    cluster = offloaded.cluster
+    answer = cluster.secondary.psql_from(cluster.secondary.host, "SELECT 1", user=READER, password=offloaded.password)
+    assert not answer.ok and "no pg_hba.conf entry for host" in answer.stderr, answer.tail()
+
+
+# --- what feedback costs while the secondary is down ---------------------------------------------
+
+
+def test_the_check_query_shows_the_feedback_the_slot_keeps(offloaded):
+    said = re.search(HELD, offloaded.said[-1], re.M)
+    assert said is not None and said.group(1) == "t", offloaded.said[-1]
+
+
+def test_while_the_secondary_is_down_the_slot_keeps_its_xmin_and_vacuum_keeps_the_dead_rows(offloaded):
+    cluster = offloaded.cluster
+    down = secondary_down_while_the_primary_deletes(cluster)
+    try:
+        assert down.xmin_before is not None, "the slot held no xmin when the secondary stopped"
+        assert down.xmin_after == down.xmin_before, "the slot's xmin moved while the secondary was down"
+        assert down.kept == ROWS, f"VACUUM removed {ROWS - down.kept} of the {ROWS} deleted rows"
+        said = re.search(HELD, down.check or "", re.M)
+        assert said is not None, f"Step 9's check query said {down.check!r}"
+        assert (said.group(1), int(said.group(2))) == ("f", down.xmin_before) and int(said.group(3)) > 0
+    finally:
+        cluster.secondary.start()
+    cluster.primary.wait_for_streaming(cluster.secondary)
+    # once it streams the secondary reports a newer xmin (within wal_receiver_status_interval, 10 s),
+    # and VACUUM removes the rows after all
+    wait_until(
+        lambda: vacuum_keeps(cluster.primary, DEAD) == 0,
+        timeout=60,
+        what="VACUUM on the primary to remove the deleted rows once the secondary streams again",
+        seen=lambda: cluster.primary.rows_as_text("SELECT slot_name, active, xmin FROM pg_replication_slots"),
+    )
+
+
+# --- negative control: Step 9 without its feedback line and its rule -----------------------------
+
+
+def test_without_the_feedback_line_vacuum_removes_the_rows_while_the_secondary_is_down(without_feedback_nor_rule):
+    cluster = without_feedback_nor_rule.cluster
+    try:
+        down = secondary_down_while_the_primary_deletes(cluster)
+    finally:
+        cluster.secondary.start()
+    assert down.xmin_before is None and down.kept == 0, f"xmin {down.xmin_before}, {down.kept} rows kept"
+    assert down.check == "", f"Step 9's check query said {down.check!r}: it should list no slot"
+
+
+def test_without_the_rule_the_secondary_refuses_the_application(without_feedback_nor_rule):
+    cluster = without_feedback_nor_rule.cluster
+    cluster.primary.wait_for_streaming(cluster.secondary)
+    answer = cluster.secondary.psql_from(
+        cluster.primary.host, "SELECT 1", user=READER, password=without_feedback_nor_rule.password
+    )
+    assert not answer.ok and "no pg_hba.conf entry for host" in answer.stderr, answer.tail()
