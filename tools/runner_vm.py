@@ -80,8 +80,11 @@ WantedBy=multi-user.target
     "etc/ssh/sshd_config.d/pgrepl.conf": "PasswordAuthentication no\nPermitRootLogin no\nUseDNS no\n",
     "usr/sbin/policy-rc.d": "#!/bin/sh\nexit 101\n",  # nothing starts inside the build's chroot
 }
+LOCAL_CA_DIR = "/usr/local/share/ca-certificates"
 SETUP = f"""\
 set -e
+update-ca-certificates >/dev/null
+systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer man-db.timer fstrim.timer >/dev/null
 useradd --create-home --shell /bin/bash --groups docker {USER}
 systemctl enable systemd-networkd.service pgrepl-authorized-keys.service ssh.service docker.service
 rm -f /usr/sbin/policy-rc.d /etc/ssh/ssh_host_*_key* && ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
@@ -93,9 +96,14 @@ class VmError(RuntimeError):
     """A one-line reason the VM cannot be built, booted or reached; printed without a traceback."""
 
 
+def local_cas() -> dict[str, bytes]:
+    """This machine's own certificate authorities (an egress proxy's, say): the VM trusts them too."""
+    return {p.name: p.read_bytes() for p in sorted(Path(LOCAL_CA_DIR).glob("*.crt"))}
+
+
 def cache_dir() -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    recipe = repr((SUITE, MIRROR, PACKAGES, KERNEL_ARGS, USER, DISK_SIZE, FILES, SETUP)).encode()
+    recipe = repr((SUITE, MIRROR, PACKAGES, KERNEL_ARGS, USER, DISK_SIZE, FILES, SETUP, local_cas())).encode()
     return base / "pgrepl-harness" / "runner-vm" / hashlib.sha256(recipe).hexdigest()[:12]
 
 
@@ -141,6 +149,8 @@ def build() -> Path:
                 (rootfs / path).parent.mkdir(parents=True, exist_ok=True)
                 (rootfs / path).write_text(text)
             (rootfs / "usr/sbin/policy-rc.d").chmod(0o755)
+            for name, pem in local_cas().items():
+                (rootfs / LOCAL_CA_DIR.lstrip("/") / name).write_bytes(pem)
             run("chroot", str(rootfs), "/bin/sh", "-c", SETUP)
             kernel = sorted((rootfs / "boot").glob("vmlinuz-*"))[-1]
             shutil.copy(kernel, Path(tmp) / "vmlinuz")
@@ -152,6 +162,9 @@ def build() -> Path:
             for name in ("vmlinuz", "initrd.img", "host_key.pub", "disk.raw"):  # disk.raw last: it marks done
                 os.replace(Path(tmp) / name, where / name)
         log(f"built {where} in {time.monotonic() - started:.0f} s")
+        for stale in where.parent.iterdir():  # earlier recipes' images: one cached image at a time
+            if stale.is_dir() and stale != where and not stale.name.startswith("pgrepl-runner-vm-"):
+                shutil.rmtree(stale, ignore_errors=True)
     return where
 
 
