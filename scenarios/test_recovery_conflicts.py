@@ -17,10 +17,10 @@ pytestmark = [pytest.mark.parts("setup", "verify", "read-offload"), pytest.mark.
 
 
 @pytest.fixture(scope="module")
-def reads(cluster):
-    cluster.note("harness: max_standby_streaming_delay = 1s on the secondary (30 s by default), to keep the test short")
-    cluster.secondary.append_conf("postgresql.conf", "max_standby_streaming_delay = 1s", reload=True)
-    return cluster
+def reads(pair):
+    pair.note("harness: max_standby_streaming_delay = 1s on the secondary (30 s by default), to keep the test short")
+    pair.secondary.append_conf("postgresql.conf", "max_standby_streaming_delay = 1s", reload=True)
+    return pair
 
 
 def test_without_feedback_vacuum_on_the_primary_cancels_a_long_read_on_the_secondary(reads):

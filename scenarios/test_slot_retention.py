@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.cluster import Cluster, Node
+from harness.pair import Node, ReplicationPair
 from harness.runbook import drop_step, edit_block
 
 pytestmark = [pytest.mark.parts("setup", "slot-limit"), pytest.mark.bringups(2)]
@@ -22,18 +22,18 @@ def write_during_outage(primary: Node, segments: int) -> None:
     primary.checkpoint()
 
 
-def stop_secondary(cluster: Cluster) -> str:
+def stop_secondary(pair: ReplicationPair) -> str:
     """Stop the secondary; return the LSN it had replayed."""
-    replayed = cluster.secondary.lsn("replay")
-    cluster.secondary.stop()
-    cluster.primary.wait_for_no_walsender()
+    replayed = pair.secondary.lsn("replay")
+    pair.secondary.stop()
+    pair.primary.wait_for_no_walsender()
     return replayed
 
 
 @pytest.fixture(scope="module")
-def slot_cluster(make_cluster, runbook):
+def slot_cluster(make_pair, runbook):
     # Step 6's size, shrunk from 1GB to 64MB so that the disk-guard test writes 8 segments, not 70.
-    made = make_cluster(edit_block(runbook, "slot-limit-conf", "1GB", "64MB"))
+    made = make_pair(edit_block(runbook, "slot-limit-conf", "1GB", "64MB"))
     made.setup()
     return made
 
@@ -89,12 +89,12 @@ def test_bounded_slot_is_invalidated_and_wal_stays_bounded(slot_cluster):
     print(f"pg_wal after invalidation: {wal_mb} MB (max_slot_wal_keep_size = 64MB)")
 
 
-def test_negative_control_without_a_slot_the_secondary_cannot_continue(make_cluster, runbook):
+def test_negative_control_without_a_slot_the_secondary_cannot_continue(make_pair, runbook):
     """No slot, wal_keep_size = 0 (default): the WAL the secondary needs is gone after an outage."""
     book = drop_step(runbook, "primary-create-slot")
     book = edit_block(book, "secondary-basebackup", " -S secondary_slot", "")
     book = edit_block(book, "secondary-configure", "primary_slot_name = 'secondary_slot'", "")
-    made = make_cluster(book)
+    made = make_pair(book)
     made.setup()
     assert made.primary.scalar("SHOW wal_keep_size") == "0"
     stop_secondary(made)

@@ -35,7 +35,7 @@ class Selection:
             metafunc.parametrize("target", self.targets, ids=ids, scope="module")
 
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        """Modules that bring up the most clusters come first (xdist hands them out in this order, see
+        """Modules that bring up the most pairs come first (xdist hands them out in this order, see
         harness.pytest.scheduling), so no worker idles at the end while another works through a long
         module; each item carries its target's label to the report."""
         items.sort(key=lambda item: -bringups(item))  # stable: each module keeps its own order
@@ -53,7 +53,7 @@ class Selection:
         target = item_target(item)
         if target is None:
             return module == STATIC_GATE
-        return self.gate.selects(module, getattr(target, "image", ""))
+        return self.gate.selects(module, target.image or "")
 
     def pytest_report_header(self) -> list[str]:
         """The gate's plan first: what runs, and why."""
