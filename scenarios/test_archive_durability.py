@@ -37,7 +37,7 @@ def step5_archive_command(runbook: Runbook) -> str:
     return lines.pop()
 
 
-def archiving_cluster(make_pair, book: Runbook | None = None) -> ReplicationPair:
+def archiving_pair(make_pair, book: Runbook | None = None) -> ReplicationPair:
     pair = make_pair(book, volumes=SHARED_ARCHIVE)
     pair.setup()
     pair.run("archive")
@@ -49,14 +49,14 @@ def archiving_cluster(make_pair, book: Runbook | None = None) -> ReplicationPair
 @pytest.fixture(scope="module")
 def archiving(make_pair) -> ReplicationPair:
     """The runbook with Step 5: the primary archives into the shared directory."""
-    return archiving_cluster(make_pair)
+    return archiving_pair(make_pair)
 
 
 @pytest.fixture(scope="module")
 def archiving_as_the_source(make_pair, runbook) -> ReplicationPair:
     """The same with Step 5's archive_command as the source writes it (made after `archiving`'s tests:
     on inventory hosts a new pair replaces the previous one)."""
-    return archiving_cluster(
+    return archiving_pair(
         make_pair, edit_block(runbook, "archive-primary-conf", step5_archive_command(runbook), SOURCE_COMMAND)
     )
 

@@ -7,7 +7,7 @@ import pytest
 from harness.pair import Node, ReplicationPair
 from harness.runbook import drop_step, edit_block
 
-pytestmark = [pytest.mark.parts("setup", "slot-limit"), pytest.mark.bringups(2)]
+pytestmark = [pytest.mark.parts("setup", "slot-limit"), pytest.mark.bringups(3)]
 SLOT = "secondary_slot"
 TABLE = "outage_rows"
 CONTENT = f"SELECT count(*), md5(coalesce(string_agg(id::text || note, ',' ORDER BY id), '')) FROM {TABLE}"
@@ -30,18 +30,24 @@ def stop_secondary(pair: ReplicationPair) -> str:
     return replayed
 
 
-@pytest.fixture(scope="module")
-def slot_cluster(make_pair, runbook):
-    # Step 6's size, shrunk from 1GB to 64MB so that the disk-guard test writes 8 segments, not 70.
+def with_a_small_limit(make_pair, runbook) -> ReplicationPair:
+    """A pair set up by the runbook whose Step 6 (not yet run) limits slots to 64MB, not 1GB, so
+    that the disk-guard test writes 8 segments, not 70."""
     made = make_pair(edit_block(runbook, "slot-limit-conf", "1GB", "64MB"))
     made.setup()
     return made
 
 
-def test_slot_keeps_wal_for_a_stopped_secondary_which_then_catches_up(slot_cluster):
-    primary, secondary = slot_cluster.primary, slot_cluster.secondary
+@pytest.fixture(scope="module")
+def slot_pair(make_pair, runbook):
+    """Shared by the outage tests, each of which leaves the secondary streaming and the slot intact."""
+    return with_a_small_limit(make_pair, runbook)
+
+
+def test_slot_keeps_wal_for_a_stopped_secondary_which_then_catches_up(slot_pair):
+    primary, secondary = slot_pair.primary, slot_pair.secondary
     system_id = secondary.system_identifier()
-    stop_secondary(slot_cluster)
+    stop_secondary(slot_pair)
     before = primary.slot(SLOT)
     assert not before.active
 
@@ -56,8 +62,8 @@ def test_slot_keeps_wal_for_a_stopped_secondary_which_then_catches_up(slot_clust
     assert secondary.query(CONTENT) == primary.query(CONTENT)
 
 
-def test_slot_keeps_wal_across_a_network_cut_then_streaming_resumes(slot_cluster):
-    primary, secondary = slot_cluster.primary, slot_cluster.secondary
+def test_slot_keeps_wal_across_a_network_cut_then_streaming_resumes(slot_pair):
+    primary, secondary = slot_pair.primary, slot_pair.secondary
     primary.wait_for_catchup(secondary)
     primary.cut_from(secondary)
     try:
@@ -73,10 +79,12 @@ def test_slot_keeps_wal_across_a_network_cut_then_streaming_resumes(slot_cluster
     assert secondary.query(CONTENT) == primary.query(CONTENT)
 
 
-def test_bounded_slot_is_invalidated_and_wal_stays_bounded(slot_cluster):
-    primary = slot_cluster.primary
-    stop_secondary(slot_cluster)
-    slot_cluster.run("slot-limit")
+def test_bounded_slot_is_invalidated_and_wal_stays_bounded(make_pair, runbook):
+    """A pair of its own: the slot ends invalidated and the secondary stopped."""
+    bounded = with_a_small_limit(make_pair, runbook)
+    primary = bounded.primary
+    stop_secondary(bounded)
+    bounded.run("slot-limit")
     restart_lsn = primary.slot(SLOT).restart_lsn
     offset = primary.log_offset()
 

@@ -14,7 +14,7 @@ import pytest
 
 from harness import project
 from harness.errors import HarnessError
-from harness.gate import plan
+from harness.gate import WORKERS, plan
 from harness.pytest import fixtures, options
 from harness.pytest.annotations import Annotations
 from harness.pytest.fixtures import PAIRS, Pairs
@@ -33,6 +33,12 @@ MARKERS = (
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     options.add(parser)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` in a run of the project: WORKERS (harness.gate), the count measured for our machines."""
+    return int(WORKERS)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -54,7 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
     session = Session(config)
     pairs = config.stash[PAIRS] = Pairs(config, session)
     register(session, "pgrepl-session")
-    register(Selection(targets, gate), "pgrepl-selection")
+    register(Selection(targets, gate, reverse=bool(options.value(config, "--pgrepl-reverse"))), "pgrepl-selection")
     register(fixtures, "pgrepl-fixtures")  # a module: its module- and session-scoped fixtures
     register(Reporting(config, pairs, session), "pgrepl-reporting")
     register(Summary(config, targets, gate, pairs), "pgrepl-summary")
