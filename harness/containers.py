@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import docker
 import docker.errors
@@ -40,8 +41,10 @@ from harness.runstate import (
     state_tag,
 )
 from harness.snapshots import SnapshotPlan
-from harness.targets import ContainerTarget, Log
 from harness.waiting import Stopwatch
+
+if TYPE_CHECKING:  # the targets open these modules: no import back at run time
+    from harness.targets import ContainerTarget, Log
 
 # Per-user state of container runs reached by SSH (their generated keys).
 STATE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pgrepl-harness" / "runs"

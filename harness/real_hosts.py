@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness import ownership
 from harness.hosts.base import Host, HostError
@@ -19,7 +20,9 @@ from harness.inventory import HostEntry, Inventory
 from harness.layout import family_of, layout_for
 from harness.pair import ReplicationPair
 from harness.runbook import Runbook
-from harness.targets import InventoryTarget, Log
+
+if TYPE_CHECKING:  # the targets open these modules: no import back at run time
+    from harness.targets import InventoryTarget, Log
 
 
 @contextmanager
