@@ -6,7 +6,7 @@
     python bench/bench.py --cold                   # first forget the image, its snapshots and base
     python bench/bench.py --load 10                # only: pgbench write/read tps and replay lag, 10 s
 
-A bring-up is measured in-process (phases from harness.lifecycle and Cluster.setup, each runbook
+A bring-up is measured in-process (phases from harness.lifecycle and ReplicationPair.setup, each runbook
 step from the transcript); a revision to compare is checked out into a git worktree and measured
 as a user would run it (`python -m harness up`, `pytest scenarios`), so any revision works.
 """
@@ -27,7 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.gate import WORKERS  # noqa: E402 (after the path above)
+from harness import ROLES  # noqa: E402 (after the path above)
+from harness.gate import WORKERS  # noqa: E402
+from harness.targets import DEFAULT_IMAGE  # noqa: E402
 
 
 def remove_images(image: str) -> None:
@@ -39,7 +41,7 @@ def remove_images(image: str) -> None:
     base = ImageProfile.load(image).base
     client = docker.from_env()
     client.images.prune(filters={"dangling": True})  # old snapshot layers that lost their tag
-    prefixes = (snapshot_repository(image, "primary"), snapshot_repository(image, "secondary"), image_repository(image))
+    prefixes = (*(snapshot_repository(image, role) for role in ROLES), image_repository(image))
     for prefix in (*(f"{p}:" for p in prefixes), base):  # children before parents
         for found in client.images.list():
             if any(t.startswith(prefix) for t in found.tags):
@@ -49,15 +51,15 @@ def remove_images(image: str) -> None:
 def bring_up_phases(image: str) -> dict[str, float]:
     """One `up` in-process: seconds per phase, per runbook step, for teardown and in total."""
     from harness import project
-    from harness.lifecycle import open_cluster
+    from harness.lifecycle import open_pair
     from harness.targets import make_target
 
     started = time.monotonic()
-    with open_cluster(make_target(image=image), project.current().default_runbook, log=lambda line: None) as cluster:
-        cluster.setup()
-        cluster.verify()
-        phases = dict(cluster.stopwatch.phases)
-        for record in cluster.transcript.records:
+    with open_pair(make_target(image=image), project.current().default_runbook, log=lambda line: None) as pair:
+        pair.setup()
+        pair.verify()
+        phases = dict(pair.stopwatch.phases)
+        for record in pair.transcript.records:
             phases[f"  step {record.step} ({record.host}, {record.outcome})"] = record.seconds
         teardown_from = time.monotonic()
     phases["teardown"] = time.monotonic() - teardown_from
@@ -119,22 +121,22 @@ def table(columns: list[str], rows: dict[str, list[str]]) -> str:
 
 
 def load_figures(image: str, seconds: int) -> str:
-    """Read offloading under load on one cluster: pgbench writes on the primary, -S reads on the
+    """Read offloading under load on one pair: pgbench writes on the primary, -S reads on the
     secondary at once, replay lag sampled (the same as scenarios/test_read_offload.py)."""
     from harness import project
-    from harness.lifecycle import open_cluster
+    from harness.lifecycle import open_pair
     from harness.load import init_pgbench, read_offload
     from harness.targets import make_target
 
-    with open_cluster(make_target(image=image), project.current().default_runbook, log=lambda line: None) as cluster:
-        cluster.setup()
-        init_pgbench(cluster.primary)
-        return read_offload(cluster.primary, cluster.secondary, seconds=seconds).render()
+    with open_pair(make_target(image=image), project.current().default_runbook, log=lambda line: None) as pair:
+        pair.setup()
+        init_pgbench(pair.primary)
+        return read_offload(pair.primary, pair.secondary, seconds=seconds).render()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image", default="debian-12")
+    parser.add_argument("--image", default=DEFAULT_IMAGE)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cold", action="store_true")
     parser.add_argument("--suite", action="store_true")

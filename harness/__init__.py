@@ -9,3 +9,6 @@ LOGIN_USER = "ecs-user"
 # Where PostgreSQL's packages come from: the runbook's `variant` of its package-source steps, and an
 # image's or inventory's `package_source`.
 PACKAGE_SOURCES = ("pgdg", "distro")
+# The runbook's two hosts, by the roles they are set up in: its blocks' `host`, an inventory's tables,
+# the harness's machines' names.
+ROLES = ("primary", "secondary")

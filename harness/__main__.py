@@ -14,8 +14,9 @@ from pathlib import Path
 
 from harness import project
 from harness.errors import HarnessError
+from harness.hosts import BACKENDS
 from harness.secrets import redact
-from harness.targets import BACKENDS, DEFAULT_IMAGE, check_images, make_target, unwind_on_sigterm
+from harness.targets import DEFAULT_IMAGE, check_images, make_target, unwind_on_sigterm
 
 
 def _version() -> str:
@@ -48,7 +49,7 @@ def _say(args: argparse.Namespace, *, to_stderr: bool = False) -> Callable[[str]
 
 
 def _up(args: argparse.Namespace) -> int:
-    from harness.lifecycle import open_cluster
+    from harness.lifecycle import open_pair
     from harness.report import connection, render
 
     started = time.monotonic()
@@ -63,13 +64,13 @@ def _up(args: argparse.Namespace) -> int:
         reuse=not args.no_reuse,
         keep=args.keep,
     )
-    with open_cluster(target, args.runbook or project.current().default_runbook, log=say) as cluster:
-        cluster.setup()
-        cluster.verify()
+    with open_pair(target, args.runbook or project.current().default_runbook, log=say) as pair:
+        pair.setup()
+        pair.verify()
         if args.json:
-            print(redact(json.dumps(connection(cluster, kept=target.kept), indent=2)), flush=True)
+            print(redact(json.dumps(connection(pair, kept=target.kept), indent=2)), flush=True)
         else:
-            print("\n" + render(cluster, kept=target.kept), flush=True)
+            print("\n" + render(pair, kept=target.kept), flush=True)
     removed = "" if target.kept else ", hosts removed"
     say(f"\nup: {time.monotonic() - started:.1f} s wall time{removed}")
     return 0

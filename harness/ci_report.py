@@ -15,13 +15,14 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from harness import project
 from harness.gate import block_text
 from harness.runbook import Runbook, StepFailed
 from harness.secrets import redact
 
-STEPS_PROPERTY = "pgrepl_steps"  # JSON {step: outcome} of the clusters that ran the unmodified runbook
+STEPS_PROPERTY = "pgrepl_steps"  # JSON {step: outcome} of the pairs that ran the unmodified runbook
 RANK = {"failed": 4, "ok": 3, "reused": 2}  # a step's verdict per target: the strongest outcome seen
 
 
@@ -90,19 +91,20 @@ VIEWS = {
 }
 
 
-def collect_evidence(clusters: Iterable, folder: Path) -> list[Path]:
-    """Write what a person needs to see why a scenario failed; never raises (a host may be gone)."""
+def collect_evidence(pairs: Iterable[tuple[Any, bool]], folder: Path) -> list[Path]:
+    """Write what a person needs to see why a scenario failed, for each (pair, whether its hosts are
+    still there: else its transcript alone); never raises (a host may be gone)."""
     written = []
-    for index, cluster in enumerate(clusters, 1):
-        prefix = folder / f"cluster-{index}"
+    for index, (pair, live) in enumerate(pairs, 1):
+        prefix = folder / f"pair-{index}"
         prefix.mkdir(parents=True, exist_ok=True)
-        items = {"transcript.txt": lambda c=cluster: c.transcript.render()}
-        for role, node in {} if cluster.removed else cluster.nodes.items():  # removed: its hosts are gone
-            items[f"{role}-server.log"] = lambda n=node: _tail(n, n.layout.log_file)
-            items[f"{role}-journal.txt"] = lambda n=node: (
+        items = {"transcript.txt": lambda c=pair: c.transcript.render()}
+        for name, node in pair.nodes.items() if live else ():
+            items[f"{name}-server.log"] = lambda n=node: _tail(n, n.layout.log_file)
+            items[f"{name}-journal.txt"] = lambda n=node: (
                 n.host.run(f"journalctl --no-pager -n 300 -u {n.layout.unit}", user="root", check=False).stdout
             )
-            items[f"{role}-views.txt"] = lambda n=node: "\n\n".join(
+            items[f"{name}-views.txt"] = lambda n=node: "\n\n".join(
                 f"== {name}\n{_view(n, sql)}" for name, sql in VIEWS.items()
             )
         for name, produce in items.items():
@@ -130,14 +132,14 @@ def _view(node, sql: str) -> str:
 
 def step_outcomes(made: Iterable[tuple], reference: Runbook) -> dict[str, str]:
     """The strongest outcome of each step of `reference` (failed > ok > reused > other skips) over
-    (cluster, unmodified) pairs. A cluster of an edited runbook (a negative control) counts only
+    (pair, unmodified) pairs. A pair of an edited runbook (a negative control) counts only
     for the steps it ran ok whose block is word for word the reference's: its failures are the
     control's purpose, not the runbook's."""
     outcomes: dict[str, str] = {}
     same = {block_text(b) for b in reference.blocks}
-    for cluster, unmodified in made:
-        unchanged = {b.step for b in cluster.runbook.blocks if block_text(b) in same}
-        for record in cluster.transcript.records:
+    for pair, unmodified in made:
+        unchanged = {b.step for b in pair.runbook.blocks if block_text(b) in same}
+        for record in pair.transcript.records:
             if not unmodified and (record.outcome != "ok" or record.step not in unchanged):
                 continue
             outcome = record.outcome if record.outcome in RANK else f"skipped: {record.outcome} {record.note}".strip()
@@ -195,7 +197,7 @@ def summary(
     if reuse:
         lines += [
             "",
-            "## Set-up state reused (clusters that started from this run's set-up state / clusters made)",
+            "## Set-up state reused (pairs that started from this run's set-up state / pairs made)",
             "",
         ]
         for target, modules in sorted(reuse.items()):

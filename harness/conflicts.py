@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from harness.cluster import Node
+from harness.pair import Node
 from harness.waiting import wait_until
 
 TABLE = "pgrepl_conflict"

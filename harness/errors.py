@@ -16,7 +16,7 @@ class WaitTimeout(HarnessError):
 
 
 class SetupIncomplete(HarnessError):
-    """Every setup step ran, yet the cluster is not replicating; the message says what is missing."""
+    """Every setup step ran, yet the pair is not replicating; the message says what is missing."""
 
 
 class ImageUnavailable(HarnessError):

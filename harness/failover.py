@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from harness.cluster import Cluster, Node
 from harness.hosts.base import Result
+from harness.pair import Node, ReplicationPair
 from harness.runbook import Block
 from harness.waiting import WaitTimeout, wait_until
 
@@ -182,14 +182,14 @@ class _AroundFailover:
     """What happens around the runbook's failover steps, found by their `action` attribute:
     the first-write probe starts just before the promote step; the writer must end at the fence."""
 
-    def __init__(self, cluster: Cluster, writer: Writer, result: Failover):
-        self.cluster, self.writer, self.result = cluster, writer, result
+    def __init__(self, old: Node, new: Node, writer: Writer, result: Failover):
+        self.old, self.new, self.writer, self.result = old, new, writer, result
         self.probe: FirstWrite | None = None
         self.promote_started = 0.0
 
     def before(self, block: Block) -> None:
         if block.action == "promote":
-            self.probe = FirstWrite(self.cluster.secondary)
+            self.probe = FirstWrite(self.new)
             self.probe.start()
             self.promote_started = time.monotonic()
 
@@ -197,26 +197,27 @@ class _AroundFailover:
         if block.action == "promote":
             self.result.promote_seconds = time.monotonic() - self.promote_started
         elif block.action == "fence":
-            self.cluster.primary.close()
+            self.old.close()
             self.writer.join(timeout=60)
             if self.writer.is_alive():
                 raise AssertionError("the writer still commits on the fenced primary")
 
 
-def fail_over(cluster: Cluster, *, crash: bool = False) -> Failover:
+def fail_over(pair: ReplicationPair, *, crash: bool = False) -> Failover:
     """With a writer committing on the primary, run the runbook's failover part; measure RTO and RPO.
 
     `crash`: kill the primary's postmaster with SIGKILL first; otherwise the runbook's fence
-    (systemctl stop, a fast shutdown) is the failure.
+    (systemctl stop, a fast shutdown) is the failure. Afterwards `pair.primary` is the promoted node
+    and `pair.secondary` the old primary (the pair re-binds its roles at the promote step).
     """
-    primary, secondary = cluster.primary, cluster.secondary
-    primary.query(f"CREATE TABLE {TABLE} (id int PRIMARY KEY)")
-    primary.wait_for_catchup(secondary)
+    old, new = pair.primary, pair.secondary
+    old.query(f"CREATE TABLE {TABLE} (id int PRIMARY KEY)")
+    old.wait_for_catchup(new)
     result = Failover(
         how="SIGKILL of the primary" if crash else "the runbook's fence (systemctl stop)",
-        timeline_before=primary.timeline(),
+        timeline_before=old.timeline(),
     )
-    writer = Writer(primary)
+    writer = Writer(old)
     writer.start()
     try:
         wait_until(
@@ -225,11 +226,11 @@ def fail_over(cluster: Cluster, *, crash: bool = False) -> Failover:
             what=f"the writer to commit {ROWS_BEFORE_FAILURE} rows on the primary",
         )
         assert writer.is_alive(), f"the writer stopped before the failure: {writer.error!r}"
-        result.replayed_before = secondary.scalar(f"SELECT coalesce(max(id), 0) FROM {TABLE}")
+        result.replayed_before = new.scalar(f"SELECT coalesce(max(id), 0) FROM {TABLE}")
         if crash:
-            primary.kill9()
-        around = _AroundFailover(cluster, writer, result)
-        cluster.run("failover", before=around.before, after=around.after)
+            old.kill9()
+        around = _AroundFailover(old, new, writer, result)
+        pair.run("failover", before=around.before, after=around.after)
     finally:
         writer.halt.set()  # when a step failed: no writing on past the test
     probe = around.probe
@@ -240,20 +241,20 @@ def fail_over(cluster: Cluster, *, crash: bool = False) -> Failover:
     result.committed, result.unanswered = writer.committed, writer.unanswered
     result.writer_error = f"{type(writer.error).__name__}: {str(writer.error).strip()}" if writer.error else ""
     result.writer_rate = writer.rate
-    result.timeline_after = secondary.timeline()
-    result.ids_after = ids_on(secondary)
-    result.replay_lsn = secondary.lsn("replay")  # static after promotion: the last record recovery replayed
-    result.old_state = primary.control_state()
-    result.restarts = int(primary.host.run(f"systemctl show -p NRestarts --value {primary.layout.unit}").stdout or 0)
-    result.old_wal_end, result.old_wal_records = wal_after(primary, result.replay_lsn, result.timeline_before)
+    result.timeline_after = new.timeline()
+    result.ids_after = ids_on(new)
+    result.replay_lsn = new.lsn("replay")  # static after promotion: the last record recovery replayed
+    result.old_state = old.control_state()
+    result.restarts = int(old.host.run(f"systemctl show -p NRestarts --value {old.layout.unit}").stdout or 0)
+    result.old_wal_end, result.old_wal_records = wal_after(old, result.replay_lsn, result.timeline_before)
     if result.old_wal_end is not None:
         result.rpo_bytes = int(
-            secondary.scalar("SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", (result.old_wal_end, result.replay_lsn))
+            new.scalar("SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", (result.old_wal_end, result.replay_lsn))
         )
     return result
 
 
-def fail_over_mid_crash_recovery(cluster: Cluster, *, timeout: float = 60) -> None:
+def fail_over_mid_crash_recovery(pair: ReplicationPair, *, timeout: float = 60) -> None:
     """Run the failover part after a crash of the primary that its next start did not recover from.
 
     The primary is killed and started again, its crash recovery held (`kill9_and_hold_crash_recovery`);
@@ -261,7 +262,7 @@ def fail_over_mid_crash_recovery(cluster: Cluster, *, timeout: float = 60) -> No
     the unit stopping, so the server's shutdown meets it unfinished. The control file then says
     "shut down in recovery" with the checkpoint from before the crash.
     """
-    primary = cluster.primary
+    primary = pair.primary
     unit = primary.layout.unit
     failures: list[BaseException] = []
 
@@ -285,7 +286,7 @@ def fail_over_mid_crash_recovery(cluster: Cluster, *, timeout: float = 60) -> No
 
     primary.kill9_and_hold_crash_recovery(timeout=timeout)
     try:
-        cluster.run("failover", before=before)
+        pair.run("failover", before=before)
     finally:
         if releaser.is_alive() or not releaser.ident:
             primary.release_crash_recovery()

@@ -37,10 +37,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import PACKAGE_SOURCES
+from harness import PACKAGE_SOURCES, ROLES
 from harness.errors import HarnessError
 
-ROLES = ("primary", "secondary")
 # Every table and every key an inventory may have; anything else is a typo, not a default.
 FIELDS = {
     "postgresql": ("major", "package_source", "shared_archive"),

@@ -2,7 +2,7 @@
 
 A resource names its run, the process that made it, and its owner: the machine, user and PID
 namespace that process lives in. A PID means something only inside its own namespace, so only
-resources of the same owner are ever judged orphaned by their PID; kept clusters (`up --keep`)
+resources of the same owner are ever judged orphaned by their PID; kept pairs (`up --keep`)
 are never judged orphaned at all.
 """
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.hosts.base import OsInfo
 
 # The archive directories the runbook creates (Step 2.3 and Step 5), whatever the family.
 ARCHIVE_DIRS = ("/mnt/server/archivedir", "/mnt/pgarchive/wal")
@@ -137,8 +141,21 @@ def _el(family: str, major: int, packaging: Packaging) -> Layout:
     )
 
 
-# family -> (layout, the packaging its systems use)
+# family -> (layout, the packaging its systems use): the OS families the harness knows, named here only
 LAYOUTS = {"debian": (_debian, "dpkg"), "el8": (_el, "rpm"), "el7": (_el, "rpm")}
+FAMILIES = tuple(LAYOUTS)
+
+
+def family_of(os: OsInfo) -> str:
+    """`debian` (Debian, Ubuntu), `el8` (Alibaba Cloud Linux 3, CentOS 8), `el7` (ACL 2, CentOS 7);
+    for another system a name in no runbook (`unknown-ID`, `el-unknown-N`)."""
+    if os.id in ("debian", "ubuntu") or "debian" in os.id_like:
+        return "debian"
+    if os.id == "alinux":
+        return {3: "el8", 2: "el7"}.get(os.major, f"el-unknown-{os.major}")
+    if os.id in ("centos", "rhel", "rocky", "almalinux") or "rhel" in os.id_like:
+        return f"el{os.major}"
+    return f"unknown-{os.id}"
 
 
 def layout_for(family: str, pg_major: int, packaging: str | None = None) -> Layout:

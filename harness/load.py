@@ -1,4 +1,4 @@
-"""Load and consistency on a cluster: PostgreSQL's own pgbench on the hosts, table checksums, amcheck.
+"""Load and consistency on a pair: PostgreSQL's own pgbench on the hosts, table checksums, amcheck.
 
 pgbench runs on the hosts themselves (as `postgres`, over the local socket), as a DBA would
 run it, so its figures include no harness overhead. The replay lag is sampled on the primary
@@ -12,8 +12,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from harness.cluster import Node
 from harness.errors import HarnessError
+from harness.pair import Node
 
 SCALE = 10  # pgbench's scale factor: 1,000,000 rows in pgbench_accounts
 USER_TABLES = """

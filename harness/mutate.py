@@ -103,7 +103,7 @@ def explanations(runbook_path: Path) -> dict[tuple[str, str], str]:
 
 
 def module_costs() -> dict[str, int]:
-    """Clusters each scenario module brings up (its `bringups` marker): the cheapest run first."""
+    """Pairs each scenario module brings up (its `bringups` marker): the cheapest run first."""
     return {
         module: int(getattr(calls["bringups"].args[0], "value", 99))
         for module, calls in scenario_markers().items()

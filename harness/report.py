@@ -1,14 +1,34 @@
-"""What a run shows a person: the transcript, the replication state, how to get in."""
+"""What a run shows a person: the transcript, the replication state, how to get in; figures a
+scenario measured."""
 
 from __future__ import annotations
 
-from harness.cluster import Cluster
+from pathlib import Path
+
+from harness.pair import ReplicationPair
 from harness.secrets import redact
 
 
-def replication_state(cluster: Cluster) -> str:
+class Figures:
+    """Figures a scenario measured (RTO, RPO, rates): printed (`pytest -s` shows them) and appended to
+    /tmp/pgrepl-NAME-figures.txt, which this process's first record empties (a file per run)."""
+
+    def __init__(self, name: str):
+        self.path = Path(f"/tmp/pgrepl-{name}-figures.txt")
+        self._started = False
+
+    def record(self, text: str) -> None:
+        print("\n" + text)
+        if not self._started:
+            self.path.unlink(missing_ok=True)
+            self._started = True
+        with self.path.open("a") as out:
+            out.write(redact(text.rstrip("\n")) + "\n")
+
+
+def replication_state(pair: ReplicationPair) -> str:
     """The server version and the three replication views, as rows."""
-    primary, secondary = cluster.primary, cluster.secondary
+    primary, secondary = pair.primary, pair.secondary
     return (
         f"server: {primary.scalar('SELECT version()')}\n"
         "primary pg_stat_replication:\n"
@@ -27,7 +47,7 @@ PSQL = "sudo -u postgres psql"
 DOWN = "pgrepl-harness down"
 
 
-def connection(cluster: Cluster, *, kept: bool) -> dict:
+def connection(pair: ReplicationPair, *, kept: bool) -> dict:
     """The hosts, their addresses and how to get in (`up --json`); no secret: logins are by key or
     `docker exec`, PostgreSQL by peer authentication as postgres."""
     hosts = {
@@ -38,35 +58,35 @@ def connection(cluster: Cluster, *, kept: bool) -> dict:
             "login": host.login_command,
             "then": PSQL,
         }
-        for role, host in cluster.hosts.items()
+        for role, host in pair.hosts.items()
     }
     return {
-        "runbook": str(cluster.runbook.path),
-        "family": cluster.family,
-        "pg_major": cluster.pg_major,
+        "runbook": str(pair.runbook.path),
+        "family": pair.family,
+        "pg_major": pair.pg_major,
         "kept": kept,
         "remove_with": DOWN if kept else None,
         "hosts": hosts,
     }
 
 
-def render(cluster: Cluster, *, kept: bool) -> str:
-    hosts = connection(cluster, kept=kept)["hosts"]
+def render(pair: ReplicationPair, *, kept: bool) -> str:
+    hosts = connection(pair, kept=kept)["hosts"]
     lines = [
-        f"runbook: {cluster.runbook.path}",
-        f"OS family: {cluster.family}   PostgreSQL major: {cluster.pg_major}",
+        f"runbook: {pair.runbook.path}",
+        f"OS family: {pair.family}   PostgreSQL major: {pair.pg_major}",
         *(
             f"{role:<9} {host['url']}  private address {host['private_address']}  ({host['os']})"
             for role, host in hosts.items()
         ),
         "",
         "== transcript",
-        cluster.transcript.render(),
+        pair.transcript.render(),
         "",
         "== replication state",
-        replication_state(cluster),
+        replication_state(pair),
         "",
-        "== where the time went: " + ", ".join(f"{name} {secs:.1f} s" for name, secs in cluster.stopwatch.phases),
+        "== where the time went: " + ", ".join(f"{name} {secs:.1f} s" for name, secs in pair.stopwatch.phases),
     ]
     if kept:
         lines += ["", f"== hosts kept running (remove them with: {DOWN}); to get in:"]

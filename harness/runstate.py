@@ -1,9 +1,9 @@
-"""Set up once per run: both hosts committed after the runbook's whole setup, for later clusters.
+"""Set up once per run: both hosts committed after the runbook's whole setup, for later pairs.
 
-Per (image, backend, setup text): the first clusters run the runbook's setup for real; the second
+Per (image, backend, setup text): the first pairs run the runbook's setup for real; the second
 one (already the first, when the caller says the setup recurs: a test session's unmodified
 runbook), once it streams, has both machines stopped cleanly, committed, and started again (a
-setup text asked for once only, like a negative control's, is never saved). A later cluster of the
+setup text asked for once only, like a negative control's, is never saved). A later pair of the
 same key starts from those images on a network with the same fixed subnet, so the addresses the
 runbook bound (pg_hba.conf, primary_conninfo, .pgpass) still hold, with the same generated
 passwords, and its setup steps are marked `reused (this run's set-up state)`. The images hold
@@ -25,20 +25,19 @@ from dataclasses import dataclass, field
 
 import docker
 
-from harness.hosts.base import Result
+from harness import ROLES
 from harness.images import snapshot_repository
-from harness.inventory import ROLES
 from harness.labels import SETUP_STATE_KIND
-from harness.runbook import Block, Skip
+from harness.runbook import Block, Skip, StepHook
 from harness.secrets import Secret
 
-RESTORED = "this run's set-up state"  # what the transcript says of steps a restored cluster did not run
-# the transcript's notes of a cluster that starts from the state, and of one that saves it (bench counts them)
+RESTORED = "this run's set-up state"  # what the transcript says of steps a restored pair did not run
+# the transcript's notes of a pair that starts from the state, and of one that saves it (bench counts them)
 RESTORED_NOTE = f"setup: both hosts start from {RESTORED} (the runbook's setup ran once already)"
-SAVED_NOTE = f"setup: saved as {RESTORED} for the run's later clusters"
+SAVED_NOTE = f"setup: saved as {RESTORED} for the run's later pairs"
 COPY_UP_LIST = "/etc/pgrepl-harness-copy-up"  # see images/common/ecs-entrypoint.sh
-# Private subnets for clusters that are saved or restored (Docker's default pools are 172.17-31/16
-# and 192.168/16); each state has its own /29, so two clusters alive at once never share one.
+# Private subnets for pairs that are saved or restored (Docker's default pools are 172.17-31/16
+# and 192.168/16); each state has its own /29, so two pairs alive at once never share one.
 POOL = ipaddress.ip_network("10.213.0.0/16")
 BLOCK = 16
 
@@ -128,11 +127,8 @@ def state_tag(image: str, role: str, key: str, run_id: str) -> str:
     return f"{snapshot_repository(image, role)}-{SETUP_STATE_KIND}:{key}-{run_id}"
 
 
-class RestoredSetup:
-    """A step hook: the setup steps a restored state already holds are recorded, not run."""
+class RestoredSetup(StepHook):
+    """The setup steps a restored state already holds are recorded, not run."""
 
     def before(self, block: Block) -> Skip | None:
         return Skip("reused", RESTORED) if block.part == "setup" else None
-
-    def after(self, block: Block, result: Result) -> None:
-        return None

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 
 from harness.hosts.base import Host, Result
 from harness.images import snapshot_repository
-from harness.runbook import Block, Runbook, Skip, script
+from harness.runbook import Block, Runbook, Skip, StepHook, script
 from harness.runbook.values import STATIC_TARGETS, static_values
 
 
@@ -60,7 +60,7 @@ class SnapshotPlan:
         return SnapshotHook(self, hosts, commit, log)
 
 
-class SnapshotHook:
+class SnapshotHook(StepHook):
     """Marks the steps a restored host already has as `reused`; saves a snapshot after a prefix."""
 
     def __init__(self, plan: SnapshotPlan, hosts: Mapping[str, Host], commit: Callable[[str, str], None], log):

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.cluster import Cluster
+from harness.pair import ReplicationPair
 from harness.runbook import Runbook, drop_step, edit_block
 from harness.waiting import wait_until
 
@@ -30,18 +30,18 @@ def on_timeline(names: set[str], timeline: int) -> set[str]:
     return {name for name in names if name.startswith(f"{timeline:08X}")}
 
 
-def step_5(make_cluster, book: Runbook | None = None) -> tuple[Cluster, SimpleNamespace]:
+def step_5(make_pair, book: Runbook | None = None) -> tuple[ReplicationPair, SimpleNamespace]:
     """Set-up, then Step 5; one segment completed afterwards: where the primary archived it, and whether
     Step 5 restarted it."""
-    cluster = make_cluster(book, volumes=SHARED_ARCHIVE)
-    cluster.setup()
-    primary = cluster.primary
+    pair = make_pair(book, volumes=SHARED_ARCHIVE)
+    pair.setup()
+    primary = pair.primary
     started = primary.scalar("SELECT pg_postmaster_start_time()")
-    cluster.run("archive")
+    pair.run("archive")
     before = primary.archiver().archived_count
     primary.advance_wal(1)
     primary.wait_for_archiver(f"archived_count > {before}")
-    return cluster, SimpleNamespace(
+    return pair, SimpleNamespace(
         restarted=primary.scalar("SELECT pg_postmaster_start_time()") != started,
         segment=primary.archiver().last_archived_wal,
         shared=primary.listing(SHARED),
@@ -49,11 +49,11 @@ def step_5(make_cluster, book: Runbook | None = None) -> tuple[Cluster, SimpleNa
     )
 
 
-def failed_over(cluster: Cluster) -> SimpleNamespace:
+def failed_over(pair: ReplicationPair) -> SimpleNamespace:
     """Step 7 after Step 5; the new primary completes two segments and its archiver has done all it
     will: what the shared archive and the new primary's own directory then hold of its timeline."""
-    cluster.run("failover")
-    new = cluster.secondary
+    pair.run("failover")
+    new = pair.primary  # the promoted one: roles follow the promote step
     timeline = new.timeline()
     new.advance_wal(2)
     wait_until(lambda: new.archive_backlog() == 0, timeout=90, what=f"the archiver on {new.name} to catch up")
@@ -66,8 +66,8 @@ def failed_over(cluster: Cluster) -> SimpleNamespace:
 
 
 @pytest.fixture(scope="module")
-def archived(make_cluster) -> tuple[Cluster, SimpleNamespace]:
-    return step_5(make_cluster)
+def archived(make_pair) -> tuple[ReplicationPair, SimpleNamespace]:
+    return step_5(make_pair)
 
 
 @pytest.fixture(scope="module")
@@ -94,18 +94,18 @@ def test_the_new_primary_archives_its_timeline_into_the_shared_archive(promoted)
 # --- negative controls: Step 5 as it was ---------------------------------------------------------
 
 
-def test_without_the_reload_the_primary_keeps_archiving_to_its_own_disk(make_cluster, runbook):
-    _, step5 = step_5(make_cluster, drop_step(runbook, "archive-primary-reload"))
+def test_without_the_reload_the_primary_keeps_archiving_to_its_own_disk(make_pair, runbook):
+    _, step5 = step_5(make_pair, drop_step(runbook, "archive-primary-reload"))
     assert step5.segment in step5.local and step5.segment not in step5.shared
 
 
-def test_without_the_secondary_s_archive_lines_the_new_timeline_misses_the_shared_archive(make_cluster, runbook):
+def test_without_the_secondary_s_archive_lines_the_new_timeline_misses_the_shared_archive(make_pair, runbook):
     block = next(b for b in runbook.blocks if b.step == "archive-secondary-conf")
     added = block.body[block.body.index("# Once promoted") :]
-    cluster, _ = step_5(make_cluster, edit_block(runbook, "archive-secondary-conf", added, ""))
-    after = failed_over(cluster)
+    pair, _ = step_5(make_pair, edit_block(runbook, "archive-secondary-conf", added, ""))
+    after = failed_over(pair)
     assert after.shared == set(), f"the new timeline reached {SHARED}: {sorted(after.shared)}"
-    if cluster.family == "debian":  # the secondary's own postgresql.conf does not archive
+    if pair.family == "debian":  # the secondary's own postgresql.conf does not archive
         assert after.new.scalar("SHOW archive_mode") == "off"
         assert after.local == set()
     else:  # the archive_command inherited at the base backup: the new primary's own disk

@@ -13,7 +13,7 @@ import signal
 
 import pytest
 
-from harness.cluster import Cluster, FileDigest, Node
+from harness.pair import FileDigest, Node, ReplicationPair
 from harness.runbook import Runbook, edit_block
 
 pytestmark = [pytest.mark.parts("setup", "archive"), pytest.mark.bringups(2)]
@@ -37,27 +37,27 @@ def step5_archive_command(runbook: Runbook) -> str:
     return lines.pop()
 
 
-def archiving_cluster(make_cluster, book: Runbook | None = None) -> Cluster:
-    cluster = make_cluster(book, volumes=SHARED_ARCHIVE)
-    cluster.setup()
-    cluster.run("archive")
+def archiving_pair(make_pair, book: Runbook | None = None) -> ReplicationPair:
+    pair = make_pair(book, volumes=SHARED_ARCHIVE)
+    pair.setup()
+    pair.run("archive")
     # From now on every segment stays in pg_wal, so no checkpoint removes one a test archives again.
-    cluster.primary.query("SELECT pg_create_physical_replication_slot('pgrepl_keep_wal', true)")
-    return cluster
+    pair.primary.query("SELECT pg_create_physical_replication_slot('pgrepl_keep_wal', true)")
+    return pair
 
 
 @pytest.fixture(scope="module")
-def archiving(make_cluster) -> Cluster:
+def archiving(make_pair) -> ReplicationPair:
     """The runbook with Step 5: the primary archives into the shared directory."""
-    return archiving_cluster(make_cluster)
+    return archiving_pair(make_pair)
 
 
 @pytest.fixture(scope="module")
-def archiving_as_the_source(make_cluster, runbook) -> Cluster:
+def archiving_as_the_source(make_pair, runbook) -> ReplicationPair:
     """The same with Step 5's archive_command as the source writes it (made after `archiving`'s tests:
-    on inventory hosts a new cluster replaces the previous one)."""
-    return archiving_cluster(
-        make_cluster, edit_block(runbook, "archive-primary-conf", step5_archive_command(runbook), SOURCE_COMMAND)
+    on inventory hosts a new pair replaces the previous one)."""
+    return archiving_pair(
+        make_pair, edit_block(runbook, "archive-primary-conf", step5_archive_command(runbook), SOURCE_COMMAND)
     )
 
 

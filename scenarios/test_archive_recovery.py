@@ -13,9 +13,9 @@ SHARED_ARCHIVE = {"archive": "/mnt/pgarchive"}
 CHECKSUM = "SELECT count(*), md5(string_agg(id || ':' || note, ',' ORDER BY id)) FROM archive_rows"
 
 
-def drive_secondary_past_its_wal(cluster) -> SimpleNamespace:
+def drive_secondary_past_its_wal(pair) -> SimpleNamespace:
     """Stop the secondary, drop its slot, write and remove WAL it needs; recreate the slot. The secondary stays down."""
-    primary, secondary = cluster.primary, cluster.secondary
+    primary, secondary = pair.primary, pair.secondary
     assert primary.scalar("SHOW wal_keep_size") == "0", "wal_keep_size would keep the WAL this outage must remove"
     replayed = secondary.lsn("replay")
     secondary.stop()
@@ -34,27 +34,25 @@ def drive_secondary_past_its_wal(cluster) -> SimpleNamespace:
 
 
 @pytest.fixture(scope="module")
-def recovered(make_cluster):
+def recovered(make_pair):
     """The runbook with Step 5, then the outage; the secondary is started again."""
-    cluster = make_cluster(volumes=SHARED_ARCHIVE)
-    cluster.setup()
-    cluster.run("archive")
-    archived_before = cluster.primary.archiver().archived_count
-    outage = drive_secondary_past_its_wal(cluster)
-    cluster.secondary.start()
-    return SimpleNamespace(cluster=cluster, archived_before=archived_before, **vars(outage))
+    pair = make_pair(volumes=SHARED_ARCHIVE)
+    pair.setup()
+    pair.run("archive")
+    archived_before = pair.primary.archiver().archived_count
+    outage = drive_secondary_past_its_wal(pair)
+    pair.secondary.start()
+    return SimpleNamespace(pair=pair, archived_before=archived_before, **vars(outage))
 
 
 def test_secondary_restores_the_removed_wal_from_the_shared_archive(recovered):
     """The secondary fetches the segment the primary no longer has from the archive."""
-    recovered.cluster.secondary.wait_for_log(
-        f'restored log file "{recovered.needed}" from archive', recovered.log_offset
-    )
+    recovered.pair.secondary.wait_for_log(f'restored log file "{recovered.needed}" from archive', recovered.log_offset)
 
 
 def test_secondary_streams_again_and_has_the_primary_s_data(recovered):
     """After the archive, the secondary streams through the recreated slot and equals the primary."""
-    primary, secondary = recovered.cluster.primary, recovered.cluster.secondary
+    primary, secondary = recovered.pair.primary, recovered.pair.secondary
     primary.wait_for_streaming(secondary)
     primary.wait_for_catchup(secondary)
     assert primary.slot("secondary_slot").active
@@ -64,7 +62,7 @@ def test_secondary_streams_again_and_has_the_primary_s_data(recovered):
 
 def test_archiving_to_the_shared_directory_never_fails(recovered):
     """pg_stat_archiver: no failed attempt, and the segments of the outage were archived."""
-    primary = recovered.cluster.primary
+    primary = recovered.pair.primary
     primary.wait_for_archiver(f"archived_count > {recovered.archived_before}")
     assert primary.archiver().failed_count == 0
 
@@ -72,20 +70,20 @@ def test_archiving_to_the_shared_directory_never_fails(recovered):
 # --- negative controls: the source as written ---------------------------------------------
 
 
-def test_source_as_written_cannot_recover_the_secondary(make_cluster):
+def test_source_as_written_cannot_recover_the_secondary(make_pair):
     """Archive on the primary's disk and no restore_command (no Step 5): the removed WAL is lost to the secondary."""
-    cluster = make_cluster()
-    cluster.setup()
-    outage = drive_secondary_past_its_wal(cluster)
-    cluster.secondary.start()
-    cluster.secondary.wait_for_log(r"requested WAL segment [0-9A-F]{24} has already been removed", outage.log_offset)
-    assert cluster.primary.scalar("SELECT %s::pg_lsn < pg_current_wal_lsn()", (cluster.secondary.lsn("replay"),))
+    pair = make_pair()
+    pair.setup()
+    outage = drive_secondary_past_its_wal(pair)
+    pair.secondary.start()
+    pair.secondary.wait_for_log(r"requested WAL segment [0-9A-F]{24} has already been removed", outage.log_offset)
+    assert pair.primary.scalar("SELECT %s::pg_lsn < pg_current_wal_lsn()", (pair.secondary.lsn("replay"),))
 
 
-def test_without_the_archive_directory_archiving_fails(make_cluster, runbook):
+def test_without_the_archive_directory_archiving_fails(make_pair, runbook):
     """Source defect 1: without creating /mnt/server/archivedir every archive attempt fails."""
-    cluster = make_cluster(drop_step(runbook, "primary-archive-dir"))
-    cluster.setup()
-    cluster.primary.advance_wal(1)
-    cluster.primary.wait_for_archiver("failed_count > 0", timeout=30)
-    assert cluster.primary.archiver().archived_count == 0
+    pair = make_pair(drop_step(runbook, "primary-archive-dir"))
+    pair.setup()
+    pair.primary.advance_wal(1)
+    pair.primary.wait_for_archiver("failed_count > 0", timeout=30)
+    assert pair.primary.archiver().archived_count == 0

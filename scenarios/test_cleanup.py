@@ -1,4 +1,4 @@
-"""Cleanup by labels: a killed run's resources go, a kept cluster and another owner's never do."""
+"""Cleanup by labels: a killed run's resources go, a kept pair and another owner's never do."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_orphans_are_judged_only_among_this_owner_s_unkept_runs(client):
         remove_orphans(client, owner_id=me)
         assert f"pgrepl-test-killed-{tag}" not in left()
         assert {f"pgrepl-test-{name}-{tag}" for name in ("kept", "elsewhere", "alive")} <= left()
-        remove_orphans(client, kept_too=True, owner_id=me)  # what `down` does: kept clusters go too, live runs stay
+        remove_orphans(client, kept_too=True, owner_id=me)  # what `down` does: kept pairs go too, live runs stay
         left_now = left()
         assert f"pgrepl-test-kept-{tag}" not in left_now
         assert {f"pgrepl-test-{name}-{tag}" for name in ("elsewhere", "alive")} <= left_now
@@ -87,9 +87,10 @@ def test_a_crashed_worker_leaves_nothing_once_its_session_ends(client, harnessed
     removes the dead worker's network and set-up state image (the controller's clean-up)."""
     from harness.hosts.docker import label_filter, listed
     from harness.images import ImageProfile
+    from harness.targets import DEFAULT_IMAGE
 
     tag = uuid.uuid4().hex[:6]
-    base = ImageProfile.load("debian-12").base
+    base = ImageProfile.load(DEFAULT_IMAGE).base
     harnessed.makepyfile(
         test_crash=CRASHING_SESSION.replace("TAG", tag).replace("BASE", base),
         test_other="def test_the_other_worker_goes_on():\n    pass\n",

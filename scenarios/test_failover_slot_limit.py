@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.cluster import Cluster
+from harness.pair import ReplicationPair
 from harness.runbook import Runbook, drop_step, edit_block
 from harness.waiting import wait_until
 
@@ -29,14 +29,14 @@ def with_a_small_limit(runbook: Runbook) -> Runbook:
     return runbook
 
 
-def old_primary_lost_for_good(cluster: Cluster) -> SimpleNamespace:
+def old_primary_lost_for_good(pair: ReplicationPair) -> SimpleNamespace:
     """Set-up and Step 6, then the primary dies (SIGKILL) and Step 7 fails over to the secondary; the old
     primary never returns. The new primary writes SEGMENTS segments and checkpoints twice."""
-    cluster.setup()
-    cluster.run("slot-limit")
-    cluster.primary.kill9()
-    cluster.run("failover")
-    new = cluster.secondary
+    pair.setup()
+    pair.run("slot-limit")
+    pair.primary.kill9()
+    pair.run("failover")
+    new = pair.primary  # the promoted secondary
     slot = new.slot(SLOT)
     assert slot is not None and not slot.active
     offset = new.log_offset()
@@ -58,8 +58,8 @@ def old_primary_lost_for_good(cluster: Cluster) -> SimpleNamespace:
 
 
 @pytest.fixture(scope="module")
-def lost_for_good(make_cluster, runbook) -> SimpleNamespace:
-    return old_primary_lost_for_good(make_cluster(with_a_small_limit(runbook)))
+def lost_for_good(make_pair, runbook) -> SimpleNamespace:
+    return old_primary_lost_for_good(make_pair(with_a_small_limit(runbook)))
 
 
 def test_the_old_primary_s_slot_is_invalidated_past_the_limit(lost_for_good):
@@ -74,9 +74,9 @@ def test_pg_wal_on_the_new_primary_stays_within_the_limit(lost_for_good):
     assert lost_for_good.retained <= LIMIT_MB * 2**20, f"pg_wal holds {lost_for_good.retained} bytes"
 
 
-def test_negative_control_without_7_3_s_limit_the_new_primary_keeps_every_segment(make_cluster, runbook):
+def test_negative_control_without_7_3_s_limit_the_new_primary_keeps_every_segment(make_pair, runbook):
     """Step 6 ran on the old primary; without 7.3's line the new primary has no limit at all."""
-    control = old_primary_lost_for_good(make_cluster(drop_step(with_a_small_limit(runbook), "failover-slot-limit")))
+    control = old_primary_lost_for_good(make_pair(drop_step(with_a_small_limit(runbook), "failover-slot-limit")))
     assert control.limit == "-1"
     assert control.new.slot(SLOT).wal_status in ("reserved", "extended")
     assert control.new.has_wal_segment(control.restart_lsn)

@@ -12,13 +12,13 @@ pytestmark = [pytest.mark.parts("setup", "verify"), pytest.mark.bringups(2)]
 
 
 @pytest.fixture(scope="module", params=["primary", "secondary"])
-def node(request, cluster):
-    return cluster.nodes[request.param]
+def node(request, pair):
+    return pair.nodes[request.param]
 
 
-def test_the_expected_major_is_installed(cluster, node):
-    assert node.host.run(node.layout.package_query).stdout.startswith(f"{cluster.pg_major}")
-    assert int(node.scalar("SELECT current_setting('server_version_num')::int / 10000")) == cluster.pg_major
+def test_the_expected_major_is_installed(pair, node):
+    assert node.host.run(node.layout.package_query).stdout.startswith(f"{pair.pg_major}")
+    assert int(node.scalar("SELECT current_setting('server_version_num')::int / 10000")) == pair.pg_major
 
 
 def test_the_service_is_enabled_and_active(node):
@@ -32,16 +32,16 @@ def test_data_and_config_are_where_the_runbook_says(node):
     assert node.scalar("SHOW hba_file") == node.layout.pg_hba_conf
 
 
-def test_data_checksums_reported_and_pg_rewind_possible(cluster, node):
+def test_data_checksums_reported_and_pg_rewind_possible(pair, node):
     """pg_rewind (Step 8) needs data checksums (initdb's default from 18 on) or wal_log_hints."""
     checksums, hints = node.scalar("SHOW data_checksums"), node.scalar("SHOW wal_log_hints")
-    print(f"{node.name}: PostgreSQL {cluster.pg_major}, data_checksums={checksums}, wal_log_hints={hints}")
+    print(f"{node.name}: PostgreSQL {pair.pg_major}, data_checksums={checksums}, wal_log_hints={hints}")
     assert "on" in (checksums, hints)
 
 
-def test_the_archive_directory_belongs_to_postgres_alone(cluster):
+def test_the_archive_directory_belongs_to_postgres_alone(pair):
     """Step 2.3: the WAL archive holds every change to the database: only postgres may read it."""
-    owner_and_mode = cluster.primary.host.run("stat -c '%U:%G %a' /mnt/server/archivedir", user="root").stdout
+    owner_and_mode = pair.primary.host.run("stat -c '%U:%G %a' /mnt/server/archivedir", user="root").stdout
     assert owner_and_mode.strip() == "postgres:postgres 700"
 
 
@@ -53,22 +53,22 @@ NEEDED = {
 }
 
 
-def test_without_the_step_providing_postgresql_the_first_step_needing_it_fails(cluster, make_cluster, runbook):
-    kind = "preinstalled" if cluster.preinstalled else cluster.family.rstrip("0123456789")
+def test_without_the_step_providing_postgresql_the_first_step_needing_it_fails(pair, make_pair, runbook):
+    kind = "preinstalled" if pair.preinstalled else pair.family.rstrip("0123456789")
     dropped, first_failing = NEEDED[kind]
     with pytest.raises(StepFailed) as failure:
-        make_cluster(drop_step(runbook, dropped)).setup()
+        make_pair(drop_step(runbook, dropped)).setup()
     assert failure.value.block.step == first_failing
 
 
-def test_where_the_secondary_s_configuration_comes_from(cluster):
+def test_where_the_secondary_s_configuration_comes_from(pair):
     """EL (PGDG): the configuration lives in the data directory, so the base backup copies the
     primary's postgresql.conf and the secondary only appends to it (source defect 6). Debian: the
     secondary keeps its own package's file, and 3.7 must set what it needs again."""
     primary_conf, secondary_conf = (
-        n.host.run(f"cat {n.layout.postgresql_conf}", user="root").stdout for n in cluster.nodes.values()
+        n.host.run(f"cat {n.layout.postgresql_conf}", user="root").stdout for n in pair.nodes.values()
     )
-    if cluster.family == "debian":
+    if pair.family == "debian":
         assert not secondary_conf.startswith(primary_conf)
         assert not re.search(r"^\s*archive_command", secondary_conf, re.M)
     else:

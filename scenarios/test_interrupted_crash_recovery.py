@@ -25,11 +25,11 @@ TABLE = "pgrepl_cut_short"
 STEP = "rejoin-finish-recovery"
 
 
-def diverged_and_stopped_mid_recovery(make_cluster, runbook):
-    """A cluster whose old primary wrote past the split, crashed, and was stopped mid-recovery."""
-    cluster = make_cluster(runbook)
-    cluster.setup()
-    primary, secondary = cluster.primary, cluster.secondary
+def diverged_and_stopped_mid_recovery(make_pair, runbook):
+    """A pair whose old primary wrote past the split, crashed, and was stopped mid-recovery."""
+    pair = make_pair(runbook)
+    pair.setup()
+    primary, secondary = pair.primary, pair.secondary
     primary.query(f"CREATE TABLE {TABLE} (id int PRIMARY KEY, v text)")
     primary.query(f"INSERT INTO {TABLE} SELECT g, 'before the split' FROM generate_series(1, 20000) g")
     primary.wait_for_catchup(secondary)
@@ -37,18 +37,18 @@ def diverged_and_stopped_mid_recovery(make_cluster, runbook):
     secondary.isolate_from(primary)
     try:
         primary.query(f"UPDATE {TABLE} SET v = 'only on the old primary' WHERE id <= 10000")
-        fail_over_mid_crash_recovery(cluster)
+        fail_over_mid_crash_recovery(pair)
     finally:
         primary.heal()
         secondary.heal()
     secondary.query(f"INSERT INTO {TABLE} VALUES (20001, 'only on the new primary')")
-    return cluster
+    return pair
 
 
-def rejoin(cluster, *, until: str | None = None) -> tuple[str, StepFailed | None]:
+def rejoin(pair, *, until: str | None = None) -> tuple[str, StepFailed | None]:
     """Run Step 8 (up to and with the step `until`): what pg_rewind said, and the step that failed."""
     said: list[str] = []
-    steps = [b.step for b in cluster.blocks("rejoin")]
+    steps = [b.step for b in pair.blocks("rejoin")]
     if until is not None:
         steps = steps[: steps.index(until) + 1]
 
@@ -58,17 +58,17 @@ def rejoin(cluster, *, until: str | None = None) -> tuple[str, StepFailed | None
             print(f"pg_rewind said:\n{result.tail(8)}")
 
     try:
-        cluster.run("rejoin", steps=steps, after=keep_rewind_output)
+        pair.run("rejoin", steps=steps, after=keep_rewind_output)
     except StepFailed as failure:
         return "".join(said), failure
     return "".join(said), None
 
 
-def test_the_rejoin_rewinds_an_old_primary_stopped_mid_recovery(make_cluster, runbook):
-    cluster = diverged_and_stopped_mid_recovery(make_cluster, runbook)
-    new, old = cluster.secondary, cluster.primary
+def test_the_rejoin_rewinds_an_old_primary_stopped_mid_recovery(make_pair, runbook):
+    pair = diverged_and_stopped_mid_recovery(make_pair, runbook)
+    new, old = pair.primary, pair.secondary  # after Step 7
     assert "Database cluster state: shut down in recovery" in old.control_state()
-    said, failure = rejoin(cluster)
+    said, failure = rejoin(pair)
     assert failure is None, str(failure)
     assert "no rewind required" not in said and "Done!" in said, said
     new.wait_for_catchup(old)
@@ -77,19 +77,17 @@ def test_the_rejoin_rewinds_an_old_primary_stopped_mid_recovery(make_cluster, ru
     assert old.row("SELECT status, received_tli FROM pg_stat_wal_receiver") == ("streaming", new.timeline())
 
 
-def test_negative_control_without_the_block_pg_rewind_rewinds_nothing_of_what_the_old_primary_wrote(
-    make_cluster, runbook
-):
+def test_negative_control_without_the_block_pg_rewind_rewinds_nothing_of_what_the_old_primary_wrote(make_pair, runbook):
     """Step 8 as it was on EL (no finish-recovery block; Debian's finished only an "in production" crash).
 
     What follows depends on timing: the old primary may replay its own WAL past the split and never
     stream (the CI run's 'rejoin-check' timeout), or follow the new timeline with pages its own
     writes changed. So the control stops at pg_rewind's wrong answer, which is certain.
     """
-    cluster = diverged_and_stopped_mid_recovery(make_cluster, drop_step(runbook, STEP))
-    old = cluster.primary
+    pair = diverged_and_stopped_mid_recovery(make_pair, drop_step(runbook, STEP))
+    old = pair.secondary
     assert "Database cluster state: shut down in recovery" in old.control_state()
-    said, failure = rejoin(cluster, until="rejoin-rewind")
+    said, failure = rejoin(pair, until="rejoin-rewind")
     assert failure is None, str(failure)
     assert "no rewind required" in said, said
     split = re.search(r"servers diverged at WAL location ([0-9A-F]+/[0-9A-F]+) on timeline (\d+)", said)

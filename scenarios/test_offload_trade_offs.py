@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.cluster import Cluster
+from harness.pair import ReplicationPair
 from harness.conflicts import ROWS, vacuum_after_delete, vacuum_keeps
 from harness.runbook import Runbook, StepFailed, drop_step
 from harness.secrets import Secret
@@ -29,29 +29,29 @@ CHECK = "read-offload-held-xmin"  # Step 9's check query
 HELD = r"^secondary_slot\|([tf])\|(\d+)\|(\d+)$"
 
 
-def step_9(cluster: Cluster, *, steps: set[str] | None = None) -> SimpleNamespace:
+def step_9(pair: ReplicationPair, *, steps: set[str] | None = None) -> SimpleNamespace:
     """Set-up, an application role, then Step 9 (only `steps` of it, if given); what its check said."""
-    cluster.setup()
+    pair.setup()
     password = Secret.generate()
-    cluster.primary.create_login_role(READER, password)
-    cluster.primary.wait_for_catchup(cluster.secondary)
+    pair.primary.create_login_role(READER, password)
+    pair.primary.wait_for_catchup(pair.secondary)
     said = []
-    cluster.run("read-offload", steps=steps, after=lambda block, result: said.append(result.stdout))
-    return SimpleNamespace(cluster=cluster, password=password, said=said)
+    pair.run("read-offload", steps=steps, after=lambda block, result: said.append(result.stdout))
+    return SimpleNamespace(pair=pair, password=password, said=said)
 
 
-def secondary_down_while_the_primary_deletes(cluster: Cluster) -> SimpleNamespace:
+def secondary_down_while_the_primary_deletes(pair: ReplicationPair) -> SimpleNamespace:
     """Stop the secondary; on the primary, delete ROWS rows and VACUUM; what the slot kept, and Step 9's
     check query as a DBA runs it meanwhile (its output, or None when the step is not in the runbook)."""
-    primary = cluster.primary
-    cluster.secondary.stop()
+    primary = pair.primary
+    pair.secondary.stop()
     before = primary.wait_for_slot(SLOT, active=False)
     kept = vacuum_after_delete(primary, DEAD)
     check = None
-    if any(b.step == CHECK for b in cluster.blocks("read-offload")):
+    if any(b.step == CHECK for b in pair.blocks("read-offload")):
         try:
             said = []
-            cluster.run("read-offload", steps={CHECK}, after=lambda block, result: said.append(result.stdout))
+            pair.run("read-offload", steps={CHECK}, after=lambda block, result: said.append(result.stdout))
             check = said[0]
         except StepFailed as failure:  # the query found no slot with an xmin: its expected line is missing
             assert "output does not match" in str(failure), failure
@@ -60,33 +60,33 @@ def secondary_down_while_the_primary_deletes(cluster: Cluster) -> SimpleNamespac
 
 
 @pytest.fixture(scope="module")
-def offloaded(make_cluster) -> SimpleNamespace:
-    return step_9(make_cluster())
+def offloaded(make_pair) -> SimpleNamespace:
+    return step_9(make_pair())
 
 
 @pytest.fixture(scope="module")
-def without_feedback_nor_rule(make_cluster, runbook) -> SimpleNamespace:
+def without_feedback_nor_rule(make_pair, runbook) -> SimpleNamespace:
     """Step 9 without its feedback line and without its pg_hba.conf rule (its check, which waits for the
     feedback, left out: it would fail)."""
     book: Runbook = drop_step(drop_step(runbook, "read-offload-feedback"), "read-offload-hba")
-    return step_9(make_cluster(book), steps={"read-offload-reload"})
+    return step_9(make_pair(book), steps={"read-offload-reload"})
 
 
 # --- the pg_hba.conf rule for readers ------------------------------------------------------------
 
 
 def test_an_application_from_the_allowed_address_reads_from_the_secondary(offloaded):
-    cluster = offloaded.cluster
-    answer = cluster.secondary.psql_from(
-        cluster.primary.host, "SELECT pg_is_in_recovery()", user=READER, password=offloaded.password
+    pair = offloaded.pair
+    answer = pair.secondary.psql_from(
+        pair.primary.host, "SELECT pg_is_in_recovery()", user=READER, password=offloaded.password
     )
     assert answer.ok and answer.stdout.strip() == "t", answer.tail()
 
 
 def test_the_rule_admits_that_address_only(offloaded):
     """The secondary's own address is another host to the rule: refused."""
-    cluster = offloaded.cluster
-    answer = cluster.secondary.psql_from(cluster.secondary.host, "SELECT 1", user=READER, password=offloaded.password)
+    pair = offloaded.pair
+    answer = pair.secondary.psql_from(pair.secondary.host, "SELECT 1", user=READER, password=offloaded.password)
     assert not answer.ok and "no pg_hba.conf entry for host" in answer.stderr, answer.tail()
 
 
@@ -99,8 +99,8 @@ def test_the_check_query_shows_the_feedback_the_slot_keeps(offloaded):
 
 
 def test_while_the_secondary_is_down_the_slot_keeps_its_xmin_and_vacuum_keeps_the_dead_rows(offloaded):
-    cluster = offloaded.cluster
-    down = secondary_down_while_the_primary_deletes(cluster)
+    pair = offloaded.pair
+    down = secondary_down_while_the_primary_deletes(pair)
     try:
         assert down.xmin_before is not None, "the slot held no xmin when the secondary stopped"
         assert down.xmin_after == down.xmin_before, "the slot's xmin moved while the secondary was down"
@@ -109,15 +109,15 @@ def test_while_the_secondary_is_down_the_slot_keeps_its_xmin_and_vacuum_keeps_th
         assert said is not None, f"Step 9's check query said {down.check!r}"
         assert (said.group(1), int(said.group(2))) == ("f", down.xmin_before) and int(said.group(3)) > 0
     finally:
-        cluster.secondary.start()
-    cluster.primary.wait_for_streaming(cluster.secondary)
+        pair.secondary.start()
+    pair.primary.wait_for_streaming(pair.secondary)
     # once it streams the secondary reports a newer xmin (within wal_receiver_status_interval, 10 s),
     # and VACUUM removes the rows after all
     wait_until(
-        lambda: vacuum_keeps(cluster.primary, DEAD) == 0,
+        lambda: vacuum_keeps(pair.primary, DEAD) == 0,
         timeout=60,
         what="VACUUM on the primary to remove the deleted rows once the secondary streams again",
-        seen=lambda: cluster.primary.rows_as_text("SELECT slot_name, active, xmin FROM pg_replication_slots"),
+        seen=lambda: pair.primary.rows_as_text("SELECT slot_name, active, xmin FROM pg_replication_slots"),
     )
 
 
@@ -125,19 +125,19 @@ def test_while_the_secondary_is_down_the_slot_keeps_its_xmin_and_vacuum_keeps_th
 
 
 def test_without_the_feedback_line_vacuum_removes_the_rows_while_the_secondary_is_down(without_feedback_nor_rule):
-    cluster = without_feedback_nor_rule.cluster
+    pair = without_feedback_nor_rule.pair
     try:
-        down = secondary_down_while_the_primary_deletes(cluster)
+        down = secondary_down_while_the_primary_deletes(pair)
     finally:
-        cluster.secondary.start()
+        pair.secondary.start()
     assert down.xmin_before is None and down.kept == 0, f"xmin {down.xmin_before}, {down.kept} rows kept"
     assert down.check == "", f"Step 9's check query said {down.check!r}: it should list no slot"
 
 
 def test_without_the_rule_the_secondary_refuses_the_application(without_feedback_nor_rule):
-    cluster = without_feedback_nor_rule.cluster
-    cluster.primary.wait_for_streaming(cluster.secondary)
-    answer = cluster.secondary.psql_from(
-        cluster.primary.host, "SELECT 1", user=READER, password=without_feedback_nor_rule.password
+    pair = without_feedback_nor_rule.pair
+    pair.primary.wait_for_streaming(pair.secondary)
+    answer = pair.secondary.psql_from(
+        pair.primary.host, "SELECT 1", user=READER, password=without_feedback_nor_rule.password
     )
     assert not answer.ok and "no pg_hba.conf entry for host" in answer.stderr, answer.tail()

@@ -38,10 +38,10 @@ def old_pgpass(runbook: Runbook) -> Runbook:
 
 
 @pytest.fixture(scope="module")
-def typed(make_cluster):
-    cluster = make_cluster()
-    cluster.setup()
-    return cluster
+def typed(make_pair):
+    pair = make_pair()
+    pair.setup()
+    return pair
 
 
 @pytest.fixture(scope="module")

@@ -2,73 +2,66 @@
 
 The mechanics (writer, probe, RTO/RPO) are in harness/failover.py. Figures are printed
 (`pytest -s`) and written to /tmp/pgrepl-promotion-figures.txt.
+
+After Step 7 the pair's roles are the new ones: `pair.primary` is the promoted node, `pair.secondary`
+the old primary.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import psycopg
 import pytest
 
-from harness.cluster import Cluster
 from harness.failover import PROBE_ID, TABLE, Failover, fail_over
+from harness.pair import ReplicationPair
+from harness.report import Figures
 from harness.runbook import StepFailed, drop_step
 
 pytestmark = [pytest.mark.parts("setup", "failover", "rejoin"), pytest.mark.bringups(3)]
-FIGURES = Path("/tmp/pgrepl-promotion-figures.txt")
-
-
-def record_figures(text: str) -> None:
-    print("\n" + text)
-    with FIGURES.open("a") as out:
-        out.write(text + "\n")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fresh_figures_file():
-    FIGURES.unlink(missing_ok=True)
+FIGURES = Figures("promotion")
 
 
 @pytest.fixture(scope="module")
-def promoted(make_cluster) -> tuple[Cluster, Failover]:
-    """A cluster set up by the runbook, failed over under write load by its Step 7."""
-    cluster = make_cluster()
-    cluster.setup()
-    failover = fail_over(cluster)
-    record_figures(failover.render())
-    return cluster, failover
+def promoted(make_pair) -> tuple[ReplicationPair, Failover]:
+    """A pair set up by the runbook, failed over under write load by its Step 7."""
+    pair = make_pair()
+    pair.setup()
+    failover = fail_over(pair)
+    FIGURES.record(failover.render())
+    return pair, failover
 
 
 @pytest.fixture(scope="module")
-def rejoined(promoted) -> Cluster:
-    """The same cluster after Step 8: the old primary rewound and streaming from the new one."""
-    cluster, _ = promoted
+def rejoined(promoted) -> tuple[ReplicationPair, str]:
+    """The same pair after Step 8: the old primary rewound and streaming from the new one; what
+    pg_rewind said."""
+    pair, _ = promoted
+    said = []
 
     def show_rewind(block, result):
         if block.action == "rewind":
-            cluster.rewind_output = result.stdout + result.stderr
-            record_figures(f"== rejoin ==\npg_rewind said:\n{result.tail(4)}\n")
+            said.append(result.stdout + result.stderr)
+            FIGURES.record(f"== rejoin ==\npg_rewind said:\n{result.tail(4)}\n")
 
-    cluster.run("rejoin", after=show_rewind)
-    return cluster
+    pair.run("rejoin", after=show_rewind)
+    return pair, "".join(said)
 
 
 # --- Step 7: the promotion ---------------------------------------------------------------------
 
 
 def test_promoted_secondary_leaves_recovery_on_the_next_timeline(promoted):
-    cluster, failover = promoted
-    assert not cluster.secondary.in_recovery()
+    pair, failover = promoted
+    assert not pair.primary.in_recovery()
     assert failover.timeline_after == failover.timeline_before + 1
 
 
 def test_new_primary_accepts_writes(promoted):
-    cluster, failover = promoted
+    pair, failover = promoted
     assert failover.rto is not None, "no write was accepted after the promotion"
-    assert cluster.secondary.scalar(f"SELECT count(*) FROM {TABLE} WHERE id = {PROBE_ID}") == 1
-    cluster.secondary.query(f"INSERT INTO {TABLE} (id) VALUES (-1)")
-    assert cluster.secondary.scalar(f"SELECT count(*) FROM {TABLE} WHERE id = -1") == 1
+    assert pair.primary.scalar(f"SELECT count(*) FROM {TABLE} WHERE id = {PROBE_ID}") == 1
+    pair.primary.query(f"INSERT INTO {TABLE} (id) VALUES (-1)")
+    assert pair.primary.scalar(f"SELECT count(*) FROM {TABLE} WHERE id = -1") == 1
 
 
 def test_every_replayed_commit_survives_and_a_clean_stop_loses_none(promoted):
@@ -85,9 +78,9 @@ def test_the_new_primary_archives_as_its_configuration_says(promoted):
     """EL: the base backup gave the secondary the primary's archive_mode and archive_command, and 3.9.7
     created the directory they write to, so the new primary archives its own WAL at once (source
     defects 1 and 7). Debian: the secondary's own configuration does not archive (see 5.3)."""
-    cluster, _ = promoted
-    new = cluster.secondary
-    if cluster.family == "debian":
+    pair, _ = promoted
+    new = pair.primary
+    if pair.family == "debian":
         assert new.scalar("SHOW archive_mode") == "off"
         return
     new.advance_wal(1)
@@ -101,7 +94,8 @@ def test_the_new_primary_archives_as_its_configuration_says(promoted):
 
 
 def test_old_primary_rejoins_as_a_streaming_standby(rejoined, promoted):
-    new, old = rejoined.secondary, rejoined.primary
+    pair, _ = rejoined
+    new, old = pair.primary, pair.secondary
     rows = new.query("SELECT application_name, state, host(client_addr) FROM pg_stat_replication")
     assert ("old_primary", "streaming", old.host.address) in rows
     assert new.slot("primary_slot").active
@@ -114,11 +108,13 @@ def test_old_primary_rejoins_as_a_streaming_standby(rejoined, promoted):
 
 def test_after_a_clean_stop_pg_rewind_has_nothing_to_copy(rejoined):
     """Every WAL record reached the secondary before the clean stop: the control for test_rewind.py."""
-    assert "no rewind required" in rejoined.rewind_output
+    _, said = rejoined
+    assert "no rewind required" in said
 
 
 def test_row_written_on_new_primary_is_read_on_old_primary(rejoined):
-    new, old = rejoined.secondary, rejoined.primary
+    pair, _ = rejoined
+    new, old = pair.primary, pair.secondary
     new.query(f"INSERT INTO {TABLE} (id) VALUES (-2)")
     new.wait_for_catchup(old)
     assert old.scalar(f"SELECT count(*) FROM {TABLE} WHERE id = -2") == 1
@@ -128,38 +124,39 @@ def test_row_written_on_new_primary_is_read_on_old_primary(rejoined):
 # --- negative control --------------------------------------------------------------------------
 
 
-def test_without_the_promote_step_the_secondary_stays_read_only(make_cluster, runbook):
-    cluster = make_cluster(drop_step(runbook, "failover-promote"))
-    cluster.setup()
+def test_without_the_promote_step_the_secondary_stays_read_only(make_pair, runbook):
+    pair = make_pair(drop_step(runbook, "failover-promote"))
+    pair.setup()
     with pytest.raises(StepFailed) as failure:
-        cluster.run("failover")
+        pair.run("failover")
     assert failure.value.block.step == "failover-check"
-    assert cluster.secondary.in_recovery()
+    assert pair.secondary.in_recovery()
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-        cluster.secondary.query("CREATE TABLE refused (id int)")
+        pair.secondary.query("CREATE TABLE refused (id int)")
 
 
-def test_without_the_secondary_s_archive_directory_the_new_primary_cannot_archive(promoted, make_cluster, runbook):
+def test_without_the_secondary_s_archive_directory_the_new_primary_cannot_archive(promoted, make_pair, runbook):
     if promoted[0].family == "debian":
         pytest.skip("Debian: the secondary's own configuration does not archive, there is no directory to miss")
-    cluster = make_cluster(drop_step(runbook, "secondary-archive-dir"))
-    cluster.setup()
-    cluster.run("failover")
-    cluster.secondary.advance_wal(1)
-    cluster.secondary.wait_for_archiver("failed_count > 0")
-    assert cluster.secondary.archiver().archived_count == 0
+    pair = make_pair(drop_step(runbook, "secondary-archive-dir"))
+    pair.setup()
+    pair.run("failover")
+    new = pair.primary
+    new.advance_wal(1)
+    new.wait_for_archiver("failed_count > 0")
+    assert new.archiver().archived_count == 0
 
 
 # --- the crash variant ---------------------------------------------------------------------------
 
 
-def test_after_a_crash_of_the_primary_every_replayed_commit_survives(make_cluster):
+def test_after_a_crash_of_the_primary_every_replayed_commit_survives(make_pair):
     """SIGKILL instead of a clean stop: what the secondary had replayed survives; RPO is measured, not asserted."""
-    cluster = make_cluster()
-    cluster.setup()
-    failover = fail_over(cluster, crash=True)
-    record_figures(failover.render())
-    assert not cluster.secondary.in_recovery()
+    pair = make_pair()
+    pair.setup()
+    failover = fail_over(pair, crash=True)
+    FIGURES.record(failover.render())
+    assert not pair.primary.in_recovery()
     assert failover.timeline_after == failover.timeline_before + 1
     assert failover.rto is not None, "no write was accepted after the promotion"
     assert set(range(1, failover.replayed_before + 1)) <= failover.ids_after

@@ -6,26 +6,22 @@ Figures (`pytest -s`) go to /tmp/pgrepl-load-figures.txt; bench/bench.py --load 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from harness.load import SCALE, amcheck, init_pgbench, read_offload, table_checksums
+from harness.report import Figures
 
 pytestmark = [pytest.mark.parts("setup", "verify"), pytest.mark.bringups(1)]
-FIGURES = Path("/tmp/pgrepl-load-figures.txt")
+FIGURES = Figures("load")
 
 
 @pytest.fixture(scope="module")
-def loaded(cluster):
-    init_pgbench(cluster.primary)
-    figures = read_offload(cluster.primary, cluster.secondary)
-    cluster.primary.wait_for_catchup(cluster.secondary)
-    text = f"{cluster.family} PostgreSQL {cluster.pg_major}\n{figures.render()}"
-    print("\n" + text)
-    with FIGURES.open("a") as out:
-        out.write(text + "\n")
-    return cluster, figures
+def loaded(pair):
+    init_pgbench(pair.primary)
+    figures = read_offload(pair.primary, pair.secondary)
+    pair.primary.wait_for_catchup(pair.secondary)
+    FIGURES.record(f"{pair.family} PostgreSQL {pair.pg_major}\n{figures.render()}")
+    return pair, figures
 
 
 def test_the_secondary_serves_reads_while_the_primary_takes_writes(loaded):
@@ -35,23 +31,23 @@ def test_the_secondary_serves_reads_while_the_primary_takes_writes(loaded):
 
 
 def test_after_catch_up_every_table_is_equal_on_both(loaded):
-    cluster, _ = loaded
-    primary, secondary = table_checksums(cluster.primary), table_checksums(cluster.secondary)
+    pair, _ = loaded
+    primary, secondary = table_checksums(pair.primary), table_checksums(pair.secondary)
     assert primary["public.pgbench_accounts"][0] == 100_000 * SCALE
     assert primary["public.pgbench_history"][0] > 0, "pgbench wrote nothing"
     assert secondary == primary
 
 
 def test_amcheck_finds_no_corruption_on_either(loaded):
-    cluster, _ = loaded
-    for node in cluster.nodes.values():
+    pair, _ = loaded
+    for node in pair.nodes.values():
         amcheck(node)
 
 
 def test_the_comparison_sees_a_change_the_secondary_did_not_get(loaded):
     """Negative control: with replay paused on the secondary, one changed row makes the checksums differ."""
-    cluster, _ = loaded
-    primary, secondary = cluster.primary, cluster.secondary
+    pair, _ = loaded
+    primary, secondary = pair.primary, pair.secondary
     secondary.query("SELECT pg_wal_replay_pause()")
     try:
         primary.query("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 1")

@@ -18,14 +18,28 @@ pytestmark = [pytest.mark.parts("setup", "verify", "read-offload"), pytest.mark.
 
 
 @pytest.fixture(scope="module")
-def reads(cluster):
-    cluster.note("harness: max_standby_streaming_delay = 1s on the secondary (30 s by default), to keep the test short")
-    cluster.secondary.append_conf("postgresql.conf", "max_standby_streaming_delay = 1s", reload=True)
-    return cluster
+def reads(pair):
+    pair.note("harness: max_standby_streaming_delay = 1s on the secondary (30 s by default), to keep the test short")
+    pair.secondary.append_conf("postgresql.conf", "max_standby_streaming_delay = 1s", reload=True)
+    return pair
 
 
-def test_without_feedback_vacuum_on_the_primary_cancels_a_long_read_on_the_secondary(reads):
-    outcome = long_read_against_vacuum(reads.primary, reads.secondary)
+# The order is the fixtures': the read without feedback is measured first, then Step 9 turns feedback
+# on for the rest of the module and the same read is measured again; the tests may run in any order.
+@pytest.fixture(scope="module")
+def without_feedback(reads):
+    assert reads.secondary.scalar("SHOW hot_standby_feedback") == "off", "feedback is on before Step 9"
+    return long_read_against_vacuum(reads.primary, reads.secondary)
+
+
+@pytest.fixture(scope="module")
+def with_step_9(reads, without_feedback):
+    reads.run("read-offload")
+    return long_read_against_vacuum(reads.primary, reads.secondary)
+
+
+def test_without_feedback_vacuum_on_the_primary_cancels_a_long_read_on_the_secondary(reads, without_feedback):
+    outcome = without_feedback
     assert outcome.error is not None, f"the read returned {outcome.rows} rows: no conflict"
     assert "conflict with recovery" in outcome.error
     assert outcome.dead_rows_kept == 0, "without feedback VACUUM removes every deleted row at once"
@@ -34,9 +48,8 @@ def test_without_feedback_vacuum_on_the_primary_cancels_a_long_read_on_the_secon
     )
 
 
-def test_with_step_9_the_same_read_completes_and_the_primary_holds_back_vacuum(reads):
-    reads.run("read-offload")
-    outcome = long_read_against_vacuum(reads.primary, reads.secondary)
+def test_with_step_9_the_same_read_completes_and_the_primary_holds_back_vacuum(with_step_9):
+    outcome = with_step_9
     assert outcome.error is None, (
         f"the read was cancelled although the runbook set hot_standby_feedback: {outcome.error}"
     )

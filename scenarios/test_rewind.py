@@ -20,23 +20,24 @@ TABLE = "pgrepl_rewind"
 
 
 @pytest.fixture(scope="module")
-def rewound(cluster):
-    primary, secondary = cluster.primary, cluster.secondary
-    primary.query(f"CREATE TABLE {TABLE} (id int PRIMARY KEY, v text)")
-    primary.query(f"INSERT INTO {TABLE} SELECT g, 'before the split' FROM generate_series(1, 20000) g")
-    primary.wait_for_catchup(secondary)
-    timeline = primary.timeline()
-    primary.isolate_from(secondary)
-    secondary.isolate_from(primary)
+def rewound(pair):
+    old, new = pair.primary, pair.secondary  # Step 7 promotes the secondary
+    old.query(f"CREATE TABLE {TABLE} (id int PRIMARY KEY, v text)")
+    old.query(f"INSERT INTO {TABLE} SELECT g, 'before the split' FROM generate_series(1, 20000) g")
+    old.wait_for_catchup(new)
+    timeline = old.timeline()
+    old.isolate_from(new)
+    new.isolate_from(old)
     try:
-        primary.query(f"INSERT INTO {TABLE} SELECT g, 'only on the old primary' FROM generate_series(20001, 30000) g")
-        primary.query(f"UPDATE {TABLE} SET v = 'changed on the old primary' WHERE id <= 10000")
-        primary.kill9()
-        cluster.run("failover")
+        old.query(f"INSERT INTO {TABLE} SELECT g, 'only on the old primary' FROM generate_series(20001, 30000) g")
+        old.query(f"UPDATE {TABLE} SET v = 'changed on the old primary' WHERE id <= 10000")
+        old.kill9()
+        pair.run("failover")
     finally:
-        primary.heal()
-        secondary.heal()
-    secondary.query(f"INSERT INTO {TABLE} SELECT g, 'only on the new primary' FROM generate_series(30001, 31000) g")
+        old.heal()
+        new.heal()
+    assert (pair.primary, pair.secondary) == (new, old), "Step 7 promotes the secondary"
+    new.query(f"INSERT INTO {TABLE} SELECT g, 'only on the new primary' FROM generate_series(30001, 31000) g")
     said = {}
 
     def keep_rewind_output(block, result):
@@ -44,9 +45,9 @@ def rewound(cluster):
             said["rewind"] = result.stdout + result.stderr
             print(f"\npg_rewind said:\n{result.tail(8)}")
 
-    cluster.run("rejoin", after=keep_rewind_output)
-    secondary.wait_for_catchup(primary)
-    return cluster, said["rewind"], timeline
+    pair.run("rejoin", after=keep_rewind_output)
+    new.wait_for_catchup(old)
+    return pair, said["rewind"], timeline
 
 
 def test_pg_rewind_copied_data(rewound):
@@ -58,23 +59,23 @@ def test_pg_rewind_copied_data(rewound):
 
 
 def test_the_old_primary_s_own_writes_are_gone_and_the_new_primary_s_arrived(rewound):
-    cluster, _, _ = rewound
-    for node in cluster.nodes.values():
+    pair, _, _ = rewound
+    for node in pair.nodes.values():
         assert node.scalar(f"SELECT count(*) FROM {TABLE} WHERE v <> 'before the split' AND id <= 30000") == 0
         assert node.scalar(f"SELECT count(*) FROM {TABLE} WHERE v = 'only on the new primary'") == 1000
 
 
 def test_the_old_primary_streams_on_the_new_timeline(rewound):
-    cluster, _, timeline = rewound
-    new, old = cluster.secondary, cluster.primary
+    pair, _, timeline = rewound
+    new, old = pair.primary, pair.secondary
     assert new.timeline() == timeline + 1
     assert old.in_recovery()
     assert old.row("SELECT status, received_tli FROM pg_stat_wal_receiver") == ("streaming", timeline + 1)
 
 
 def test_contents_are_equal_and_amcheck_is_clean(rewound):
-    cluster, _, _ = rewound
-    new, old = cluster.secondary, cluster.primary
+    pair, _, _ = rewound
+    new, old = pair.primary, pair.secondary
     new.query("CREATE EXTENSION IF NOT EXISTS amcheck")
     new.wait_for_catchup(old)
     assert table_checksums(old) == table_checksums(new)

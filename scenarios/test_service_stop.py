@@ -28,25 +28,25 @@ def debian_only(target):
         pytest.skip(f"{image}: the EL sections stop the cluster's unit postgresql-N itself (no umbrella unit)")
 
 
-def state_after_stop(make_cluster, runbook) -> str:
-    cluster = make_cluster(edit_block(runbook, STEP, "sudo rm -rf", PROBE))
+def state_after_stop(make_pair, runbook) -> str:
+    pair = make_pair(edit_block(runbook, STEP, "sudo rm -rf", PROBE))
     try:
-        cluster.setup()
+        pair.setup()
     except StepFailed as failure:  # the race's other face: rm lost to the server's shutdown checkpoint
         if failure.block.step != STEP:
             raise
     try:
-        return cluster.secondary.host.run(f"cat {PROBE_FILE}").stdout.strip()
+        return pair.secondary.host.run(f"cat {PROBE_FILE}").stdout.strip()
     finally:
-        cluster.secondary.host.run(f"rm -f {PROBE_FILE}", user="root")
+        pair.secondary.host.run(f"rm -f {PROBE_FILE}", user="root")
 
 
-def test_the_runbook_s_stop_returns_with_the_server_down(make_cluster, runbook):
-    assert state_after_stop(make_cluster, runbook) == "inactive"
+def test_the_runbook_s_stop_returns_with_the_server_down(make_pair, runbook):
+    assert state_after_stop(make_pair, runbook) == "inactive"
 
 
-def test_negative_control_the_umbrella_unit_alone_returns_while_the_server_still_runs(make_cluster, runbook):
+def test_negative_control_the_umbrella_unit_alone_returns_while_the_server_still_runs(make_pair, runbook):
     """The line as it was: systemctl returns once postgresql.service is stopped, the cluster still
     stopping (20 of 20 times on a loaded machine: 'deactivating')."""
     as_it_was = edit_block(runbook, STEP, CLUSTER_UNIT, "")
-    assert state_after_stop(make_cluster, as_it_was) in ("deactivating", "active")
+    assert state_after_stop(make_pair, as_it_was) in ("deactivating", "active")

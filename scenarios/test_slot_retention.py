@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.cluster import Cluster, Node
+from harness.pair import Node, ReplicationPair
 from harness.runbook import drop_step, edit_block
 
-pytestmark = [pytest.mark.parts("setup", "slot-limit"), pytest.mark.bringups(2)]
+pytestmark = [pytest.mark.parts("setup", "slot-limit"), pytest.mark.bringups(3)]
 SLOT = "secondary_slot"
 TABLE = "outage_rows"
 CONTENT = f"SELECT count(*), md5(coalesce(string_agg(id::text || note, ',' ORDER BY id), '')) FROM {TABLE}"
@@ -22,26 +22,32 @@ def write_during_outage(primary: Node, segments: int) -> None:
     primary.checkpoint()
 
 
-def stop_secondary(cluster: Cluster) -> str:
+def stop_secondary(pair: ReplicationPair) -> str:
     """Stop the secondary; return the LSN it had replayed."""
-    replayed = cluster.secondary.lsn("replay")
-    cluster.secondary.stop()
-    cluster.primary.wait_for_no_walsender()
+    replayed = pair.secondary.lsn("replay")
+    pair.secondary.stop()
+    pair.primary.wait_for_no_walsender()
     return replayed
 
 
-@pytest.fixture(scope="module")
-def slot_cluster(make_cluster, runbook):
-    # Step 6's size, shrunk from 1GB to 64MB so that the disk-guard test writes 8 segments, not 70.
-    made = make_cluster(edit_block(runbook, "slot-limit-conf", "1GB", "64MB"))
+def with_a_small_limit(make_pair, runbook) -> ReplicationPair:
+    """A pair set up by the runbook whose Step 6 (not yet run) limits slots to 64MB, not 1GB, so
+    that the disk-guard test writes 8 segments, not 70."""
+    made = make_pair(edit_block(runbook, "slot-limit-conf", "1GB", "64MB"))
     made.setup()
     return made
 
 
-def test_slot_keeps_wal_for_a_stopped_secondary_which_then_catches_up(slot_cluster):
-    primary, secondary = slot_cluster.primary, slot_cluster.secondary
+@pytest.fixture(scope="module")
+def slot_pair(make_pair, runbook):
+    """Shared by the outage tests, each of which leaves the secondary streaming and the slot intact."""
+    return with_a_small_limit(make_pair, runbook)
+
+
+def test_slot_keeps_wal_for_a_stopped_secondary_which_then_catches_up(slot_pair):
+    primary, secondary = slot_pair.primary, slot_pair.secondary
     system_id = secondary.system_identifier()
-    stop_secondary(slot_cluster)
+    stop_secondary(slot_pair)
     before = primary.slot(SLOT)
     assert not before.active
 
@@ -56,8 +62,8 @@ def test_slot_keeps_wal_for_a_stopped_secondary_which_then_catches_up(slot_clust
     assert secondary.query(CONTENT) == primary.query(CONTENT)
 
 
-def test_slot_keeps_wal_across_a_network_cut_then_streaming_resumes(slot_cluster):
-    primary, secondary = slot_cluster.primary, slot_cluster.secondary
+def test_slot_keeps_wal_across_a_network_cut_then_streaming_resumes(slot_pair):
+    primary, secondary = slot_pair.primary, slot_pair.secondary
     primary.wait_for_catchup(secondary)
     primary.cut_from(secondary)
     try:
@@ -73,10 +79,12 @@ def test_slot_keeps_wal_across_a_network_cut_then_streaming_resumes(slot_cluster
     assert secondary.query(CONTENT) == primary.query(CONTENT)
 
 
-def test_bounded_slot_is_invalidated_and_wal_stays_bounded(slot_cluster):
-    primary = slot_cluster.primary
-    stop_secondary(slot_cluster)
-    slot_cluster.run("slot-limit")
+def test_bounded_slot_is_invalidated_and_wal_stays_bounded(make_pair, runbook):
+    """A pair of its own: the slot ends invalidated and the secondary stopped."""
+    bounded = with_a_small_limit(make_pair, runbook)
+    primary = bounded.primary
+    stop_secondary(bounded)
+    bounded.run("slot-limit")
     restart_lsn = primary.slot(SLOT).restart_lsn
     offset = primary.log_offset()
 
@@ -89,12 +97,12 @@ def test_bounded_slot_is_invalidated_and_wal_stays_bounded(slot_cluster):
     print(f"pg_wal after invalidation: {wal_mb} MB (max_slot_wal_keep_size = 64MB)")
 
 
-def test_negative_control_without_a_slot_the_secondary_cannot_continue(make_cluster, runbook):
+def test_negative_control_without_a_slot_the_secondary_cannot_continue(make_pair, runbook):
     """No slot, wal_keep_size = 0 (default): the WAL the secondary needs is gone after an outage."""
     book = drop_step(runbook, "primary-create-slot")
     book = edit_block(book, "secondary-basebackup", " -S secondary_slot", "")
     book = edit_block(book, "secondary-configure", "primary_slot_name = 'secondary_slot'", "")
-    made = make_cluster(book)
+    made = make_pair(book)
     made.setup()
     assert made.primary.scalar("SHOW wal_keep_size") == "0"
     stop_secondary(made)

@@ -13,36 +13,47 @@ import contextlib
 import pytest
 
 from harness import project
+from harness.pair import ReplicationPair
 from harness.runbook import StepFailed, parse_runbook
 
 pytestmark = [pytest.mark.parts("setup", "verify", runbook="source-as-written.md"), pytest.mark.bringups(1)]
 
 
 @pytest.fixture(scope="module")
-def source(make_cluster):
-    """The source's steps until the first that fails (if one does), and the harness's access."""
-    cluster = make_cluster(parse_runbook(project.current().runbooks / "source-as-written.md"))
-    cluster.failure = None
+def set_up(make_pair) -> tuple[ReplicationPair, StepFailed | None]:
+    """The source's steps until the first that fails (if one does: the failure), and the harness's access."""
+    pair = make_pair(parse_runbook(project.current().runbooks / "source-as-written.md"))
     try:
-        cluster.setup()
+        pair.setup()
     except StepFailed as failure:
-        cluster.failure = failure
-        cluster.grant_harness_access(cluster.primary)
-    return cluster
+        pair.grant_harness_access(pair.primary)
+        return pair, failure
+    return pair, None
 
 
-def test_defect_5_base_backup_refuses_the_directory_the_package_created(source):
+@pytest.fixture(scope="module")
+def source(set_up) -> ReplicationPair:
+    return set_up[0]
+
+
+@pytest.fixture(scope="module")
+def failure(set_up) -> StepFailed | None:
+    """The step of the source that failed, or None when its setup got through."""
+    return set_up[1]
+
+
+def test_defect_5_base_backup_refuses_the_directory_the_package_created(source, failure):
     data_dir = source.secondary.layout.data_dir
     if source.family != "debian":  # PGDG's package leaves the data directory empty: nothing to refuse
-        assert source.failure is None, f"the source's EL procedure should get through: {source.failure}"
+        assert failure is None, f"the source's EL procedure should get through: {failure}"
         assert source.secondary.in_recovery()
         return
-    assert source.failure is not None and source.failure.block.step == "secondary-basebackup"
+    assert failure is not None and failure.block.step == "secondary-basebackup"
     assert source.secondary.host.run(f"ls -A {data_dir}", user="root").stdout.strip(), "the directory is not empty"
     if source.pg_major >= 14:
-        assert "exists but is not empty" in str(source.failure)
+        assert "exists but is not empty" in str(failure)
     else:  # PostgreSQL 13 stored an md5 password: the scram-sha-256 rule refuses the login even earlier
-        assert "password authentication failed" in str(source.failure)
+        assert "password authentication failed" in str(failure)
 
 
 def test_defect_1_archiving_fails_because_the_directory_was_never_created(source):
@@ -62,8 +73,8 @@ def test_defect_17_the_password_is_on_a_command_line_in_sudo_s_log(source):
     assert source.replication_password in source.primary.host.sudo_log()
 
 
-def test_defect_12_the_process_check_passes_with_nothing_streaming(source):
-    if source.failure is None:  # it streams (EL): take the secondary away first
+def test_defect_12_the_process_check_passes_with_nothing_streaming(source, failure):
+    if failure is None:  # it streams (EL): take the secondary away first
         source.secondary.stop()
         source.primary.wait_for_no_walsender()
     assert source.primary.scalar("SELECT count(*) FROM pg_stat_replication") == 0

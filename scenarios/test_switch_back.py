@@ -23,22 +23,22 @@ def follows(primary, standby, timeline: int) -> None:
     assert table_checksums(standby) == table_checksums(primary)
 
 
-def test_fail_over_rejoin_and_switch_back_to_the_original_primary(cluster):
-    original, other = cluster.primary, cluster.secondary
+def test_fail_over_rejoin_and_switch_back_to_the_original_primary(pair):
+    original, other = pair.primary, pair.secondary
     original.query(f"CREATE TABLE {TABLE} (id serial PRIMARY KEY, stage text)")
     stage(original, other, "before")
     first = original.timeline()
 
-    cluster.run("failover")
-    cluster.run("rejoin")
-    other, original = cluster.secondary, cluster.primary
+    pair.run("failover")
+    pair.run("rejoin")
+    assert (pair.primary, pair.secondary) == (other, original)
     stage(other, original, "after the failover")
     follows(other, original, first + 1)
 
-    back = cluster.swapped()
-    back.run("failover")
-    back.run("rejoin")
-    original, other = back.secondary, back.primary  # the original primary's host is primary again
+    pair.rebind_runbook()  # the runbook's "primary" blocks now run on `other`, the current primary
+    pair.run("failover")
+    pair.run("rejoin")
+    assert (pair.primary, pair.secondary) == (original, other)  # the original primary is primary again
     stage(original, other, "after switching back")
     follows(original, other, first + 2)
     assert [s for (s,) in original.query(f"SELECT stage FROM {TABLE} ORDER BY id")] == [

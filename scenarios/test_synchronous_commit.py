@@ -9,29 +9,27 @@ flight): test_promotion.py's crash variant prints its RPO.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
 from harness.failover import fail_over
+from harness.report import Figures
 
 pytestmark = [pytest.mark.parts("setup", "sync-commit", "sync-commit-off", "failover"), pytest.mark.bringups(6)]
 RUNS = 5
-FIGURES = Path("/tmp/pgrepl-sync-figures.txt")
+FIGURES = Figures("sync")
 
 
 @pytest.fixture(scope="module")
-def kills(make_cluster):
-    """RUNS times: a new cluster, Step 10, write load, kill -9 of the primary, Step 7."""
+def kills(make_pair):
+    """RUNS times: a new pair, Step 10, write load, kill -9 of the primary, Step 7."""
     failovers = []
-    FIGURES.unlink(missing_ok=True)
     for run in range(1, RUNS + 1):
-        cluster = make_cluster(replacing=True)
-        cluster.setup()
-        cluster.run("sync-commit")
-        failover = fail_over(cluster, crash=True)
-        with FIGURES.open("a") as out:
-            out.write(f"run {run}/{RUNS} with synchronous commit:\n{failover.render()}\n")
+        pair = make_pair(replacing=True)
+        pair.setup()
+        pair.run("sync-commit")
+        failover = fail_over(pair, crash=True)
+        FIGURES.record(f"run {run}/{RUNS} with synchronous commit:\n{failover.render()}")
         failovers.append(failover)
     return failovers
 
@@ -42,21 +40,18 @@ def test_no_kill_loses_an_acknowledged_transaction(kills):
         assert failover.unanswered is not None, f"the writes were not going on at the kill ({failover.writer_error})"
         assert failover.lost == [], failover.render()
     acknowledged = sum(len(f.committed) for f in kills)
-    with FIGURES.open("a") as out:
-        out.write(
-            f"RPO over {RUNS} kills with synchronous commit: 0 of {acknowledged} acknowledged transactions lost\n"
-        )
+    FIGURES.record(f"RPO over {RUNS} kills with synchronous commit: 0 of {acknowledged} acknowledged transactions lost")
 
 
-def test_with_the_secondary_down_a_commit_waits_until_synchronous_commit_is_off(make_cluster):
+def test_with_the_secondary_down_a_commit_waits_until_synchronous_commit_is_off(make_pair):
     """The wait is seen in pg_stat_activity (wait_event SyncRep). statement_timeout does not end it:
     PostgreSQL turns the timeout off before it commits; only a cancel or Step 10's "off" does."""
-    cluster = make_cluster(replacing=True)
-    cluster.setup()
-    cluster.run("sync-commit")
-    primary = cluster.primary
+    pair = make_pair(replacing=True)
+    pair.setup()
+    pair.run("sync-commit")
+    primary = pair.primary
     primary.query("CREATE TABLE pgrepl_sync (id int)")
-    cluster.secondary.stop()
+    pair.secondary.stop()
     primary.wait_for_no_walsender()
     committed = threading.Event()
 
@@ -70,6 +65,6 @@ def test_with_the_secondary_down_a_commit_waits_until_synchronous_commit_is_off(
     waiter.start()
     primary.poll_query_until("SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event = 'SyncRep'", timeout=15)
     assert not committed.is_set(), "the commit did not wait for the (stopped) synchronous standby"
-    cluster.run("sync-commit-off")
+    pair.run("sync-commit-off")
     waiter.join(timeout=30)
     assert committed.is_set(), "turning synchronous commit off did not release the waiting commit"

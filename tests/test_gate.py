@@ -82,8 +82,8 @@ def test_an_el8_change_runs_no_debian_scenario():
 
 
 def test_a_change_to_the_harness_runs_everything_and_prose_runs_the_static_gate_only():
-    everything = plan("HEAD", files=["harness/cluster.py", "README.md"])
-    assert everything.everything == ["harness/cluster.py"] and "-n" in pytest_argv(everything, artifacts="a")
+    everything = plan("HEAD", files=["harness/pair.py", "README.md"])
+    assert everything.everything == ["harness/pair.py"] and "-n" in pytest_argv(everything, artifacts="a")
     prose = plan("HEAD", files=["README.md"])
     assert prose.pairs == {} and prose.prose == ["README.md"]
     assert pytest_argv(prose, artifacts="a")[0] == STATIC_GATE and "-n" not in pytest_argv(prose, artifacts="a")
@@ -229,17 +229,17 @@ def test_the_matrix_counts_a_negative_control_only_for_steps_it_ran_ok_word_for_
     assert outcomes == {"install": "ok"}
 
 
-def test_evidence_of_a_removed_cluster_is_its_transcript_alone(tmp_path):
+def test_evidence_of_a_removed_pair_is_its_transcript_alone(tmp_path):
     from types import SimpleNamespace
 
     from harness.ci_report import collect_evidence
 
     def unreachable(*args, **kwargs):
-        raise AssertionError("a removed cluster's hosts were asked for evidence")
+        raise AssertionError("a removed pair's hosts were asked for evidence")
 
     node = SimpleNamespace(host=SimpleNamespace(run=unreachable), layout=SimpleNamespace(log_file="x", unit="u"))
     transcript = SimpleNamespace(render=lambda: "step ok")
-    removed = SimpleNamespace(removed=True, transcript=transcript, nodes={"primary": node})
-    written = collect_evidence([removed], tmp_path)
+    removed = SimpleNamespace(transcript=transcript, nodes={"primary": node})
+    written = collect_evidence([(removed, False)], tmp_path)
     assert [p.name for p in written] == ["transcript.txt"]
-    assert (tmp_path / "cluster-1" / "transcript.txt").read_text() == "step ok"
+    assert (tmp_path / "pair-1" / "transcript.txt").read_text() == "step ok"

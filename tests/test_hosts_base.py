@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.hosts.base import CommandFailed, CommandTimeout, Host, HostUnreachable, OsInfo, Result
-from harness.layout import layout_for
+from harness.layout import family_of, layout_for
 from harness.secrets import REDACTED, Secret, redact
 
 
@@ -67,7 +67,7 @@ ARCH = 'NAME="Arch Linux"\nID=arch\nPRETTY_NAME="Arch Linux"\n'
     ],
 )
 def test_os_family(text, family):
-    assert OsInfo.parse(text).family == family
+    assert family_of(OsInfo.parse(text)) == family
 
 
 def test_os_release_fields_are_parsed_without_quotes():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from harness import project
-from harness.cluster import PreinstalledPackages
 from harness.images import ImageProfile, ImageUnavailable, image_repository
+from harness.pair import PreinstalledPackages
 from harness.runbook import Block
 from harness.targets import BadTarget, target_matrix
 

@@ -10,6 +10,7 @@ import pytest
 
 from harness.hosts.ssh import SshHost
 from harness.inventory import HostEntry, Inventory, InventoryError
+from harness.real_hosts import inventory_host
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -299,7 +300,7 @@ def test_the_example_inventory_names_only_known_fields(tmp_path):
 
 
 def test_ssh_hosts_use_key_batch_mode_shared_connection_and_stdin(tmp_path):
-    host = SshHost.from_entry(Inventory.load(write(tmp_path, GOOD)).hosts["secondary"], tmp_path)
+    host = inventory_host(Inventory.load(write(tmp_path, GOOD)).hosts["secondary"], tmp_path)
     assert isinstance(host, SshHost)
     assert host.address == "192.168.1.20" and host.url == "ssh://ecs-user@203.0.113.20:2222"
     argv = host._transport(["bash", "-s"])
@@ -336,7 +337,7 @@ def test_the_bastion_hop_gets_the_hosts_key_checks_and_batch_mode(tmp_path):
     extra = 'proxy_jump = "jump@bastion.example.com:2222"\nknown_hosts = "known_hosts"\n'
     text = GOOD.replace(PRIMARY, PRIMARY + extra)
     text = text.replace('key = "KEY"', 'key = "my keys/id%1"', 1)
-    host = SshHost.from_entry(Inventory.load(write(tmp_path, text)).hosts["primary"], tmp_path / "state")
+    host = inventory_host(Inventory.load(write(tmp_path, text)).hosts["primary"], tmp_path / "state")
     argv = host._transport(["bash", "-s"])
     assert not any(a.startswith("ProxyJump") for a in argv)  # OpenSSH's ProxyJump starts its hop bare
     hop = proxy_command(argv)
@@ -352,5 +353,5 @@ def test_the_bastion_hop_gets_the_hosts_key_checks_and_batch_mode(tmp_path):
 
 def test_a_bastion_in_brackets_and_without_user_or_port(tmp_path):
     text = GOOD.replace(PRIMARY, PRIMARY + 'proxy_jump = "[2001:db8::1]"\n')
-    host = SshHost.from_entry(Inventory.load(write(tmp_path, text)).hosts["primary"], tmp_path / "state")
+    host = inventory_host(Inventory.load(write(tmp_path, text)).hosts["primary"], tmp_path / "state")
     assert proxy_command(host._transport(["true"]))[-4:] == ["-W", "HOST:PORT", "--", "2001:db8::1"]

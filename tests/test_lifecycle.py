@@ -135,7 +135,7 @@ def test_plugin_rejects_options_that_name_no_target(harnessed, args, words):
 
 @pytest.mark.parametrize("dist", [["--dist", "loadgroup"], []], ids=["loadgroup", "plain-n"])
 def test_one_worker_runs_a_whole_module_for_a_target(harnessed, dist):
-    """A module's clusters are module fixtures: split over two workers, each would bring them up."""
+    """A module's pairs are module fixtures: split over two workers, each would bring them up."""
     harnessed.makeini("[pytest]\npgrepl_images = debian-11 debian-12\npgrepl_backends = docker\n")
     record = harnessed.path / "ran.txt"
     body = "import os\n" + "".join(

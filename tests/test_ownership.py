@@ -225,7 +225,7 @@ def test_two_runs_cannot_hold_one_host_and_the_second_is_told_who_holds_it(tmp_p
 def test_an_inventory_run_takes_the_lock_before_the_survey(monkeypatch):
     from contextlib import ExitStack, contextmanager
 
-    from harness import lifecycle
+    from harness import real_hosts
 
     seen: list[str] = []
 
@@ -237,9 +237,9 @@ def test_an_inventory_run_takes_the_lock_before_the_survey(monkeypatch):
     monkeypatch.setattr(ownership, "held", held)
     hosts = {"primary": FakeHost({}), "secondary": FakeHost({})}
     hosts["secondary"].name = "secondary"
-    monkeypatch.setattr(lifecycle, "ssh_hosts", lambda stack, inventory: hosts)
-    monkeypatch.setattr(lifecycle, "check_reachable", lambda hosts: None)
-    monkeypatch.setattr(lifecycle, "check_identity", lambda hosts: "debian")
+    monkeypatch.setattr(real_hosts, "ssh_hosts", lambda stack, inventory: hosts)
+    monkeypatch.setattr(real_hosts, "check_reachable", lambda hosts: None)
+    monkeypatch.setattr(real_hosts, "check_identity", lambda hosts: "debian")
 
     def survey(host, layout):
         seen.append("survey")
@@ -248,7 +248,7 @@ def test_an_inventory_run_takes_the_lock_before_the_survey(monkeypatch):
     monkeypatch.setattr(ownership, "refuse_existing_postgresql", survey)
     target = type("Target", (), {"inventory": type("Inventory", (), {"pg_major": 16})(), "allow_existing": False})()
     with pytest.raises(ownership.HostNotPristine), ExitStack() as stack:
-        lifecycle._inventory_cluster(stack, target, None, log=lambda line: None)
+        real_hosts._claim(stack, target, None, log=lambda line: None)
     assert seen == ["lock primary", "lock secondary", "survey"]
 
 

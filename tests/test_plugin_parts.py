@@ -99,7 +99,7 @@ class Worker:
 
 def test_the_cluster_scheduler_still_fits_xdists_loadscope_scheduling():
     """Through xdist's own LoadScopeScheduling (its private `_split_scope`, `_assign_work_unit`,
-    `workqueue`, `assigned_work`): a whole cluster group per worker, a worker stays on its
+    `workqueue`, `assigned_work`): a whole pair group per worker, a worker stays on its
     target, and a test that killed its worker is not handed to another."""
     targets = [make_target(image="debian-11"), make_target(image="debian-12")]
     ids = [f"scenarios/test_{m}.py::test_{n}[{t.label}]" for t in targets for m in "abc" for n in range(2)]

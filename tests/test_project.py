@@ -49,11 +49,11 @@ def test_up_json_names_the_hosts_and_how_to_get_in_without_a_secret():
         url, address, login_command = "docker://pgrepl-x-primary", "10.1.0.2", "docker exec -it x bash"
         os = type("Os", (), {"pretty_name": "Debian GNU/Linux 12 (bookworm)"})()
 
-    cluster = type("Pair", (), {})()
-    cluster.hosts = {"primary": Host(), "secondary": Host()}
-    cluster.runbook, cluster.family, cluster.pg_major = type("Book", (), {"path": "r.md"})(), "debian", 15
-    cluster.replication_password = "s3cret-replication"
-    shown = json.loads(json.dumps(connection(cluster, kept=True)))
+    pair = type("Pair", (), {})()
+    pair.hosts = {"primary": Host(), "secondary": Host()}
+    pair.runbook, pair.family, pair.pg_major = type("Book", (), {"path": "r.md"})(), "debian", 15
+    pair.replication_password = "s3cret-replication"
+    shown = json.loads(json.dumps(connection(pair, kept=True)))
     assert shown["hosts"]["primary"] == {
         "url": "docker://pgrepl-x-primary",
         "private_address": "10.1.0.2",

@@ -181,7 +181,7 @@ ARGS = st.lists(
 @pytest.fixture
 def no_hosts_no_engine(monkeypatch, tmp_path):
     """No Docker engine answers, no inventory host is reachable, the artifacts go to a scratch folder."""
-    from harness import lifecycle, mutate
+    from harness import containers, mutate, real_hosts
     from harness.hosts import docker
 
     def no_engine(*args, **kwargs):
@@ -191,8 +191,8 @@ def no_hosts_no_engine(monkeypatch, tmp_path):
         raise HostUnreachable("no host answers (test)")
 
     monkeypatch.setattr(docker, "docker_client", no_engine)
-    monkeypatch.setattr(lifecycle, "docker_client", no_engine)
-    monkeypatch.setattr(lifecycle, "ssh_hosts", no_host)
+    monkeypatch.setattr(containers, "docker_client", no_engine)
+    monkeypatch.setattr(real_hosts, "ssh_hosts", no_host)
     monkeypatch.setattr(mutate, "module_parts", lambda: {})
     monkeypatch.chdir(tmp_path)
     (tmp_path / "copy.md").write_text(

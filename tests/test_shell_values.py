@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from test_static_gate import ADDRESSES, CASES, RUNBOOK
 
-from harness.cluster import Node
 from harness.layout import layout_for
+from harness.pair import Node
 from harness.runbook import RunbookError, script, values
 from harness.runbook.execute import without_stdin
 from harness.secrets import Secret

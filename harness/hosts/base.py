@@ -16,6 +16,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
+from typing import ClassVar, Protocol
 
 import sh
 
@@ -70,7 +72,7 @@ class CommandTimeout(HostError):
 
 @dataclass(frozen=True)
 class OsInfo:
-    """What /etc/os-release says, and the runbook family it belongs to."""
+    """What /etc/os-release says (its runbook family: harness.layout.family_of)."""
 
     id: str
     version_id: str
@@ -80,17 +82,6 @@ class OsInfo:
     @property
     def major(self) -> int:
         return int(self.version_id.split(".")[0] or 0) if self.version_id else 0
-
-    @property
-    def family(self) -> str:
-        """`debian` (Debian, Ubuntu), `el8` (Alibaba Cloud Linux 3, CentOS 8), `el7` (ACL 2, CentOS 7)."""
-        if self.id in ("debian", "ubuntu") or "debian" in self.id_like:
-            return "debian"
-        if self.id == "alinux":
-            return {3: "el8", 2: "el7"}.get(self.major, f"el-unknown-{self.major}")
-        if self.id in ("centos", "rhel", "rocky", "almalinux") or "rhel" in self.id_like:
-            return f"el{self.major}"
-        return f"unknown-{self.id}"
 
     @classmethod
     def parse(cls, text: str) -> OsInfo:
@@ -107,15 +98,50 @@ class OsInfo:
         )
 
 
-class Host(ABC):
-    """A machine the runbook runs on. `name` is its role (primary, secondary)."""
+class MachineInfo(Protocol):
+    """A machine the harness started (harness.hosts.docker.Machine), as a backend sees it."""
 
     name: str
+    address: str
+
+    def lost(self) -> str | None:
+        """Why the machine is gone (its container stopped), or None."""
+
+
+@dataclass(frozen=True)
+class Access:
+    """What a backend needs on a run's machines before they boot (`authorized_key`, for the login
+    user) and keeps to reach them (the run's `private_key` and its own `state_dir`)."""
+
+    authorized_key: str | None = None
+    private_key: Path | None = None
+    state_dir: Path | None = None
+
+
+class Host(ABC):
+    """A machine the runbook runs on, named by its identity (the harness's machines: the role they
+    were set up in, as the runbook's blocks name them; real hosts: their inventory table).
+
+    A backend is a subclass registered in harness.hosts.BACKENDS under its `backend` name."""
+
+    name: str
+    backend: ClassVar[str]
+
+    @classmethod
+    def access(cls, state_dir: Callable[[], Path]) -> Access:
+        """Prepare the harness's machines of one run for this backend, before they start;
+        `state_dir()` makes the run's private folder (removed with the run). Nothing by default."""
+        return Access()
+
+    @classmethod
+    def for_machine(cls, machine: MachineInfo, access: Access) -> Host:
+        """This backend's host for a machine the harness started."""
+        raise NotImplementedError(f"the {cls.backend} backend does not reach the harness's machines")
 
     @property
     @abstractmethod
     def address(self) -> str:
-        """The private address other hosts of the cluster use to reach this one."""
+        """The private address other hosts of the pair use to reach this one."""
 
     @property
     @abstractmethod
@@ -208,9 +234,6 @@ class Host(ABC):
             f"base64 -d > {quoted} <<'__PGREPL_EOF__'\n{encoded}\n__PGREPL_EOF__\n",
             user="root",
         )
-
-    def get_file(self, path: str) -> bytes:
-        return base64.b64decode(self.run(f"base64 -w0 {shlex.quote(path)}", user="root").stdout)
 
     def wait_booted(self, timeout: float = 90, *, hopeless: Callable[[], str | None] | None = None) -> None:
         """Wait until the host answers and systemd has finished booting (running or degraded)."""

@@ -23,7 +23,7 @@ from testcontainers.core.network import Network
 import harness
 from harness import LOGIN_USER
 from harness.errors import FaultInjection, NoDockerEngine
-from harness.hosts.base import Host, Result
+from harness.hosts.base import Access, Host, Result
 from harness.labels import (
     KEPT_LABEL,
     LABEL,
@@ -191,6 +191,12 @@ class Machine:
 
 
 class DockerHost(Host):
+    backend = "docker"
+
+    @classmethod
+    def for_machine(cls, machine: Machine, access: Access) -> DockerHost:
+        return cls(machine)
+
     def __init__(self, machine: Machine, login_user: str = LOGIN_USER):
         self.name = machine.name
         self.machine = machine
@@ -212,7 +218,7 @@ class DockerHost(Host):
 
     @property
     def runner_address(self) -> str:
-        """The bridge's gateway: the address the runner has on the cluster's network."""
+        """The bridge's gateway: the address the runner has on the pair's network."""
         return self.machine.gateway
 
     def _transport(self, remote: list[str]) -> list[str]:
@@ -223,7 +229,7 @@ class DockerHost(Host):
 
 
 class DockerLab:
-    """The containers, private network and volumes of one cluster; leaving the context (or close())
+    """The containers, private network and volumes of one pair; leaving the context (or close())
     removes them all, then runs the extra `cleanups`, each even when an earlier one failed."""
 
     def __init__(
@@ -237,7 +243,7 @@ class DockerLab:
         self.machines: dict[str, Machine] = {}
         self.cleanups: list[Callable[[], object]] = []
         self.volumes: list[str] = []
-        self.left_running = False  # set by keep(): close() then removes nothing (a kept failed cluster)
+        self.left_running = False  # set by keep(): close() then removes nothing (a kept failed pair)
         self.security_options: list[str] = client.info().get("SecurityOptions") or []
         network_kw: dict = {"labels": self.labels}
         if subnet is not None:
@@ -264,7 +270,7 @@ class DockerLab:
         authorized_key: str | None = None,
         address: str | None = None,
     ) -> Machine:
-        """A booting container on the cluster's network (at `address`, if given); `authorized_key` is
+        """A booting container on the pair's network (at `address`, if given); `authorized_key` is
         put in the login user's authorized_keys before boot, as an ECS key pair is (no `docker exec`)."""
         endpoint = docker.types.EndpointConfig(self.client.api.api_version, ipv4_address=address)
         container = (
@@ -440,7 +446,7 @@ def remove_set_up_states(client: docker.DockerClient, selector: str, *, only=lam
 
 def remove_orphans(client: docker.DockerClient, *, kept_too: bool = False, owner_id: str | None = None) -> int:
     """Remove resources that harness processes of this owner (machine, user, PID namespace; or
-    `owner_id`) left when killed: their process is gone; `kept_too`: also kept clusters (`down`).
+    `owner_id`) left when killed: their process is gone; `kept_too`: also kept pairs (`down`).
     A live run's resources (it removes them itself) and other owners' are never touched."""
     removed = 0
     runs: dict[str, Listed] = {}

@@ -9,30 +9,43 @@ from __future__ import annotations
 import shlex
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
-from harness.hosts.base import Host, HostUnreachable, Result
-from harness.inventory import HostEntry, split_jump
+from harness import LOGIN_USER
+from harness.hosts.base import Access, Host, HostUnreachable, MachineInfo, Result
+from harness.inventory import split_jump
 
 CONNECT_TIMEOUT = 10
 
 
 class SshHost(Host):
+    backend = "ssh"
+
     @classmethod
-    def from_entry(cls, entry: HostEntry, state_dir: Path, *, trust_on_first_use: bool = False) -> SshHost:
-        """The host an inventory entry (or, trusted on first use, a container of this run) describes."""
-        return cls(
-            entry.role,
-            ssh_address=entry.ssh_address,
-            private_address=entry.private_address,
-            user=entry.user,
-            key=entry.key,
-            port=entry.port,
-            state_dir=state_dir,
-            known_hosts=entry.known_hosts,
-            proxy_jump=entry.proxy_jump,
-            trust_on_first_use=trust_on_first_use,
+    def access(cls, state_dir: Callable[[], Path]) -> Access:
+        """A fresh ed25519 key pair for the run's machines, its public half for their authorized_keys."""
+        key = state_dir() / "id_ed25519"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pgrepl-harness", "-f", str(key)], check=True
         )
+        return Access(authorized_key=key.with_suffix(".pub").read_text(), private_key=key, state_dir=key.parent)
+
+    @classmethod
+    def for_machine(cls, machine: MachineInfo, access: Access) -> SshHost:
+        """A machine of this run, reached like a real instance; its key is trusted on first use."""
+        assert access.private_key is not None and access.state_dir is not None, "made by SshHost.access"
+        host = cls(
+            machine.name,
+            ssh_address=machine.address,
+            private_address=machine.address,
+            user=LOGIN_USER,
+            key=access.private_key,
+            state_dir=access.state_dir,
+            trust_on_first_use=True,
+        )
+        host.machine_lost = machine.lost  # an SSH failure then says whether the container is gone
+        return host
 
     def __init__(
         self,

@@ -1,8 +1,8 @@
-"""The fixtures scenarios use: `runbook`, `make_cluster`, `cluster`, `harness_log`; every cluster
-comes from harness.lifecycle.open_cluster, on the test's `target` (harness.pytest.selection).
+"""The fixtures scenarios use: `runbook`, `make_pair`, `pair`, `harness_log`; every pair
+comes from harness.lifecycle.open_pair, on the test's `target` (harness.pytest.selection).
 
 Registered as a module (`pgrepl-fixtures`): pytest deprecates module- and session-scoped fixtures
-defined as methods of an object. Their shared state is a Clusters object in the config's stash."""
+defined as methods of an object. Their shared state is a Pairs object in the config's stash."""
 
 from __future__ import annotations
 
@@ -10,16 +10,15 @@ import io
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import replace
+from dataclasses import dataclass
 
 import pytest
 
 from harness import project
-from harness.cluster import Cluster
 from harness.errors import ImageUnavailable, NoDockerEngine
 from harness.hosts.base import HostError
-from harness.hosts.docker import DockerHost
-from harness.lifecycle import check_target, open_cluster
+from harness.lifecycle import open_pair
+from harness.pair import ReplicationPair
 from harness.pytest import options
 from harness.pytest.session import Session
 from harness.runbook import Runbook, parse_runbook
@@ -27,7 +26,7 @@ from harness.targets import Target
 
 log = logging.getLogger("pgrepl")
 logging.getLogger("sh").setLevel(logging.WARNING)
-# a module (node id) on a target (label): the unit whose clusters live and are reported together
+# a module (node id) on a target (label): the unit whose pairs live and are reported together
 ModuleKey = tuple[str, str]
 
 
@@ -39,20 +38,31 @@ def module_key(node: pytest.Item | pytest.Module, target: Target | None = None) 
     return (module.nodeid if module else "", target.label if target is not None else "")
 
 
-class ClusterFactory:
-    """`make_cluster(runbook, volumes=..., fresh=..., replacing=...)`: new hosts, set up by the caller.
+@dataclass
+class Made:
+    """A pair a module made: whether from the session's runbook unmodified, and whether its hosts
+    are still there (evidence is then the transcript alone)."""
 
-    A cluster made in a module fixture lives until the module ends; one made in a test (or in a
+    pair: ReplicationPair
+    unmodified: bool
+    live: bool = True
+
+
+class PairFactory:
+    """`make_pair(runbook, volumes=..., fresh=..., replacing=...)`: new hosts, set up by the caller.
+
+    A pair made in a module fixture lives until the module ends; one made in a test (or in a
     function fixture) until the test ends, so its set-up state is free again for the next test.
     On containers every call gets new machines. On inventory hosts there is one pair: a new
-    cluster first removes the previous one (so negative controls come last in a module).
+    pair first removes the previous one (so negative controls come last in a module).
     """
 
-    def __init__(self, clusters: Clusters, target: Target, runbook: Runbook, module: ExitStack):
-        self.clusters, self.target, self.runbook = clusters, target, runbook
+    def __init__(self, pairs: Pairs, target: Target, runbook: Runbook, module: ExitStack, key: ModuleKey):
+        self.pairs, self.target, self.runbook = pairs, target, runbook
         self.module, self.test = module, None
-        self.keep_on_failure = clusters.keep_on_failure
-        self.made: list[tuple[Cluster, bool]] = []  # with: made from the session's runbook, unmodified
+        # --keep-on-failure: a module's pairs stay running when one of its tests failed
+        self.keep_if = (lambda: key in pairs.kept) if pairs.keep_on_failure else None
+        self.made: list[Made] = []
 
     def __call__(
         self,
@@ -61,34 +71,35 @@ class ClusterFactory:
         volumes: dict[str, str] | None = None,
         fresh: bool = False,
         replacing: bool = False,
-    ) -> Cluster:
-        """`replacing`: remove the clusters made before first (a loop keeps one alive at a time)."""
+    ) -> ReplicationPair:
+        """`replacing`: remove the pairs made before first (a loop keeps one alive at a time)."""
         target = self.target
         chosen = target.fresh() if fresh else target
         chosen = chosen.with_shared_archive(volumes) if volumes else chosen
         if chosen is None:
             pytest.skip(f"{target.label}: the hosts share no archive (inventory: shared_archive = true)")
-        if hasattr(chosen, "keep_on_failure"):
-            # an unmodified runbook: every module asks for its setup, which is saved at once
-            chosen = replace(chosen, keep_on_failure=self.keep_on_failure, setup_recurs=book is None)
+        # an unmodified runbook: every module asks for its setup, which is saved at once
+        chosen = chosen.for_session(keep_if=self.keep_if, setup_recurs=book is None)
         if chosen.shared_hosts or replacing:
             self.module.close()
             if self.test is not None:
                 self.test.close()
         stack = self.test if self.test is not None else self.module
         try:
-            made = stack.enter_context(open_cluster(chosen, book or self.runbook, log=log.info))
+            pair = stack.enter_context(open_pair(chosen, book or self.runbook, log=log.info))
         except ImageUnavailable as exc:  # the same for every later module: they skip at check
-            self.clusters.checked[target.label] = str(exc).splitlines()[0]
+            self.pairs.checked[target.label] = str(exc).splitlines()[0]
             pytest.skip(str(exc).splitlines()[0])
-        # the proof that an SSH run uses no `docker exec`: only DockerHost does that
-        assert chosen.backend == "docker" or not any(isinstance(h, DockerHost) for h in made.hosts.values())
-        self.made.append((made, book is None))
-        return made
+        # the proof that an SSH run uses no `docker exec`: every host is of the target's backend
+        assert {host.backend for host in pair.hosts.values()} == {chosen.backend}, pair.hosts
+        made = Made(pair, unmodified=book is None)
+        stack.callback(setattr, made, "live", False)  # on the way out: no evidence from its hosts after
+        self.made.append(made)
+        return pair
 
     @contextmanager
     def test_scope(self, kept: Callable[[], bool]) -> Iterator[None]:
-        """Clusters made meanwhile are removed at the end, unless `kept()` (a failure to keep): those
+        """Pairs made meanwhile are removed at the end, unless `kept()` (a failure to keep): those
         are handed to the module, which leaves them running."""
         self.test = ExitStack()
         try:
@@ -101,15 +112,15 @@ class ClusterFactory:
                 test.close()
 
 
-class Clusters:
+class Pairs:
     """What each module made, and which targets were checked: the state the fixtures below share
-    with reporting (in the config's stash under CLUSTERS, made by harness.pytest.plugin)."""
+    with reporting (in the config's stash under PAIRS, made by harness.pytest.plugin)."""
 
     def __init__(self, config: pytest.Config, session: Session):
         self.config, self.session = config, session
         self.keep_on_failure = bool(options.value(config, "--keep-on-failure"))
-        self.made: dict[ModuleKey, list[tuple[Cluster, bool]]] = {}
-        self.kept: set[ModuleKey] = set()  # modules whose clusters stay running (a failure, --keep-on-failure)
+        self.made: dict[ModuleKey, list[Made]] = {}
+        self.kept: set[ModuleKey] = set()  # modules whose pairs stay running (a failure, --keep-on-failure)
         self.checked: dict[str, str | None] = {}  # target label -> why its tests skip, or None
         self._runbook: Runbook | None = None
 
@@ -127,7 +138,7 @@ class Clusters:
             if not target.shared_hosts:  # container machines: the engine
                 self.session.use_engine()
             try:
-                check_target(target)
+                target.check()
             except NoDockerEngine as exc:
                 self.checked[target.label] = str(exc).splitlines()[0] + " Start dockerd, or run .ci/run."
             except HostError as exc:
@@ -136,7 +147,7 @@ class Clusters:
             pytest.skip(self.checked[target.label])
 
 
-CLUSTERS = pytest.StashKey[Clusters]()
+PAIRS = pytest.StashKey[Pairs]()
 
 
 @pytest.fixture(scope="session")
@@ -153,52 +164,59 @@ def harness_log() -> Iterator[io.StringIO]:
 
 @pytest.fixture(scope="session")
 def runbook(pytestconfig: pytest.Config) -> Runbook:
-    return pytestconfig.stash[CLUSTERS].session_runbook()
+    return pytestconfig.stash[PAIRS].session_runbook()
 
 
 @pytest.fixture(scope="module")
-def make_cluster(request: pytest.FixtureRequest, target: Target, runbook: Runbook) -> Iterator[ClusterFactory]:
-    """The module's ClusterFactory; all its clusters are removed by the end of the module."""
-    clusters = request.config.stash[CLUSTERS]
+def make_pair(request: pytest.FixtureRequest, target: Target, runbook: Runbook) -> Iterator[PairFactory]:
+    """The module's PairFactory; all its pairs are removed by the end of the module."""
+    pairs = request.config.stash[PAIRS]
     request.getfixturevalue("harness_log")
-    clusters.check(target)
+    pairs.check(target)
     key = module_key(request.node, target)
-    with ExitStack() as stack:
-        factory = ClusterFactory(clusters, target, runbook, stack)
-        clusters.made[key] = factory.made
+    with ExitStack() as stack:  # a kept module's pairs are left running, labelled kept: `down` removes them
+        factory = PairFactory(pairs, target, runbook, stack, key)
+        pairs.made[key] = factory.made
         yield factory
-        if key in clusters.kept:  # left running, labelled kept: `down` removes them
-            for cluster, _ in factory.made:
-                if cluster.keep_hosts is not None:
-                    cluster.keep_hosts()
-    _check_declared_parts(request, [cluster for cluster, _ in factory.made])
+    _check_declared_parts(request, [made.pair for made in factory.made])
 
 
 @pytest.fixture(autouse=True)
-def _clusters_of_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Clusters a test makes for itself are removed when it ends (module fixtures are set up before
+def _pairs_of_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Pairs a test makes for itself are removed when it ends (module fixtures are set up before
     this one, so theirs stay for the module)."""
-    if "make_cluster" not in request.fixturenames:
+    if "make_pair" not in request.fixturenames:
         yield
         return
-    factory: ClusterFactory = request.getfixturevalue("make_cluster")
+    factory: PairFactory = request.getfixturevalue("make_pair")
     key = module_key(request.node)
-    with factory.test_scope(kept=lambda: key in request.config.stash[CLUSTERS].kept):
+    with factory.test_scope(kept=lambda: key in request.config.stash[PAIRS].kept):
         yield
 
 
 @pytest.fixture(scope="module")
-def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
+def pair(make_pair: Callable[..., ReplicationPair]) -> ReplicationPair:
     """A primary and a secondary set up and verified by the runbook (Steps 2-4)."""
-    made = make_cluster()
+    made = make_pair()
     made.setup()
     made.verify()
     return made
 
 
-def _check_declared_parts(request: pytest.FixtureRequest, clusters: list[Cluster]) -> None:
+# The names before the pair was called a pair, for scenarios written meanwhile: use make_pair and pair.
+@pytest.fixture(scope="module")
+def make_cluster(make_pair: PairFactory) -> PairFactory:
+    return make_pair
+
+
+@pytest.fixture(scope="module")
+def cluster(pair: ReplicationPair) -> ReplicationPair:
+    return pair
+
+
+def _check_declared_parts(request: pytest.FixtureRequest, pairs: list[ReplicationPair]) -> None:
     """The gate selects modules by their `parts` marker: a module running an undeclared part is an error."""
-    ran = set().union(*(cluster.parts_run for cluster in clusters))
+    ran = set().union(*(pair.parts_run for pair in pairs))
     marker = request.node.get_closest_marker("parts")
     undeclared = sorted(ran - set(marker.args if marker else ()))
     if undeclared:

@@ -29,6 +29,7 @@ OPTIONS = {
     "--artifacts": ("pgrepl_artifacts", "string", "folder for the summary and failures' evidence (default: artifacts)"),
     "--keep-on-failure": ("pgrepl_keep_on_failure", "bool", "keep the hosts of a failed scenario; print how to log in"),
     "--gate-base": ("pgrepl_gate_base", "string", "run only what changed since this git revision touches (the gate)"),
+    "--pgrepl-reverse": ("pgrepl_reverse", "bool", "run each module's tests in reverse order (no hidden order)"),
 }
 INVENTORY_ENV = "PGREPL_INVENTORY"  # the inventory's default (tox -e ecs)
 

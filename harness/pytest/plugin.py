@@ -14,10 +14,10 @@ import pytest
 
 from harness import project
 from harness.errors import HarnessError
-from harness.gate import plan
+from harness.gate import WORKERS, plan
 from harness.pytest import fixtures, options
 from harness.pytest.annotations import Annotations
-from harness.pytest.fixtures import CLUSTERS, Clusters
+from harness.pytest.fixtures import PAIRS, Pairs
 from harness.pytest.reporting import Reporting
 from harness.pytest.scheduling import Scheduling
 from harness.pytest.selection import Selection
@@ -27,12 +27,18 @@ from harness.targets import unwind_on_sigterm
 
 MARKERS = (
     "parts(*names, runbook=FILE): the runbook parts a scenario module executes (and of which runbook)",
-    "bringups(n): clusters a scenario module brings up (longest modules run first)",
+    "bringups(n): pairs a scenario module brings up (longest modules run first)",
 )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     options.add(parser)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` in a run of the project: WORKERS (harness.gate), the count measured for our machines."""
+    return int(WORKERS)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -52,12 +58,12 @@ def pytest_configure(config: pytest.Config) -> None:
     unwind_on_sigterm()
     register = config.pluginmanager.register
     session = Session(config)
-    clusters = config.stash[CLUSTERS] = Clusters(config, session)
+    pairs = config.stash[PAIRS] = Pairs(config, session)
     register(session, "pgrepl-session")
-    register(Selection(targets, gate), "pgrepl-selection")
+    register(Selection(targets, gate, reverse=bool(options.value(config, "--pgrepl-reverse"))), "pgrepl-selection")
     register(fixtures, "pgrepl-fixtures")  # a module: its module- and session-scoped fixtures
-    register(Reporting(config, clusters, session), "pgrepl-reporting")
-    register(Summary(config, targets, gate, clusters), "pgrepl-summary")
+    register(Reporting(config, pairs, session), "pgrepl-reporting")
+    register(Summary(config, targets, gate, pairs), "pgrepl-summary")
     if Annotations.wanted():
         register(Annotations(), "pgrepl-annotations")
     if Scheduling.wanted(config):

@@ -18,12 +18,12 @@ from harness.ci_report import step_outcomes as steps_of
 from harness.errors import HarnessError
 from harness.hosts.docker import answering_engine, engine_silent
 from harness.pytest import options
-from harness.pytest.fixtures import Clusters, ModuleKey, module_key
+from harness.pytest.fixtures import ModuleKey, Pairs, module_key
 from harness.pytest.session import Session
 from harness.runstate import RESTORED_NOTE
 from harness.secrets import redact, redact_sections
 
-# "restored/made": how many of a module's clusters started from the run's set-up state
+# "restored/made": how many of a module's pairs started from the run's set-up state
 REUSE_PROPERTY = "pgrepl_reused_setup"
 KEPT_SECTION = "kept hosts (--keep-on-failure; removed by `pgrepl-harness down`)"
 
@@ -76,8 +76,8 @@ def lost_first(longrepr: Any, lost: str) -> Any:
 class Reporting:
     """Registered as `pgrepl-reporting` in a run of the project."""
 
-    def __init__(self, config: pytest.Config, clusters: Clusters, session: Session):
-        self.config, self.clusters, self.session = config, clusters, session
+    def __init__(self, config: pytest.Config, pairs: Pairs, session: Session):
+        self.config, self.pairs, self.session = config, pairs, session
         self.evidence: set[ModuleKey] = set()  # collected once per module and target
 
     @pytest.hookimpl(wrapper=True)
@@ -95,16 +95,17 @@ class Reporting:
         return report
 
     def _report_runbook(self, item: pytest.Item, report: pytest.TestReport, excinfo: Any) -> None:
-        """On the report: which runbook steps this module's clusters ran (for the step x image matrix);
+        """On the report: which runbook steps this module's pairs ran (for the step x image matrix);
         for a failure, the runbook's file, line and step, and the evidence folder (and kept hosts)."""
         key = module_key(item)
-        made = self.clusters.made.get(key, [])
+        made = self.pairs.made.get(key, [])
         if not made and not report.failed:  # unit tests, setup and teardown of passing ones: nothing to add
             return
         added: list[tuple[str, str]] = []
         if report.when == "call" and made:
-            added.append((STEPS_PROPERTY, encode_steps(steps_of(made, self.clusters.session_runbook()))))
-            restored = sum(RESTORED_NOTE in c.transcript.notes for c, _ in made)
+            runs = [(m.pair, m.unmodified) for m in made]
+            added.append((STEPS_PROPERTY, encode_steps(steps_of(runs, self.pairs.session_runbook()))))
+            restored = sum(RESTORED_NOTE in m.pair.transcript.notes for m in made)
             added.append((REUSE_PROPERTY, f"{restored}/{len(made)}"))
         if report.failed:
             if excinfo is not None:
@@ -113,22 +114,22 @@ class Reporting:
                 folder = options.artifacts_dir(self.config) / "evidence" / safe_name(f"{key[0]}-{key[1]}")
                 if key not in self.evidence:  # a failed module fixture fails every test of the module: once
                     self.evidence.add(key)
-                    collect_evidence([cluster for cluster, _ in made], folder)
+                    collect_evidence([(m.pair, m.live) for m in made], folder)
                 added.append(("evidence", relative(folder)))
-                if self.clusters.keep_on_failure:
-                    self.clusters.kept.add(key)
-                    logins = [f"{h.name}: {h.login_command}" for c, _ in made for h in c.hosts.values()]
+                if self.pairs.keep_on_failure:
+                    self.pairs.kept.add(key)
+                    logins = [f"{h.name}: {h.login_command}" for m in made for h in m.pair.hosts.values()]
                     report.sections.append((KEPT_SECTION, "\n".join(logins)))
         if added:
             report.user_properties = [*report.user_properties, *added]
             item.user_properties += added  # JUnit takes a test's properties from its last (teardown) report
 
     def _hosts_lost(self, item: pytest.Item) -> str:
-        """Why hosts of this module's live clusters are gone (a stopped container, an engine that does
+        """Why hosts of this module's live pairs are gone (a stopped container, an engine that does
         not answer): one line per host, empty when none is known to be lost. A session that uses the
         engine says so when it does not answer, even with no host yet (a bring-up that failed)."""
-        made = self.clusters.made.get(module_key(item), [])
-        hosts = [host for cluster, _ in made if not cluster.removed for host in cluster.hosts.values()]
+        made = self.pairs.made.get(module_key(item), [])
+        hosts = [host for m in made if m.live for host in m.pair.hosts.values()]
         lost = [f"{host.name}: {why}" for host in hosts if (why := host.lost())]
         if not lost and self.session.engine_used and answering_engine() is None:
             lost.append(engine_silent())

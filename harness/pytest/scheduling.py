@@ -1,9 +1,9 @@
-"""How xdist hands out tests: a cluster group (a module on one target) goes whole to one worker.
+"""How xdist hands out tests: a pair group (a module on one target) goes whole to one worker.
 
 Registered as `pgrepl-scheduling` only on an xdist controller distributing by `load` or
 `loadgroup` (plain `-n N` is `load`), through xdist's public hook `pytest_xdist_make_scheduler`.
 xdist's own loadgroup reads `xdist_group` marks through a node-id suffix that pytest 9 no longer
-keeps, so every test became its own unit: a module's clusters were brought up once on each worker.
+keeps, so every test became its own unit: a module's pairs were brought up once on each worker.
 
 The one place that touches xdist's private members is ClusterScheduling (LoadScopeScheduling's
 `_split_scope`, `_assign_work_unit`, `workqueue` and `assigned_work`);
@@ -21,7 +21,7 @@ from harness.targets import Target
 
 
 def cluster_group(nodeid: str, targets: list[Target]) -> str:
-    """The unit one worker runs whole: a module on one target (its module fixtures hold the clusters),
+    """The unit one worker runs whole: a module on one target (its module fixtures hold the pairs),
     or every module of a target whose hosts are shared (one pair of real hosts: two workers would
     install at once). Read off the node id, which ends its parameters with the target's label."""
     module, _, rest = nodeid.partition("::")
@@ -37,7 +37,7 @@ def _group_target(group: str) -> str:
 
 
 def next_unit(queue: list[str], mine: list[str], others: list[str]) -> str:
-    """The cluster group (cluster_group) a worker that has run `mine` takes next from `queue` (longest
+    """The pair group (cluster_group) a worker that has run `mine` takes next from `queue` (longest
     first), while other workers run `others`: one more of its latest target, else one of a target no
     one runs, else the first. A worker that stays on a target restores the set-up state it saved
     (harness.runstate, per process) instead of saving its own."""
@@ -51,7 +51,7 @@ def next_unit(queue: list[str], mine: list[str], others: list[str]) -> str:
 
 
 class ClusterScheduling(LoadScopeScheduling):
-    """LoadScopeScheduling by cluster group, the next group chosen by next_unit."""
+    """LoadScopeScheduling by pair group, the next group chosen by next_unit."""
 
     def __init__(self, config: pytest.Config, log: Any, targets: list[Target]):
         super().__init__(config, log)

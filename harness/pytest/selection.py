@@ -1,5 +1,7 @@
 """Which tests run, on which targets, in which order: scenario modules parametrised by target
-(`debian-12-docker`, `inventory-ssh`, ...), the gate's selection (`--gate-base`), longest first."""
+(`debian-12-docker`, `inventory-ssh`, ...), the gate's selection (`--gate-base`), longest first;
+with --pgrepl-reverse each module's tests in reverse order (a test that relies on an earlier one
+then fails: the order a module needs must be in its fixtures)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,14 @@ def item_target(item: pytest.Item) -> Target | None:
     return params.params.get("target") if params else None
 
 
+def reversed_within_modules(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The modules in the same order, the tests of each in reverse."""
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    return [item for tests in modules.values() for item in reversed(tests)]
+
+
 def bringups(item: pytest.Item) -> int:
     marker = item.get_closest_marker("bringups")
     return int(marker.args[0]) if marker else 0
@@ -26,8 +36,8 @@ def bringups(item: pytest.Item) -> int:
 class Selection:
     """Registered as `pgrepl-selection` in a run of the project."""
 
-    def __init__(self, targets: list[Target], gate: Plan | None):
-        self.targets, self.gate = targets, gate
+    def __init__(self, targets: list[Target], gate: Plan | None, *, reverse: bool = False):
+        self.targets, self.gate, self.reverse = targets, gate, reverse
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if "target" in metafunc.fixturenames:
@@ -35,10 +45,12 @@ class Selection:
             metafunc.parametrize("target", self.targets, ids=ids, scope="module")
 
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
-        """Modules that bring up the most clusters come first (xdist hands them out in this order, see
+        """Modules that bring up the most pairs come first (xdist hands them out in this order, see
         harness.pytest.scheduling), so no worker idles at the end while another works through a long
         module; each item carries its target's label to the report."""
         items.sort(key=lambda item: -bringups(item))  # stable: each module keeps its own order
+        if self.reverse:
+            items[:] = reversed_within_modules(items)
         if self.gate is not None and not self.gate.everything:
             kept = [item for item in items if self._gate_selects(item)]
             config.hook.pytest_deselected(items=[item for item in items if item not in kept])
@@ -53,7 +65,7 @@ class Selection:
         target = item_target(item)
         if target is None:
             return module == STATIC_GATE
-        return self.gate.selects(module, getattr(target, "image", ""))
+        return self.gate.selects(module, target.image or "")
 
     def pytest_report_header(self) -> list[str]:
         """The gate's plan first: what runs, and why."""

@@ -2,7 +2,7 @@
 
 The controller (or a run without xdist) makes the id and hands it to its workers; a process that
 used the engine removes its set-up state images at its end, and the controller whatever of the
-session is left, a crashed worker's included. Kept clusters (--keep-on-failure) stay.
+session is left, a crashed worker's included. Kept pairs (--keep-on-failure) stay.
 """
 
 from __future__ import annotations

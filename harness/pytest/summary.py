@@ -12,7 +12,7 @@ from harness.ci_report import STEPS_PROPERTY, decode_steps, merge_steps, summary
 from harness.gate import Plan
 from harness.images import ImageProfile
 from harness.pytest import options
-from harness.pytest.fixtures import Clusters
+from harness.pytest.fixtures import Pairs
 from harness.pytest.reporting import REUSE_PROPERTY
 from harness.pytest.selection import TARGET_PROPERTY
 from harness.targets import Target
@@ -23,8 +23,8 @@ OUTCOMES = ("passed", "failed", "error", "skipped")
 class Summary:
     """Registered as `pgrepl-summary` in a run of the project."""
 
-    def __init__(self, config: pytest.Config, targets: list[Target], gate: Plan | None, clusters: Clusters):
-        self.config, self.targets, self.gate, self.clusters = config, targets, gate, clusters
+    def __init__(self, config: pytest.Config, targets: list[Target], gate: Plan | None, pairs: Pairs):
+        self.config, self.targets, self.gate, self.pairs = config, targets, gate, pairs
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.gate is not None:
@@ -68,12 +68,12 @@ class Summary:
                 results.setdefault(target, {}).setdefault(counted, 0)
                 results[target][counted] += 1
                 merge_steps(steps.setdefault(target, {}), decode_steps(props.get(STEPS_PROPERTY, "")))
-                if props.get(REUSE_PROPERTY):  # the module's latest count wins (clusters are made as it goes)
+                if props.get(REUSE_PROPERTY):  # the module's latest count wins (pairs are made as it goes)
                     reuse.setdefault(target, {})[report.nodeid.split("::")[0]] = props[REUSE_PROPERTY]
                 if counted == "failed":
                     failures.append({"test": report.nodeid, "target": target, "message": str(report.longrepr), **props})
-        families = {t.label: ImageProfile.load(t.image).family for t in self.targets if hasattr(t, "image")}
+        families = {t.label: ImageProfile.load(t.image).family for t in self.targets if t.image is not None}
         plan = self.gate.render() if self.gate else None
-        runbook = self.clusters.session_runbook()
+        runbook = self.pairs.session_runbook()
         text = summary(runbook, families, results, skipped_targets, steps, failures, plan, reuse)
         return write_summary(text, options.artifacts_dir(self.config))

@@ -13,7 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any
 
 from harness.errors import HarnessError
 from harness.hosts.base import Host, HostError, Result
@@ -60,12 +60,21 @@ class Skip:
     note: str = ""
 
 
-class StepHook(Protocol):
+class StepHook:
+    """Code that acts around every step an executor runs, and once a pair's setup is complete (a
+    lifecycle policy: save the set-up state). Each method does nothing unless a subclass says."""
+
     def before(self, block: Block) -> Skip | None:
         """Called before `block` runs; a Skip records the step without running it."""
+        return None
 
     def after(self, block: Block, result: Result) -> None:
         """Called after `block` succeeded."""
+        return None
+
+    def set_up(self, pair: Any) -> None:
+        """Called once the pair (harness.pair.ReplicationPair) is set up and streams."""
+        return None
 
 
 Before = Callable[[Block], None]

@@ -24,14 +24,14 @@ from pathlib import Path
 
 from markdown_it import MarkdownIt
 
-from harness import PACKAGE_SOURCES
+from harness import PACKAGE_SOURCES, ROLES
 from harness.errors import HarnessError
+from harness.layout import FAMILIES
 from harness.runbook.values import TARGETS
 
 KINDS = ("sh", "conf")
-FAMILIES = ("debian", "el8", "el7")
 VARIANTS = PACKAGE_SOURCES
-HOSTS = ("primary", "secondary")
+HOSTS = ROLES
 REQUIRED = ("step", "host", "os")
 ACTIONS = ("fence", "promote", "rewind", "packages")
 # the attributes that are one string when present, and what each one holds

@@ -14,7 +14,7 @@ STATIC_TARGETS = frozenset({PG_MAJOR})
 
 
 def live_values(addresses: Mapping[str, str], replication_password: str, pg_major: int) -> dict[str, str]:
-    """What each binding target stands for in one cluster (`addresses` by role)."""
+    """What each binding target stands for in one pair (`addresses` by role)."""
     return {
         PRIMARY_ADDRESS: addresses["primary"],
         SECONDARY_ADDRESS: addresses["secondary"],

@@ -1,4 +1,4 @@
-"""The cluster: two nodes (primary, secondary) with PostgreSQL verbs, and the runbook run on them.
+"""A replication pair: two nodes with PostgreSQL verbs, their current roles, and the runbook run on them.
 
 In the spirit of PostgreSQL::Test::Cluster: one object per node with verbs, every wait a poll
 with a deadline that shows what it saw when it gives up.
@@ -10,12 +10,13 @@ import re
 import shlex
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg.rows import namedtuple_row
 
+from harness import ROLES
 from harness.errors import SetupIncomplete
 from harness.hosts.base import Host, Result
 from harness.layout import Layout, layout_for
@@ -34,7 +35,7 @@ LSN_FUNCTIONS = {
 }
 
 
-__all__ = ["Cluster", "Node", "SetupIncomplete", "on_each"]
+__all__ = ["Node", "ReplicationPair", "SetupIncomplete", "on_each"]
 # The startup process's title (any cluster_name between); anchored, so the catcher's own shell is not matched
 STARTUP_PROCESS = shlex.quote("^postgres: .*startup")
 STATEMENT_TIMEOUT_MS = 60_000  # no harness query may hang a test: a stuck server shows as an error
@@ -339,9 +340,6 @@ class Node:
     def stop(self) -> None:
         self._systemctl("stop")
 
-    def restart(self) -> None:
-        self._systemctl("restart")
-
     def wait_accepting(self, *, timeout: float = 60, hopeless: Callable[[], str | None] | None = None) -> None:
         """Until the server accepts connections (the moment a standby's walreceiver can connect)."""
         wait_accepting(self.host, timeout=timeout, hopeless=hopeless)
@@ -415,9 +413,6 @@ class Node:
         """Remove the rules cut_from and isolate_from added."""
         self.host.run("nft delete table inet pgrepl_cut 2>/dev/null || true", user="root")
 
-    def reload(self) -> None:
-        self.psql("SELECT pg_reload_conf();")
-
     def append_conf(self, filename: str, lines: str, *, reload: bool = False) -> None:
         """Append lines to a file in the node's config directory (as root); `reload` the server after."""
         path = shlex.quote(f"{self.layout.conf_dir}/{filename}")
@@ -427,9 +422,6 @@ class Node:
             + reload_server,
             user="root",
         )
-
-    def promote(self, wait_seconds: int = 60) -> bool:
-        return bool(self.scalar("SELECT pg_promote(wait => true, wait_seconds => %s)", (wait_seconds,)))
 
     def advance_wal(self, segments: int) -> None:
         """Write and switch away from `segments` WAL segments (as Cluster.pm's advance_wal)."""
@@ -447,9 +439,9 @@ class FileDigest:
     md5: str
 
 
-class PreinstalledPackages:
-    """A step hook: on an image whose PostgreSQL is preinstalled (the el*-pgdg-layout images), the
-    runbook's package steps (action "packages") are recorded as skipped, saying why, not run."""
+class PreinstalledPackages(StepHook):
+    """On an image whose PostgreSQL is preinstalled (the el*-pgdg-layout images), the runbook's
+    package steps (action "packages") are recorded as skipped, saying why, not run."""
 
     def __init__(self, note: str):
         self.note = note
@@ -457,20 +449,25 @@ class PreinstalledPackages:
     def before(self, block: Block) -> Skip | None:
         return Skip("skipped (preinstalled)", self.note) if block.action == "packages" else None
 
-    def after(self, block: Block, result: Result) -> None:
-        return None
-
 
 @dataclass
-class Cluster:
-    """A primary and a secondary, the runbook that sets them up, and its transcript.
+class ReplicationPair:
+    """Two nodes in streaming replication, the runbook that sets them up, and its transcript.
+
+    Nodes are named by identity (their hosts' names: the harness names its machines after the
+    runbook host they are set up as, an inventory its tables) and keep their names for life;
+    `primary` and `secondary` are the current roles, re-bound when a runbook block with
+    `"action":"promote"` succeeds (Step 7): the promoted node is primary from then on, the other
+    one secondary. The runbook's blocks name hosts by the roles the procedure starts from; they
+    run on the nodes those names are bound to: the set-up roles, until `rebind_runbook()`.
 
     Constructing one does no I/O: the lifecycle layer (harness.lifecycle) has already started
-    the hosts and learned their addresses and OS family.
+    the hosts and learned their addresses and OS family; what it does around the steps (boot
+    waits, snapshots, the run's set-up state) comes as `hooks`.
     """
 
     runbook: Runbook
-    hosts: Mapping[str, Host]
+    hosts: Mapping[str, Host]  # by name, the runbook's role names at setup (ROLES) in that order
     family: str
     pg_major: int
     variant: str | None
@@ -480,36 +477,54 @@ class Cluster:
     preinstalled: str | None = None
     hooks: Sequence[StepHook] = ()
     stopwatch: Stopwatch = field(default_factory=Stopwatch)
-    # Set by the lifecycle layer: the harness's access is already in place (a restored set-up state),
-    # and what to do once set-up has succeeded (save it for the run's later clusters).
+    # the harness's access is in place already (a restored set-up state)
     access_granted: bool = False
-    after_setup: Callable[[Cluster], None] | None = None
-    # Set by the lifecycle layer where hosts may be kept after a failure: leave them running at the end.
-    keep_hosts: Callable[[], None] | None = None
     replication_password: Secret = field(default_factory=Secret.generate)
     harness_password: Secret = field(default_factory=Secret.generate)
-    # The runbook parts run so far (shared with swapped()): checked against a module's `parts` marker.
+    # The runbook parts run so far: checked against a module's `parts` marker.
     parts_run: set[str] = field(default_factory=set)
-    # Set by the lifecycle layer once the hosts are removed (evidence is then the transcript alone).
-    removed: bool = False
 
     def __post_init__(self) -> None:
-        addresses = {role: host.address for role, host in self.hosts.items()}
-        self.values = live_values(addresses, self.replication_password, self.pg_major)
         layout = layout_for(self.family, self.pg_major, self.packaging)
         self.nodes = {name: Node(host, layout, self.harness_password) for name, host in self.hosts.items()}
-        hooks = [PreinstalledPackages(self.preinstalled), *self.hooks] if self.preinstalled else self.hooks
-        self._executor = Executor(self.runbook, self.hosts, self.values, log=self.log, hooks=hooks)
+        names = dict(zip(ROLES, self.nodes, strict=True))
+        self._roles = dict(names)  # current role -> node name
+        hooks = [PreinstalledPackages(self.preinstalled), *self.hooks] if self.preinstalled else list(self.hooks)
+        self.hooks = [*hooks, _PromotionRebinds(self)]
+        self._executor = Executor(self.runbook, {}, {}, log=self.log, hooks=self.hooks)
+        self._bind_runbook(names)
         if self.preinstalled:
             self.note(self.preinstalled)
 
     @property
     def primary(self) -> Node:
-        return self.nodes["primary"]
+        """The node that is primary now (after Step 7: the promoted one)."""
+        return self.nodes[self._roles["primary"]]
 
     @property
     def secondary(self) -> Node:
-        return self.nodes["secondary"]
+        """The node that is secondary now (after Step 7: the old primary)."""
+        return self.nodes[self._roles["secondary"]]
+
+    def _bind_runbook(self, names: Mapping[str, str]) -> None:
+        """Run the runbook's blocks for host `role` on node `names[role]`, its addresses bound likewise."""
+        self.bound = dict(names)  # the runbook's host name -> node name
+        hosts = {role: self.hosts[name] for role, name in names.items()}
+        self._executor.hosts = hosts
+        self._executor.values = live_values(
+            {role: host.address for role, host in hosts.items()}, self.replication_password, self.pg_major
+        )
+
+    def rebind_runbook(self) -> None:
+        """The runbook's "primary" and "secondary" blocks name the current roles from now on: after a
+        failover and rejoin, its Steps 7 and 8 then run the other way round (a switch-back)."""
+        self.close()
+        self._bind_runbook(self._roles)
+
+    def promoted(self, name: str) -> None:
+        """Node `name` is primary now, the other one secondary (called when a promote step succeeds)."""
+        (other,) = set(self.nodes) - {name}
+        self._roles = {"primary": name, "secondary": other}
 
     @property
     def transcript(self) -> Transcript:
@@ -538,8 +553,7 @@ class Cluster:
         try:
             return self._executor.run(blocks, before=before, after=after)
         finally:
-            for node in self.nodes.values():
-                node.close()  # the steps may have restarted servers: next query opens a fresh connection
+            self.close()  # the steps may have restarted servers: next query opens a fresh connection
 
     def shell_history(self, step: str, *, book: Runbook | None = None, run: bool = True) -> str:
         """What an operator's bash history holds after typing step `step` (of `book`, by default this
@@ -565,8 +579,8 @@ class Cluster:
                 self.primary.wait_for_streaming(self.secondary, timeout=30, hopeless=self._standby_impossible)
         except WaitTimeout as exc:
             raise SetupIncomplete(_why_not_streaming(self, exc)) from exc
-        if self.after_setup is not None:
-            self.after_setup(self)
+        for hook in self.hooks:
+            hook.set_up(self)
         return self.transcript
 
     def _standby_impossible(self) -> str | None:
@@ -582,7 +596,7 @@ class Cluster:
     def grant_harness_access(self, *nodes: Node) -> None:
         """A superuser for the test runner's psycopg connections, allowed from the runner only.
 
-        Not part of the runbook: it is how the harness observes the cluster, and it is printed
+        Not part of the runbook: it is how the harness observes the pair, and it is printed
         as a note so the reader sees it. The role is created on the primary (a standby gets it by
         replication); `nodes` (default: both) get the pg_hba.conf rule.
         """
@@ -604,7 +618,7 @@ class Cluster:
         )
 
     def revoke_harness_access(self) -> None:
-        """Undo grant_harness_access (for clusters left to the user): drop the role, remove the rules."""
+        """Undo grant_harness_access (for pairs left to the user): drop the role, remove the rules."""
         for node in self.nodes.values():
             node.close()
             node.host.run(
@@ -635,13 +649,16 @@ class Cluster:
             self.secondary.start()
             starting.result()
 
-    def swapped(self) -> Cluster:
-        """The same two hosts with their roles exchanged: after a failover and rejoin, the runbook's
-        Steps 7 and 8 run again the other way round (its example addresses bind to the swapped
-        hosts), which switches back to the original primary."""
-        self.close()
-        hosts = {"primary": self.hosts["secondary"], "secondary": self.hosts["primary"]}
-        return replace(self, hosts=hosts, access_granted=True, hooks=(), after_setup=None, preinstalled=None)
+
+class _PromotionRebinds(StepHook):
+    """After a runbook block with `"action":"promote"` succeeded, the node it ran on is primary."""
+
+    def __init__(self, pair: ReplicationPair):
+        self.pair = pair
+
+    def after(self, block: Block, result: Result) -> None:
+        if block.action == "promote":
+            self.pair.promoted(self.pair.bound[block.host])
 
 
 def wait_accepting(host: Host, *, timeout: float = 60, hopeless: Callable[[], str | None] | None = None) -> None:
@@ -671,13 +688,13 @@ def on_each(action: Callable[[Node], object], nodes: Iterable[Node]) -> None:
             done.result()
 
 
-def _why_not_streaming(cluster: Cluster, exc: WaitTimeout) -> str:
+def _why_not_streaming(pair: ReplicationPair, exc: WaitTimeout) -> str:
     """What a set-up that ran every step yet does not stream lacks, in the reader's words."""
-    last = {r.host: r.step for r in cluster.transcript.records}
+    last = {r.host: r.step for r in pair.transcript.records}
     hints = []
     # psql over the local socket: the harness role may not exist on a secondary that never replicated
-    secondary = cluster.secondary
-    setup = cluster.blocks("setup")
+    secondary = pair.secondary
+    setup = pair.blocks("setup")
     if secondary.psql("SELECT pg_is_in_recovery()", check=False) == "f":
         hint = (
             "the secondary is not in recovery (pg_is_in_recovery() = false): the steps that make it "
@@ -687,12 +704,12 @@ def _why_not_streaming(cluster: Cluster, exc: WaitTimeout) -> str:
         step = next((b for b in setup if b.host == "secondary" and "standby.signal" in b.body), None)
         if step is not None and not secondary.host.run(f"test -f {signal}", user="root", check=False).ok:
             hint += (
-                f"; there is no {signal}: step {step.step} ({step.where(cluster.runbook.path)}) did not create it there"
+                f"; there is no {signal}: step {step.step} ({step.where(pair.runbook.path)}) did not create it there"
             )
         hints.append(hint)
     if secondary.psql("SELECT count(*) FROM pg_stat_wal_receiver", check=False) == "0":
         rule = next((b for b in setup if b.host == "primary" and (b.file or "").endswith("pg_hba.conf")), None)
-        where = f" (step {rule.step}, {rule.where(cluster.runbook.path)})" if rule else ""
+        where = f" (step {rule.step}, {rule.where(pair.runbook.path)})" if rule else ""
         hints.append(
             "the secondary has no walreceiver (pg_stat_wal_receiver is empty): check primary_conninfo "
             f"and the primary's pg_hba.conf rule{where}; the secondary's log says more"
