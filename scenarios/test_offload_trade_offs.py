@@ -15,8 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.pair import ReplicationPair
 from harness.conflicts import ROWS, vacuum_after_delete, vacuum_keeps
+from harness.pair import ReplicationPair
 from harness.runbook import Runbook, StepFailed, drop_step
 from harness.secrets import Secret
 from harness.waiting import wait_until
