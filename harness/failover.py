@@ -272,6 +272,9 @@ def fail_over_mid_crash_recovery(pair: ReplicationPair, *, timeout: float = 60) 
                 lambda: primary.host.run(f"systemctl is-active {unit}", check=False).stdout.strip() == "deactivating",
                 timeout=timeout,
                 what=f"the fence to have {unit} stopping",
+                seen=lambda: (
+                    primary.host.run(f"systemctl status --no-pager {unit} 2>&1 | head -12", check=False).stdout
+                ),
             )
         except WaitTimeout as exc:
             failures.append(exc)

@@ -557,15 +557,15 @@ class ReplicationPair:
 
     def shell_history(self, step: str, *, book: Runbook | None = None, run: bool = True) -> str:
         """What an operator's bash history holds after typing step `step` (of `book`, by default this
-        cluster's runbook) for this family into an interactive shell on its host: see Host.shell_history."""
+        pair's runbook) for this family into an interactive shell on its host: see Host.shell_history."""
         book = book or self.runbook
         selected = book.select(family=self.family, parts=tuple(book.parts()), variant=self.variant)
         blocks = [b for b in selected if b.step == step]
         if len(blocks) != 1:
             raise ValueError(f"step {step!r} has {len(blocks)} blocks for {self.family}, not one")
         self.parts_run.add(blocks[0].part)
-        rendered = script(blocks[0], book.bindings, self.values)
-        return self.hosts[blocks[0].host].shell_history(rendered, run=run)
+        rendered = script(blocks[0], book.bindings, self._executor.values)
+        return self._executor.hosts[blocks[0].host].shell_history(rendered, run=run)
 
     def setup(self) -> Transcript:
         """Steps 2 and 3 of the runbook, then the harness's own access, then wait for streaming."""
