@@ -38,12 +38,12 @@ def decide(tmp_path, mounts: str, systemd_version: int) -> str:
     ("host", "expected"),
     [
         ("cgroup v1 host", "cgroup2"),
-        ("cgroup v2 host", "cgroup2"),
+        ("cgroup v2 host", "remount-rw"),
         ("writable cgroup2", "keep"),
         ("nothing mounted", "cgroup2"),
     ],
 )
-def test_systemd_230_and_newer_gets_a_writable_private_cgroup2(tmp_path, host, expected):
+def test_systemd_230_and_newer_gets_a_writable_cgroup2_of_its_own(tmp_path, host, expected):
     assert decide(tmp_path, HOSTS[host], 252) == expected
 
 

@@ -8,11 +8,13 @@
 # The decision, by what the container sees at /sys/fs/cgroup (`--decide` prints it and exits; the
 # unit tests feed it each kind of host through PGREPL_MOUNTS and PGREPL_SYSTEMD_VERSION):
 #   keep       a writable cgroup2 is there already
-#   cgroup2    none, or a cgroup v1 tree (a cgroup v1 host), or a read-only cgroup2 (what Docker mounts
-#              on a cgroup v2 host for a container that is not privileged: systemd would stop with
-#              "Failed to create /init.scope ... Read-only file system"): mount a private, writable
-#              cgroup2 over it. Mounting needs CAP_SYS_ADMIN and, under AppArmor, a profile that allows
-#              it: the harness starts machines with apparmor=unconfined where the engine has AppArmor.
+#   cgroup2    none, or a cgroup v1 tree (a cgroup v1 host): mount a private cgroup2 over it
+#   remount-rw a read-only cgroup2, what Docker mounts on a cgroup v2 host for a container that is not
+#              privileged (systemd would stop with "Failed to create /init.scope ... Read-only file
+#              system"); it is the container's own namespace already, so it is made writable (a second
+#              cgroup2 mount there fails: "already mounted or mount point busy").
+#   Both need CAP_SYS_ADMIN and, under AppArmor, a profile that allows mount: the harness starts the
+#   machines with apparmor=unconfined where the engine has AppArmor.
 #   v1-named   systemd older than 230 (EL7): the named systemd v1 hierarchy on a tmpfs (a v1 host only)
 set -e
 mounts=${PGREPL_MOUNTS:-/proc/self/mounts}
@@ -22,6 +24,8 @@ if [ "${version:-999}" -lt 230 ]; then
     if grep -q " /sys/fs/cgroup/systemd cgroup rw," "$mounts"; then decision=keep; else decision=v1-named; fi
 elif [ "$cgroup_fs" = "cgroup2 rw" ]; then
     decision=keep
+elif [ "$cgroup_fs" = "cgroup2 ro" ]; then
+    decision=remount-rw
 else
     decision=cgroup2
 fi
@@ -33,6 +37,9 @@ case $decision in
     cgroup2)
         mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup 2>/dev/null \
             || mount -t cgroup2 cgroup2 /sys/fs/cgroup
+        ;;
+    remount-rw)
+        mount -o remount,rw /sys/fs/cgroup
         ;;
     v1-named)
         mount -t tmpfs -o mode=0755,nosuid,nodev,noexec tmpfs /sys/fs/cgroup
