@@ -281,9 +281,20 @@ def copy_checkout(vm: Vm, dest: str = "work") -> None:
         raise VmError("copying the checkout into the VM failed")
 
 
+def newest_tag(repository: str) -> str:
+    """`repository:tag` of the newest local image of `repository` (docker lists newest first)."""
+    listed = subprocess.run(
+        ["docker", "images", repository, "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True
+    ).stdout.split()
+    if not listed:
+        raise VmError(f"no local image of {repository} to preload (build it here first, e.g. pgrepl-harness up)")
+    return listed[0]
+
+
 def preload_images(vm: Vm, images: list[str]) -> None:
-    """Base images from this engine into the VM's (no registry is reachable from either)."""
-    for image in images:
+    """Images from this engine into the VM's (no registry is reachable from either); a name without a
+    tag means its newest local image (the harness finds a built image by its content-hash tag)."""
+    for image in (i if ":" in i else newest_tag(i) for i in images):
         save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
         load = subprocess.run([*vm.ssh_argv(), "docker load -q"], stdin=save.stdout, capture_output=True, text=True)
         if save.wait() != 0 or load.returncode != 0:
