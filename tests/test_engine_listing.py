@@ -137,13 +137,16 @@ def test_a_session_s_clean_up_takes_its_own_and_leaves_kept_and_other_sessions()
 
 
 class InspectingApi:
-    def __init__(self, answer):
-        self.answer = answer
+    def __init__(self, answer, last_words: bytes = b""):
+        self.answer, self.last_words = answer, last_words
 
     def inspect_container(self, name):
         if isinstance(self.answer, Exception):
             raise self.answer
         return {"State": self.answer}
+
+    def logs(self, name, tail):
+        return self.last_words
 
 
 @pytest.mark.parametrize(
@@ -164,6 +167,15 @@ def test_a_lost_container_is_explained_naming_the_engine(answer, said):
     from harness.hosts.docker import container_lost
 
     assert re.search(said, container_lost(_client(InspectingApi(answer)), "c1"))
+
+
+def test_a_machine_whose_entrypoint_failed_says_its_last_words():
+    from harness.hosts.docker import container_lost
+
+    state = {"Running": False, "Status": "exited", "ExitCode": 32, "FinishedAt": "2026-11-29T16:22:07Z"}
+    words = b"mount: /sys/fs/cgroup: cgroup2 already mounted or mount point busy."
+    said = container_lost(_client(InspectingApi(state, words)), "c1")
+    assert "exit code 32" in said and "its last output: 'mount: /sys/fs/cgroup: cgroup2 already mounted" in said
 
 
 def test_a_running_container_is_not_lost():

@@ -114,9 +114,14 @@ def container_lost(client: docker.DockerClient, name: str) -> str | None:
         return engine_silent(type(exc).__name__)
     if state.get("Running"):
         return None
+    try:  # a machine whose entrypoint failed (a mount refused, say) says why as its last words
+        last = client.api.logs(name, tail=3).decode(errors="replace").strip()
+    except (docker.errors.DockerException, requests.RequestException):
+        last = ""
     return (
         f"container {name} stopped (status {state.get('Status')}, exit code {state.get('ExitCode')}, at "
-        f"{state.get('FinishedAt', '?')[:19]}): the Docker engine at {engine_address()} was restarted or stopped it "
+        f"{state.get('FinishedAt', '?')[:19]}{'; its last output: ' + repr(last) if last else ''}): its "
+        f"entrypoint or systemd ended, the Docker engine at {engine_address()} was restarted or stopped it "
         "(containers stop with their engine), or someone ran `docker stop`; nothing the runbook did"
     )
 
