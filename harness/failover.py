@@ -268,8 +268,14 @@ def fail_over_mid_crash_recovery(pair: ReplicationPair, *, timeout: float = 60) 
 
     def release_once_stopping() -> None:
         try:
+            # "activating" until the fence (the server never reports ready while its recovery is held);
+            # Debian's unit (KillMode=control-group) sends SIGCONT after SIGTERM itself, so it may pass
+            # "deactivating" to "inactive" between two looks
             wait_until(
-                lambda: primary.host.run(f"systemctl is-active {unit}", check=False).stdout.strip() == "deactivating",
+                lambda: (
+                    primary.host.run(f"systemctl is-active {unit}", check=False).stdout.strip()
+                    in ("deactivating", "inactive", "failed")
+                ),
                 timeout=timeout,
                 what=f"the fence to have {unit} stopping",
                 seen=lambda: (
