@@ -342,10 +342,11 @@ def start_neighbour(host: Host, name: str = "third") -> DockerHost:
     wrapped = host.machine.container.get_wrapped_container()
     wrapped.reload()
     network = next(iter(wrapped.attrs["NetworkSettings"]["Networks"]))
+    labels = {k: v for k, v in wrapped.labels.items() if not k.startswith("org.testcontainers")}  # its own
     container = (
         DockerContainer(wrapped.attrs["Config"]["Image"])
         .with_name(f"{wrapped.name.rsplit('-', 1)[0]}-{name}")
-        .with_kwargs(entrypoint=["sleep", "infinity"], hostname=name, labels=wrapped.labels, network=network)
+        .with_kwargs(entrypoint=["sleep", "infinity"], hostname=name, labels=labels, network=network)
     )
     container.start()
     started = container.get_wrapped_container()
