@@ -139,6 +139,7 @@ def _mutate(args: argparse.Namespace) -> int:
         log=_say(args),
         classes=classes,
         steps=steps,
+        modules=tuple(args.modules or ()),
     ).run()
     print(render(result))
     return 1 if result["score"] < args.fail_under or result["errors"] else 0
@@ -223,6 +224,9 @@ def parser() -> argparse.ArgumentParser:
         "rule's method or address, one option of a command); default: delete",
     )
     mutate.add_argument("--steps", nargs="+", help="only the blocks of these steps (a subset of the parts)")
+    mutate.add_argument(
+        "--modules", nargs="+", help="only these scenario modules (e.g. test_security): a partial measure"
+    )
     mutate.add_argument("--jobs", type=int, default=3, help="mutants run at once")
     mutate.add_argument("--artifacts", default="artifacts", help="verdicts (resumable) go to ARTIFACTS/mutate")
     mutate.add_argument("--fail-under", type=float, default=0.0, help="exit 1 when the score (%%) is lower")
