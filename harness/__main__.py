@@ -111,18 +111,37 @@ def _mutate(args: argparse.Namespace) -> int:
 
     check_images([args.image])
     runbook = Path(args.runbook or project.current().default_runbook).resolve()
-    parts = tuple(args.parts)
+    parts, classes, steps = tuple(args.parts), tuple(args.operators), tuple(args.steps or ())
     if args.list:
         profile = ImageProfile.load(args.image)
         explained = explanations(runbook)
-        for mutant in mutants(runbook, profile.family, parts, profile.package_source):
-            why = explained.get((mutant.step, mutant.headline))
+        found = mutants(
+            runbook,
+            profile.family,
+            parts,
+            profile.package_source,
+            classes=classes,
+            pg_major=profile.pg_major,
+            steps=steps,
+        )
+        for mutant in found:
+            why = explained.get(mutant.key)
             print(
-                f"{runbook.name}:{mutant.first}  {mutant.step}: {mutant.headline}"
+                f"{runbook.name}:{mutant.first}  {mutant.step}: {mutant.what}"
                 + (f"  [explained: {why}]" if why else "")
             )
         return 0
-    result = Mutation(runbook, args.image, parts, Path(args.artifacts) / "mutate", args.jobs, log=_say(args)).run()
+    result = Mutation(
+        runbook,
+        args.image,
+        parts,
+        Path(args.artifacts) / "mutate",
+        args.jobs,
+        log=_say(args),
+        classes=classes,
+        steps=steps,
+        modules=tuple(args.modules or ()),
+    ).run()
     print(render(result))
     return 1 if result["score"] < args.fail_under or result["errors"] else 0
 
@@ -186,7 +205,8 @@ def parser() -> argparse.ArgumentParser:
     gate.set_defaults(func=_gate)
     mutate = sub.add_parser(
         "mutate",
-        help="delete each functional line of the runbook's parts in turn; report the deletions no scenario notices",
+        help="delete each functional line of the runbook's parts in turn (or change one value of it: --operators "
+        "value); report the mutants no scenario notices",
         parents=[command],
     )
     mutate.add_argument(
@@ -195,6 +215,18 @@ def parser() -> argparse.ArgumentParser:
     mutate.add_argument("--parts", nargs="+", default=["setup", "verify"], help="runbook parts to mutate")
     mutate.add_argument(
         "--runbook", help="the runbook (default: the project's runbooks/postgresql-primary-secondary.md)"
+    )
+    mutate.add_argument(
+        "--operators",
+        nargs="+",
+        default=["delete"],
+        choices=["delete", "value"],
+        help="operator classes: delete (each functional line) and value (a setting's value, a name, an hba "
+        "rule's method or address, one option of a command); default: delete",
+    )
+    mutate.add_argument("--steps", nargs="+", help="only the blocks of these steps (a subset of the parts)")
+    mutate.add_argument(
+        "--modules", nargs="+", help="only these scenario modules (e.g. test_security): a partial measure"
     )
     mutate.add_argument("--jobs", type=int, default=3, help="mutants run at once")
     mutate.add_argument("--artifacts", default="artifacts", help="verdicts (resumable) go to ARTIFACTS/mutate")

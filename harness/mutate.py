@@ -1,12 +1,15 @@
 """`pgrepl-harness mutate`: how much of the runbook the gate guards.
 
-Each functional line of the chosen parts' blocks for an image's OS family (a command of a shell
-block, with its continuation lines and here-document; a setting or rule of a conf block) is
-deleted in turn, and the scenario modules that run that part (their `parts` marker) run on the
-mutated runbook, cheapest first, until one fails: the mutant is killed. A mutant no module notices
-survives: a line the gate is blind to. A line that cannot be observed (a message, a setting equal
-to its default) is recorded with its reason in `<runbook>.explained.toml` and reported as
-explained, not run. Verdicts are kept (keyed by the mutated text), so a second run resumes.
+Two operator classes make the mutants. `delete`: each functional line of the chosen parts' blocks
+for an image's OS family (a command of a shell block, with its continuation lines and
+here-document; a setting or rule of a conf block) is deleted in turn. `value`: one value of such a
+line is changed (harness.mutations: a setting to its default or another of its values, a name
+misspelt, an hba rule's method or address, one option of a command dropped). For each mutant the
+scenario modules that run that part (their `parts` marker) run on the mutated runbook, cheapest
+first, until one fails: the mutant is killed. A mutant no module notices survives: a line the gate
+is blind to. A mutant that cannot be observed (a message, a setting equal to its default) is
+recorded with its reason in `<runbook>.explained.toml` and reported as explained, not run. Verdicts
+are kept (keyed by the mutated text), so a second run resumes.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from pathlib import Path
 from harness import project
 from harness.errors import HarnessError
 from harness.gate import module_parts, scenario_markers
+from harness.mutations import VALUE_OPERATORS, changes, runbook_names
 from harness.runbook import Block, parse_runbook
 
 STRUCTURE = re.compile(r"^\s*(?:if|elif|else|fi|then|for|while|until|do|done|case|esac|;;|[(){}])(?:\s|;|$)")
 HEREDOC = re.compile(r"<<-?\s*['\"]?(\w+)['\"]?")
 DEFAULT_PARTS = ("setup", "verify")
+CLASSES = {"delete": ("delete",), "value": VALUE_OPERATORS}
 
 
 class MutateError(HarnessError):
@@ -42,13 +47,31 @@ class MutateError(HarnessError):
 class Mutant:
     step: str
     part: str
-    first: int  # file lines removed, 1-based and inclusive
+    first: int  # file lines removed or replaced, 1-based and inclusive
     last: int
     text: str
+    operator: str = "delete"  # or one of harness.mutations.VALUE_OPERATORS
+    change: str = ""  # what a value mutant changes ("method scram-sha-256 -> trust"); "" for a deletion
+    replacement: str | None = None  # the lines' new text (a value mutant); None: deleted
 
     @property
     def headline(self) -> str:
         return self.text.splitlines()[0].strip()
+
+    @property
+    def what(self) -> str:
+        """The line, and for a value mutant what changes in it: how the listing and the report name it."""
+        return f"{self.headline}  [{self.operator}: {self.change}]" if self.change else self.headline
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """How `<runbook>.explained.toml` names it: step, the line's text, and the change ("" for a deletion)."""
+        return (self.step, self.headline, self.change)
+
+    def apply(self, lines: list[str]) -> str:
+        """The runbook's `lines` (with their line ends) with this mutation made."""
+        new = [] if self.replacement is None else [self.replacement.rstrip("\n") + "\n"]
+        return "".join(lines[: self.first - 1] + new + lines[self.last :])
 
 
 def units(block: Block) -> list[tuple[int, int]]:
@@ -75,30 +98,55 @@ def units(block: Block) -> list[tuple[int, int]]:
     return found
 
 
-def mutants(runbook_path: Path, family: str, parts: tuple[str, ...], variant: str | None) -> list[Mutant]:
+def mutants(
+    runbook_path: Path,
+    family: str,
+    parts: tuple[str, ...],
+    variant: str | None,
+    *,
+    classes: tuple[str, ...] = ("delete",),
+    pg_major: int = 18,
+    steps: tuple[str, ...] = (),
+) -> list[Mutant]:
+    """The mutants of `classes` (`delete`, `value`) of the blocks of `parts` (only `steps`, if given)
+    that `family` runs; `pg_major` picks the defaults value mutants set."""
     book = parse_runbook(runbook_path)
     unknown = sorted(set(parts) - set(book.parts()))
     if unknown:
         raise MutateError(f"--parts {' '.join(unknown)}: {runbook_path} has no such part; it has {book.parts()}")
+    if bad := sorted(set(classes) - set(CLASSES)):
+        raise MutateError(f"--operators {' '.join(bad)}: choose from {' '.join(CLASSES)}")
     text = runbook_path.read_text().splitlines()
+    names = runbook_names(list(book.blocks))
     found = []
     for block in book.select(family=family, parts=parts, variant=variant):
+        if steps and block.step not in steps:
+            continue
         for first, last in units(block):
-            found.append(Mutant(block.step, block.part, first, last, "\n".join(text[first - 1 : last])))
+            unit = "\n".join(text[first - 1 : last])
+            if "delete" in classes:
+                found.append(Mutant(block.step, block.part, first, last, unit))
+            if "value" in classes:
+                for made in changes(block, unit, pg_major=pg_major, names=names):
+                    found.append(
+                        Mutant(block.step, block.part, first, last, unit, made.operator, made.change, made.replacement)
+                    )
     return found
 
 
-def explanations(runbook_path: Path) -> dict[tuple[str, str], str]:
-    """(step, first line) -> why the line is not observable, from `<runbook>.explained.toml`."""
+def explanations(runbook_path: Path) -> dict[tuple[str, str, str], str]:
+    """(step, first line, change) -> why the mutant is not observable, from `<runbook>.explained.toml`:
+    a [[line]] without `change` explains the line's deletion, one with it that value mutation."""
     path = runbook_path.with_suffix(".explained.toml")
     if not path.is_file():
         return {}
     try:
         entries = tomllib.loads(path.read_text()).get("line", [])
-        return {(e["step"], e["text"].strip()): e["why"] for e in entries}
+        return {(e["step"], e["text"].strip(), e.get("change", "")): e["why"] for e in entries}
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise MutateError(
-            f"{path}: {exc}; each [[line]] needs step, text (the line as in the runbook) and why"
+            f"{path}: {exc}; each [[line]] needs step, text (the line as in the runbook) and why, and for a "
+            "value mutant its change (as `mutate --list` prints it)"
         ) from None
 
 
@@ -119,6 +167,10 @@ class Mutation:
     workdir: Path
     jobs: int = 3
     log: Callable[[str], None] = print
+    classes: tuple[str, ...] = ("delete",)
+    steps: tuple[str, ...] = ()
+    # only these scenario modules (file names, with or without .py): a partial measure, said in the report
+    modules: tuple[str, ...] = ()
 
     def run(self) -> dict:
         from harness.images import ImageProfile
@@ -132,10 +184,24 @@ class Mutation:
                 f"project ({root}); copy the runbook under {project.current().runbooks} and mutate it there"
             )
         profile = ImageProfile.load(self.image)
-        found = mutants(self.runbook, profile.family, self.parts, profile.package_source)
+        found = mutants(
+            self.runbook,
+            profile.family,
+            self.parts,
+            profile.package_source,
+            classes=self.classes,
+            pg_major=profile.pg_major,
+            steps=self.steps,
+        )
         explained = explanations(self.runbook)
         relative = str(self.runbook.resolve().relative_to(root))
         modules = module_parts()
+        if self.modules:
+            wanted = {m.removesuffix(".py") for m in self.modules}
+            unknown = wanted - {Path(m).stem for m in modules}
+            if unknown:
+                raise MutateError(f"--modules {' '.join(sorted(unknown))}: no such scenario module")
+            modules = {m: parts for m, parts in modules.items() if Path(m).stem in wanted}
         costs = module_costs()
         self.workdir.mkdir(parents=True, exist_ok=True)
         state_file = self.workdir / "state.json"
@@ -147,21 +213,29 @@ class Mutation:
 
         def record(mutant: Mutant, verdict: dict) -> None:
             with lock:
-                results.append({**verdict, "line": mutant.first, "step": mutant.step, "text": mutant.headline})
+                results.append(
+                    {
+                        **verdict,
+                        "line": mutant.first,
+                        "step": mutant.step,
+                        "text": mutant.what,
+                        "operator": mutant.operator,
+                    }
+                )
                 counts = {v: sum(r["verdict"] == v for r in results) for v in ("killed", "survived", "explained")}
                 self.log(
                     f"[{len(results)}/{len(found)}] {verdict['verdict']:<9} {relative}:{mutant.first} "
-                    f"{mutant.step}: {mutant.headline[:70]}  ({counts['killed']} killed, "
+                    f"{mutant.step}: {mutant.what[:110]}  ({counts['killed']} killed, "
                     f"{counts['survived']} survived, {counts['explained']} explained; "
                     f"{time.monotonic() - started:.0f} s)"
                 )
 
         def one(mutant: Mutant) -> None:
-            why = explained.get((mutant.step, mutant.headline))
+            why = explained.get(mutant.key)
             if why is not None:
                 record(mutant, {"verdict": "explained", "why": why})
                 return
-            mutated = "".join(original[: mutant.first - 1] + original[mutant.last :])
+            mutated = mutant.apply(original)
             key = hashlib.sha256(f"{self.image}\0{mutated}".encode()).hexdigest()[:16]
             if key in state:
                 record(mutant, state[key])
@@ -207,7 +281,10 @@ class Mutation:
                     remove_image(client, image_id)
                 except Exception as exc:  # best effort: say so, go on
                     print(f"could not remove snapshot {image_id}: {exc}", file=sys.stderr)
-        return report(relative, sorted(results, key=lambda r: r["line"]), time.monotonic() - started)
+        result = report(relative, sorted(results, key=lambda r: r["line"]), time.monotonic() - started)
+        if self.modules:
+            result["modules"] = sorted(self.modules)
+        return result
 
 
 def report(runbook: str, results: list[dict], seconds: float) -> dict:
@@ -224,6 +301,8 @@ def report(runbook: str, results: list[dict], seconds: float) -> dict:
         "errors": [r for r in results if r["verdict"] == "error"],
         "score": round(score, 1),
         "seconds": round(seconds, 1),
+        # the scenario time of each mutant run now (not resumed from the state, not explained)
+        "per_mutant": [r["seconds"] for r in results if r.get("seconds")],
     }
 
 
@@ -232,7 +311,10 @@ def render(result: dict) -> str:
         f"mutation score {result['score']}%: {result['killed']} killed of {result['mutants'] - result['explained']} "
         f"({result['explained']} explained, {len(result['survived'])} survived, {len(result['errors'])} errors) "
         f"in {result['seconds']:.0f} s"
+        + (f" (only the modules {', '.join(result['modules'])})" if result.get("modules") else "")
     ]
+    if timed := result.get("per_mutant"):
+        lines.append(f"per mutant run: {sum(timed) / len(timed):.0f} s on average, {min(timed):.0f}-{max(timed):.0f} s")
     lines += [f"survived  {result['runbook']}:{r['line']}  {r['step']}: {r['text']}" for r in result["survived"]]
     lines += [f"error     {result['runbook']}:{r['line']}  {r['step']}: {r['text']}" for r in result["errors"]]
     return "\n".join(lines)

@@ -136,6 +136,57 @@ class Node:
             check=False,
         )
 
+    def replicate_from(self, client: Host, *, user: str, password: Secret) -> Result:
+        """A physical replication connection from `client` to this node's address, as `user`, asking
+        IDENTIFY_SYSTEM: what a standby on that host gets (the system identifier, or why it was refused).
+        The password is in the script, which goes on stdin, never in an argv. A refusal does not raise."""
+        conninfo = f"host={self.host.address} port=5432 user={user} replication=true connect_timeout=5"
+        return client.run(
+            f"PGPASSWORD={shlex.quote(str(password))} psql -X -A -t -w -d {shlex.quote(conninfo)} -c IDENTIFY_SYSTEM\n",
+            check=False,
+        )
+
+    def hba_rules(self) -> list[Any]:
+        """The rules of this node's pg_hba.conf as the server reads the file now (pg_hba_file_rules:
+        line_number, type, database, user_name, address, netmask, auth_method, error), in file order."""
+        return self.query(
+            "SELECT line_number, type, database, user_name, address, netmask, auth_method, error"
+            " FROM pg_hba_file_rules ORDER BY line_number",
+            row_factory=namedtuple_row,
+        )
+
+    def role(self, name: str) -> Any:
+        """Role `name`'s attributes (pg_roles: rolsuper, rolcreatedb, rolcreaterole, rolbypassrls,
+        rolreplication, rolcanlogin, rolinherit) and `member_of`, the roles it is a member of; or None."""
+        return self.row(
+            "SELECT rolsuper, rolcreatedb, rolcreaterole, rolbypassrls, rolreplication, rolcanlogin, rolinherit,"
+            " ARRAY(SELECT m.roleid::regrole::text FROM pg_auth_members m WHERE m.member = r.oid ORDER BY 1)"
+            " AS member_of FROM pg_roles r WHERE rolname = %s",
+            (name,),
+        )
+
+    def privileges(self, name: str) -> set[str]:
+        """What role `name` was granted or owns in this node's current database and cluster, beyond
+        what PUBLIC has: `EXECUTE on pg_ls_dir(text,boolean,boolean)`, `SELECT on table t`, `owns
+        schema s`... (ACL entries naming it on relations, functions, schemas, databases, tablespaces,
+        languages and large objects, and the objects it owns)."""
+        rows = self.query(
+            "WITH acl(kind, object, acl, owner) AS ("
+            " SELECT 'table', oid::regclass::text, relacl, relowner FROM pg_class"
+            " UNION ALL SELECT 'function', oid::regprocedure::text, proacl, proowner FROM pg_proc"
+            " UNION ALL SELECT 'schema', nspname::text, nspacl, nspowner FROM pg_namespace"
+            " UNION ALL SELECT 'database', datname::text, datacl, datdba FROM pg_database"
+            " UNION ALL SELECT 'tablespace', spcname::text, spcacl, spcowner FROM pg_tablespace"
+            " UNION ALL SELECT 'language', lanname::text, lanacl, lanowner FROM pg_language"
+            " UNION ALL SELECT 'large object', oid::text, lomacl, lomowner FROM pg_largeobject_metadata)"
+            " SELECT a.privilege_type || ' on ' || acl.kind || ' ' || acl.object FROM acl, aclexplode(acl.acl) a"
+            " WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %(role)s)"
+            " UNION SELECT 'owns ' || kind || ' ' || object FROM acl"
+            " WHERE owner = (SELECT oid FROM pg_roles WHERE rolname = %(role)s)",
+            {"role": name},
+        )
+        return {row[0] for row in rows}
+
     # --- state -----------------------------------------------------------------------------
     def lsn(self, kind: str) -> str | None:
         return self.scalar(f"SELECT {LSN_FUNCTIONS[kind]}::text")
@@ -555,17 +606,32 @@ class ReplicationPair:
         finally:
             self.close()  # the steps may have restarted servers: next query opens a fresh connection
 
-    def shell_history(self, step: str, *, book: Runbook | None = None, run: bool = True) -> str:
-        """What an operator's bash history holds after typing step `step` (of `book`, by default this
-        pair's runbook) for this family into an interactive shell on its host: see Host.shell_history."""
+    def block_of(self, step: str, book: Runbook | None = None) -> Block:
+        """Step `step`'s one block for this pair's OS family (in `book`, by default its runbook)."""
         book = book or self.runbook
         selected = book.select(family=self.family, parts=tuple(book.parts()), variant=self.variant)
         blocks = [b for b in selected if b.step == step]
         if len(blocks) != 1:
             raise ValueError(f"step {step!r} has {len(blocks)} blocks for {self.family}, not one")
         self.parts_run.add(blocks[0].part)
-        rendered = script(blocks[0], book.bindings, self._executor.values)
-        return self._executor.hosts[blocks[0].host].shell_history(rendered, run=run)
+        return blocks[0]
+
+    def host_of(self, block: Block) -> Host:
+        """The host a block of the runbook runs on (the runbook's role, as bound now)."""
+        return self._executor.hosts[block.host]
+
+    def run_step(self, step: str, *, book: Runbook | None = None) -> None:
+        """Run step `step` (of `book`, by default this pair's runbook) on its host as the runbook has it,
+        for real even on a pair restored from a set-up state (no step hook skips it)."""
+        block = self.block_of(step, book)
+        Executor(book or self.runbook, self._executor.hosts, self._executor.values, log=self.log).run_block(block)
+
+    def shell_history(self, step: str, *, book: Runbook | None = None, run: bool = True) -> str:
+        """What an operator's bash history holds after typing step `step` (of `book`, by default this
+        pair's runbook) for this family into an interactive shell on its host: see Host.shell_history."""
+        block = self.block_of(step, book)
+        rendered = script(block, (book or self.runbook).bindings, self._executor.values)
+        return self.host_of(block).shell_history(rendered, run=run)
 
     def setup(self) -> Transcript:
         """Steps 2 and 3 of the runbook, then the harness's own access, then wait for streaming."""

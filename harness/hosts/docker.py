@@ -341,6 +341,38 @@ class DockerLab:
                     logging.getLogger(__name__).warning("cleanup %s failed: %s", cleanup, exc)
 
 
+def start_neighbour(host: Host, name: str = "third") -> DockerHost:
+    """A third machine on the network of `host` (a container machine reached by `docker exec`), for
+    connections from an address that is neither host's: started from the image `host` started from,
+    with its run's labels (its lab removes it with the rest). Only a shell that waits: no systemd,
+    so nothing of the image (a PostgreSQL server of a snapshot) starts. psql comes with the image
+    once the runbook's install step is in it; otherwise it is installed (Debian's postgresql-client).
+    """
+    if not isinstance(host, DockerHost):
+        raise TypeError(f"{host.name} ({host.url}) is no container machine reached by docker exec")
+    wrapped = host.machine.container.get_wrapped_container()
+    wrapped.reload()
+    network = next(iter(wrapped.attrs["NetworkSettings"]["Networks"]))
+    labels = {k: v for k, v in wrapped.labels.items() if not k.startswith("org.testcontainers")}  # its own
+    container = (
+        DockerContainer(wrapped.attrs["Config"]["Image"])
+        .with_name(f"{wrapped.name.rsplit('-', 1)[0]}-{name}")
+        .with_kwargs(entrypoint=["sleep", "infinity"], hostname=name, labels=labels, network=network)
+    )
+    container.start()
+    started = container.get_wrapped_container()
+    started.reload()
+    settings = started.attrs["NetworkSettings"]["Networks"][network]
+    neighbour = DockerHost(Machine(name, container, settings["IPAddress"], settings["Gateway"]))
+    neighbour.run(
+        "command -v psql >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get update -qq"
+        " && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null; }",
+        user="root",
+        timeout=300,
+    )
+    return neighbour
+
+
 KINDS = ("containers", "networks", "volumes", "images")
 
 
