@@ -203,17 +203,6 @@ def pair(make_pair: Callable[..., ReplicationPair]) -> ReplicationPair:
     return made
 
 
-# The names before the pair was called a pair, for scenarios written meanwhile: use make_pair and pair.
-@pytest.fixture(scope="module")
-def make_cluster(make_pair: PairFactory) -> PairFactory:
-    return make_pair
-
-
-@pytest.fixture(scope="module")
-def cluster(pair: ReplicationPair) -> ReplicationPair:
-    return pair
-
-
 def _check_declared_parts(request: pytest.FixtureRequest, pairs: list[ReplicationPair]) -> None:
     """The gate selects modules by their `parts` marker: a module running an undeclared part is an error."""
     ran = set().union(*(pair.parts_run for pair in pairs))
