@@ -39,6 +39,7 @@ ARCHIVE_DIR = "/mnt/server/archivedir"
 OLD_ARCHIVE_DIR = (
     f"sudo mkdir -p {ARCHIVE_DIR}\nsudo chown postgres:postgres {ARCHIVE_DIR}\nsudo chmod 700 {ARCHIVE_DIR}\n"
 )
+PROBE = "/tmp/pgrepl-security-probe"  # world-writable /tmp: the block's user (postgres, or sudo) writes it
 EXTRA_GRANT = '  -c "GRANT pg_read_server_files TO replica_user;"'
 
 
@@ -151,12 +152,14 @@ def test_the_archive_directory_is_never_seen_wider_than_700(pair):
 
 
 def test_control_umask_removed_the_pgpass_is_seen_readable(pair, runbook):
-    weakened = edit_block(runbook, "secondary-pgpass", "umask 077 && ", "")
+    """Deterministic, unlike a watcher racing the block's chmod: a probe between its touch and its chmod
+    records the mode the file was created with."""
+    created, file = 'touch "$1" && ', '"$1"'
+    weakened = edit_block(runbook, "secondary-pgpass", f"umask 077 && {created}", f"{created}{probe(file)} && ")
     path = pgpass(pair.secondary)
     pair.secondary.host.run(f"rm -f {path}", user="root")
-    seen = run_watched(pair, "secondary-pgpass", [path], book=weakened)
-    opened = wider(seen, 0o600)  # 644 under umask 022, 664 under EL's 002 for postgres
-    assert opened and all(s.mode & 0o044 for s in opened), [str(s) for s in seen]
+    mode = probed(pair, "secondary-pgpass", weakened)
+    assert mode & 0o044, f"created as {mode:04o}"  # 644 under umask 022, 664 under EL's 002 for postgres
 
 
 def test_control_chmod_600_removed_a_leftover_pgpass_gets_the_password_readable(pair, runbook):
@@ -167,22 +170,46 @@ def test_control_chmod_600_removed_a_leftover_pgpass_gets_the_password_readable(
     pair.secondary.host.run(f"chmod 600 {path}", user="root")
 
 
-@pytest.mark.parametrize(
-    "old, new",
-    [
-        (f"sudo install -d -o postgres -g postgres -m 700 {ARCHIVE_DIR}\n", OLD_ARCHIVE_DIR),
-        (" -m 700 ", " "),
-    ],
-    ids=["as-it-was-mkdir-chown-chmod", "without-m-700"],
-)
-def test_control_the_archive_directory_open_for_a_moment_is_seen(pair, runbook, old, new):
+def test_control_the_archive_directory_as_it_was_is_open_before_its_chmod(pair, runbook):
+    """The old mkdir, chown, chmod 700: a probe before the chmod records the mode mkdir gave it."""
     step = archive_steps(pair)[0]
-    weakened = edit_block(runbook, step, old, new)
-    node = pair.nodes[next(b.host for b in pair.blocks("setup") if b.step == step)]
-    node.host.run(f"rm -rf {ARCHIVE_DIR}", user="root")
-    seen = run_watched(pair, step, [ARCHIVE_DIR], book=weakened)
-    assert 0o755 in [s.mode for s in wider(seen, 0o700)], [str(s) for s in seen]
-    node.host.run(f"chmod 700 {ARCHIVE_DIR}", user="root")
+    made = f"sudo mkdir -p {ARCHIVE_DIR}\n"
+    as_it_was = OLD_ARCHIVE_DIR.replace(made, f"{made}{probe(ARCHIVE_DIR)}\n")
+    weakened = edit_block(runbook, step, f"sudo install -d -o postgres -g postgres -m 700 {ARCHIVE_DIR}\n", as_it_was)
+    node = pair.host_of(pair.block_of(step))
+    node.run(f"rm -rf {ARCHIVE_DIR}", user="root")
+    try:
+        assert probed(pair, step, weakened) == 0o755
+    finally:
+        node.run(f"chmod 700 {ARCHIVE_DIR}", user="root")
+
+
+def test_control_the_archive_directory_without_m_700_is_seen_open(pair, runbook):
+    step = archive_steps(pair)[0]
+    weakened = edit_block(runbook, step, " -m 700 ", " ")
+    node = pair.host_of(pair.block_of(step))
+    node.run(f"rm -rf {ARCHIVE_DIR}", user="root")
+    try:
+        seen = run_watched(pair, step, [ARCHIVE_DIR], book=weakened)
+        assert 0o755 in [s.mode for s in wider(seen, 0o700)], [str(s) for s in seen]  # its mode at the end
+    finally:
+        node.run(f"chmod 700 {ARCHIVE_DIR}", user="root")
+
+
+def probe(path: str) -> str:
+    """A command recording `path`'s mode in PROBE, to put into a block between two of its commands."""
+    return f"stat -c %a {path} > {PROBE}"
+
+
+def probed(pair, step: str, book) -> int:
+    """Run `step` of `book` (a block with a `probe` in it); the mode the probe recorded."""
+    host = pair.host_of(pair.block_of(step, book))
+    host.run(f"rm -f {PROBE}", user="root")
+    pair.run_step(step, book=book)
+    try:
+        return int(host.run(f"cat {PROBE}", user="root").stdout.strip(), 8)
+    finally:
+        host.run(f"rm -f {PROBE}", user="root")
 
 
 def test_control_trust_admits_a_wrong_password_and_is_named(make_pair, runbook):
