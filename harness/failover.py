@@ -272,15 +272,10 @@ def fail_over_mid_crash_recovery(pair: ReplicationPair, *, timeout: float = 60) 
             # Debian's unit (KillMode=control-group) sends SIGCONT after SIGTERM itself, so it may pass
             # "deactivating" to "inactive" between two looks
             wait_until(
-                lambda: (
-                    primary.host.run(f"systemctl is-active {unit}", check=False).stdout.strip()
-                    in ("deactivating", "inactive", "failed")
-                ),
+                lambda: primary.unit_state() in ("deactivating", "inactive", "failed"),
                 timeout=timeout,
                 what=f"the fence to have {unit} stopping",
-                seen=lambda: (
-                    primary.host.run(f"systemctl status --no-pager {unit} 2>&1 | head -12", check=False).stdout
-                ),
+                seen=primary.unit_status,
             )
         except WaitTimeout as exc:
             failures.append(exc)

@@ -416,7 +416,7 @@ class Node:
         unit = shlex.quote(self.layout.unit)
         if self.host.run(f"systemctl show -p Restart --value {unit}").stdout.strip() == "no":
             wait_until(
-                lambda: self.host.run(f"systemctl is-active {unit}", check=False).stdout.strip() != "active",
+                lambda: self.unit_state() != "active",
                 timeout=timeout,
                 what=f"{self.layout.unit} to see its server killed",
             )
@@ -426,8 +426,18 @@ class Node:
             lambda: self.host.run(held, check=False).stdout.startswith("T"),
             timeout=timeout,
             what=f"{self.name}'s server to start again and its crash recovery to be held",
-            seen=lambda: self.host.run(f"systemctl status --no-pager {unit} 2>&1 | tail -5", check=False).stdout,
+            seen=self.unit_status,
         )
+
+    def unit_state(self) -> str:
+        """What `systemctl is-active` says of the unit running this node's server (active, activating, ...)."""
+        return self.host.run(f"systemctl is-active {shlex.quote(self.layout.unit)}", check=False).stdout.strip()
+
+    def unit_status(self) -> str:
+        """The head of `systemctl status` for that unit (what a wait shows when it gives up)."""
+        return self.host.run(
+            f"systemctl status --no-pager {shlex.quote(self.layout.unit)} 2>&1 | head -12", check=False
+        ).stdout
 
     def release_crash_recovery(self) -> None:
         """Let the startup process that `kill9_and_hold_crash_recovery` stopped go on."""
