@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,9 +16,11 @@ from harness.secrets import REDACTED, Secret, redact
 
 
 class LocalHost(Host):
-    """Runs the remote argv on this machine, as `docker exec -i` would in a container."""
+    """Runs the remote argv on this machine, as `docker exec -i` would in a container; a process
+    per command (the transport's own tests); PersistentLocalHost keeps one shell."""
 
     name = "local"
+    persistent_shell = False
 
     def __init__(self, wrapper: str = 'exec "$@"'):
         self.wrapper = wrapper
@@ -36,6 +41,16 @@ class LocalHost(Host):
     def _transport(self, remote: list[str]) -> list[str]:
         self.remotes.append(remote)
         return ["bash", "-c", self.wrapper, "x", *remote]
+
+
+class PersistentLocalHost(LocalHost):
+    persistent_shell = True
+
+
+@pytest.fixture(params=[LocalHost, PersistentLocalHost], ids=["per-command", "persistent-shell"])
+def any_host(request) -> type[LocalHost]:
+    """The host contract holds whether a command gets a process of its own or the host's shell."""
+    return request.param
 
 
 class FlakyTransport(LocalHost):
@@ -86,13 +101,13 @@ def test_host_os_reads_the_hosts_os_release():
 # --- Host.run ---------------------------------------------------------------------------------
 
 
-def test_run_separates_rc_stdout_and_stderr():
-    result = LocalHost().run("echo out; echo err >&2; exit 3", check=False)
+def test_run_separates_rc_stdout_and_stderr(any_host):
+    result = any_host().run("echo out; echo err >&2; exit 3", check=False)
     assert (result.rc, result.stdout, result.stderr, result.ok) == (3, "out\n", "err\n", False)
 
 
-def test_run_uses_errexit_and_pipefail():
-    result = LocalHost().run("false | true\necho after", check=False)
+def test_run_uses_errexit_and_pipefail(any_host):
+    result = any_host().run("false | true\necho after", check=False)
     assert result.rc == 1 and "after" not in result.stdout
 
 
@@ -125,28 +140,28 @@ def test_run_as_another_user_goes_through_sudo():
     ]
 
 
-def test_failed_command_raises_with_command_and_last_output():
+def test_failed_command_raises_with_command_and_last_output(any_host):
     with pytest.raises(CommandFailed) as info:
-        LocalHost().run("echo about to fail\necho bad thing >&2\nexit 4")
+        any_host().run("echo about to fail\necho bad thing >&2\nexit 4")
     message = str(info.value)
     assert "local" in message and "exited 4" in message
     assert "echo about to fail" in message and "bad thing" in message
     assert info.value.result.rc == 4
 
 
-def test_secret_is_redacted_in_failures_and_tails():
+def test_secret_is_redacted_in_failures_and_tails(any_host):
     secret = Secret("s3cr3t-value")
     with pytest.raises(CommandFailed) as info:
-        LocalHost().run(f"echo password={secret}; echo {secret} >&2; exit 1")
+        any_host().run(f"echo password={secret}; echo {secret} >&2; exit 1")
     assert "s3cr3t-value" not in str(info.value) and REDACTED in str(info.value)
     tail = info.value.result.tail()
     assert "s3cr3t-value" not in tail and tail.count(REDACTED) == 2
 
 
-def test_timeout_raises_command_timeout():
+def test_timeout_raises_command_timeout(any_host):
     started = time.monotonic()
     with pytest.raises(CommandTimeout, match="deadline"):
-        LocalHost().run("sleep 5", timeout=1)
+        any_host().run("sleep 5", timeout=1)
     assert time.monotonic() - started < 3
 
 
@@ -161,6 +176,96 @@ def test_a_hung_transport_is_stopped_at_the_local_deadline(monkeypatch):
 def test_transport_failure_raises_host_unreachable():
     with pytest.raises(HostUnreachable, match="local://test"):
         FlakyTransport().run("exit 255", check=False)
+
+
+# --- the persistent shell (harness.hosts.shell) ---------------------------------------------------
+
+
+def test_one_shell_runs_many_commands_and_no_script_is_in_an_argv():
+    host = PersistentLocalHost()
+    outputs = [host.run(f"echo {n}; echo e{n} >&2").stdout for n in range(20)]
+    assert outputs == [f"{n}\n" for n in range(20)]
+    assert host.remotes == [["bash", "--noprofile", "--norc", "-s"]]  # one transport process, no script in it
+    host.close()
+
+
+def test_a_command_that_stops_reading_its_script_leaves_the_shell_in_frame():
+    host = PersistentLocalHost()
+    assert host.run("exit 0\necho never\n" + "# filler\n" * 20000).stdout == ""
+    assert host.run("read -r line\nhello\necho got $line").stdout == "got hello\n"  # reads its own script
+    assert host.run("printf 'a\\0b'; head -c 1000000 /dev/zero | tr '\\0' x").stdout == "a\0b" + "x" * 1000000
+    assert len(host.remotes) == 1
+    host.close()
+
+
+def test_a_process_the_command_left_running_does_not_hold_up_the_next():
+    host = PersistentLocalHost()
+    started = time.monotonic()
+    assert host.run("sleep 5 &\necho left").stdout == "left\n"
+    assert host.run("echo next").stdout == "next\n"
+    assert time.monotonic() - started < 3
+    host.close()
+
+
+def test_a_shell_gone_before_the_command_started_runs_it_in_a_process_of_its_own():
+    host = PersistentLocalHost()
+    host.run("true")
+    host._shell.proc.kill()
+    host._shell.proc.wait()
+    assert host.run("echo again").stdout == "again\n"
+    assert len(host.remotes) >= 2 and host.persistent_shell  # a new shell, or a process of its own meanwhile
+    host.close()
+
+
+def test_a_transport_that_cannot_hold_a_shell_falls_back_to_a_process_per_command():
+    host = PersistentLocalHost(wrapper='if [ "$1" = timeout ]; then exec "$@"; fi; echo "not a shell"')
+    assert host.run("echo fine").stdout == "fine\n"
+    assert host.run("echo twice").stdout == "twice\n"
+    assert not host.persistent_shell  # its first shell failed: not offered one again
+    assert sum(remote[0] == "bash" for remote in host.remotes) == 1
+
+
+def test_a_shell_that_ends_during_the_command_is_a_failure_not_a_success():
+    host = PersistentLocalHost()
+    host.run("true")
+    result = host.run("kill -9 $PPID $(ps -o ppid= -p $PPID) 2>/dev/null; sleep 5", check=False, timeout=20)
+    assert result.rc != 0
+    assert host.run("echo back").stdout == "back\n"
+    host.close()
+
+
+def test_a_busy_shell_does_not_serialize_commands_from_other_threads():
+    host = PersistentLocalHost()
+    host.run("true")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(host.run, "sleep 2; echo slow")
+        time.sleep(0.3)  # the slow command has the shell (a test of concurrency, not a wait for a condition)
+        started = time.monotonic()
+        assert host.run("echo quick").stdout == "quick\n"
+        assert time.monotonic() - started < 1.5
+        assert slow.result().stdout == "slow\n"
+    host.close()
+
+
+def test_a_hung_shell_is_ended_at_the_local_deadline_and_replaced(monkeypatch):
+    monkeypatch.setattr("harness.hosts.base._KILL_GRACE", 1)
+    host = PersistentLocalHost()
+    host.run("true")
+    os.kill(host._shell.proc.pid, signal.SIGSTOP)  # the shell (the transport) hangs
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout, match="no answer within 3 s"):
+        host.run("true", timeout=1)
+    assert time.monotonic() - started < 6
+    assert host.run("echo alive").stdout == "alive\n"
+    host.close()
+
+
+def test_the_per_command_mode_is_chosen_by_the_environment(monkeypatch):
+    monkeypatch.setenv("PGREPL_HOST_SHELL", "per-command")
+    host = PersistentLocalHost()
+    host.run("true")
+    host.run("true")
+    assert [remote[0] for remote in host.remotes] == ["timeout", "timeout"]
 
 
 def test_host_repr_names_role_and_url():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import math
 import shlex
+import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -22,6 +23,7 @@ from typing import ClassVar, Protocol
 import sh
 
 from harness.errors import HarnessError
+from harness.hosts import shell
 from harness.secrets import redact
 from harness.waiting import wait_until
 
@@ -170,6 +172,10 @@ class Host(ABC):
         """True when `result` comes from the transport rather than the command (e.g. ssh rc 255)."""
         return False
 
+    # One shell per host runs its commands (harness.hosts.shell); False: a process per command.
+    persistent_shell: bool = True
+    _shell: shell.PersistentShell | None = None
+
     # what says why the machine under this host is gone (a container's engine), if anything knows
     machine_lost: Callable[[], str | None] | None = None
 
@@ -195,18 +201,14 @@ class Host(ABC):
         if user is not None:
             remote += ["sudo", "-n", "-H", "-u", user, "--"]
         remote += ["bash", "-e", "-o", "pipefail", "-s"]
-        # The local deadline is coreutils `timeout` around the transport, in case the transport hangs:
-        # sh's own `_timeout` polls every 0.1 s and so adds about 0.05 s to every command.
+        # The local deadline, in case the transport hangs: the host's `timeout` plus twice its grace.
         local_deadline = math.ceil(timeout) + 2 * _KILL_GRACE
-        argv = ["timeout", "-k", str(_KILL_GRACE), str(local_deadline), *self._transport(remote)]
         started = time.monotonic()
-        proc = sh.Command(argv[0])(*argv[1:], _in=script, _ok_code=list(range(256)), _return_cmd=True)
-        result = Result(
-            rc=proc.exit_code,
-            stdout=proc.stdout.decode(errors="replace"),
-            stderr=proc.stderr.decode(errors="replace"),
-            seconds=time.monotonic() - started,
-        )
+        answer = self._through_shell(remote, script, started + local_deadline)
+        if answer is None:
+            answer = self._one_shot(remote, script, local_deadline)
+        rc, stdout, stderr = answer
+        result = Result(rc=rc, stdout=stdout, stderr=stderr, seconds=time.monotonic() - started)
         if result.rc in (124, 137) and result.seconds >= local_deadline:
             raise CommandTimeout(
                 f"on {self.name}: no answer within {local_deadline} s\n--- command ---\n{redact(script)}"
@@ -223,6 +225,44 @@ class Host(ABC):
         if check and not result.ok:
             raise CommandFailed(self.name, script, result)
         return result
+
+    def _one_shot(self, remote: list[str], script: str, local_deadline: int) -> tuple[int, str, str]:
+        """The command in a transport process of its own, under coreutils `timeout` (sh's own
+        `_timeout` polls every 0.1 s and so adds about 0.05 s to every command)."""
+        argv = ["timeout", "-k", str(_KILL_GRACE), str(local_deadline), *self._transport(remote)]
+        proc = sh.Command(argv[0])(*argv[1:], _in=script, _ok_code=list(range(256)), _return_cmd=True)
+        return proc.exit_code, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+
+    def _through_shell(self, remote: list[str], script: str, deadline: float) -> tuple[int, str, str] | None:
+        """The command through this host's persistent shell (harness.hosts.shell); None when it cannot
+        take it: busy with another thread's command, not wanted, or gone before the command started
+        (a host whose new shell fails so is not offered one again)."""
+        if not (self.persistent_shell and shell.wanted()):
+            return None
+        lock = self.__dict__.setdefault("_shell_lock", threading.Lock())  # setdefault: one lock, any thread
+        if not lock.acquire(blocking=False):
+            return None
+        try:
+            if self._shell is None or not self._shell.alive():
+                self._shell = None
+                self._shell = shell.PersistentShell(self._transport(["bash", "--noprofile", "--norc", "-s"]))
+            answer = self._shell.run(remote, script.encode(), deadline)
+        except shell.NoAnswer as exc:
+            self._shell = None
+            return 124, "", f"pgrepl-harness: {exc} on {self.name} before the deadline"
+        except (shell.ShellGone, OSError) as exc:
+            new = self._shell is None or self._shell.count <= 1
+            self._shell = None
+            if not getattr(exc, "started", False):
+                self.persistent_shell = not new
+                return None
+            why = self.lost()
+            if why is not None:
+                raise HostUnreachable(f"{self.name} ({self.url}) cannot be reached: {why}") from None
+            return 255, "", f"pgrepl-harness: the shell on {self.name} ended during this command ({exc})"
+        finally:
+            lock.release()
+        return answer.rc, answer.stdout.decode(errors="replace"), answer.stderr.decode(errors="replace")
 
     def put_file(self, path: str, content: str | bytes, *, mode: int = 0o644, owner: str = "root") -> None:
         """Write a file as root (content goes through stdin, so secrets stay out of argv)."""
@@ -298,8 +338,12 @@ class Host(ABC):
         ).stdout
 
     def close(self) -> None:
-        """Release what the transport holds open (connections, forwards); nothing by default."""
-        return None
+        """Release what the transport holds open: the persistent shell (and, per backend, connections
+        and forwards)."""
+        with self.__dict__.setdefault("_shell_lock", threading.Lock()):
+            if self._shell is not None:
+                self._shell.close()
+                self._shell = None
 
     @cached_property
     def os(self) -> OsInfo:
