@@ -16,16 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
 import threading
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from harness import project
 from harness.errors import HarnessError
@@ -159,6 +164,79 @@ def module_costs() -> dict[str, int]:
     }
 
 
+def mutant_key(image: str, mutated: str) -> str:
+    """The verdict's name in the state: the image and the whole mutated runbook, so any other edit of the
+    runbook (which may change what a mutant does) makes it a new mutant, measured again."""
+    return hashlib.sha256(f"{image}\0{mutated}".encode()).hexdigest()[:16]
+
+
+class Verdicts:
+    """`state.json` of the work directory: mutant key -> verdict. Written whole after each verdict, through a
+    temporary file and a rename, so an interruption leaves the old state or the new one, never half of one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._state: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
+        except ValueError as exc:
+            raise MutateError(
+                f"{path}: not a verdict file ({exc}); move it away to measure again, or pass another --artifacts"
+            ) from None
+
+    def get(self, key: str) -> dict | None:
+        """A verdict to resume from; an error is not one (the next run measures that mutant again)."""
+        verdict = self._state.get(key)
+        return verdict if verdict and verdict.get("verdict") in ("killed", "survived") else None
+
+    def put(self, key: str, verdict: dict) -> None:
+        with self._lock:
+            self._state[key] = verdict
+            temporary = self.path.with_suffix(".json.tmp")
+            temporary.write_text(json.dumps(self._state, indent=1, sort_keys=True))
+            os.replace(temporary, self.path)
+
+
+class Scenarios:
+    """The scenario runs (pytest processes) of a mutate run. `stop()` (on an interruption) starts no more and
+    sends SIGTERM to those running, which unwind and remove their pairs; their outcome is no verdict."""
+
+    GRACE = 120.0  # seconds a stopped pytest has to remove its pair before it is killed
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self._running: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+
+    def run(self, argv: list[str], cwd: Path) -> tuple[int, str] | None:
+        """(exit code, output), or None when the run was stopped (or the process interrupted) meanwhile."""
+        with self._lock:
+            if self.stopping.is_set():
+                return None
+            process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            self._running.add(process)
+        try:
+            output, _ = process.communicate()
+        finally:
+            with self._lock:
+                self._running.discard(process)
+        interrupted = process.returncode < 0 or process.returncode == pytest.ExitCode.INTERRUPTED
+        return None if self.stopping.is_set() or interrupted else (process.returncode, output)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopping.set()
+            running = list(self._running)
+        for process in running:
+            process.terminate()
+        deadline = time.monotonic() + self.GRACE
+        for process in running:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
 @dataclass
 class Mutation:
     runbook: Path
@@ -171,6 +249,28 @@ class Mutation:
     steps: tuple[str, ...] = ()
     # only these scenario modules (file names, with or without .py): a partial measure, said in the report
     modules: tuple[str, ...] = ()
+
+    def scenario_argv(self, module: str, runbook: Path, artifacts: Path) -> list[str]:
+        """The command that runs one scenario module on a mutated runbook (exit 1: a test failed)."""
+        argv = [sys.executable, "-m", "pytest", module, "-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
+        argv += ["--image", self.image, "--backend", "docker", "--runbook", str(runbook)]
+        return [*argv, f"--artifacts={artifacts}"]
+
+    @contextmanager
+    def snapshots_removed(self) -> Iterator[None]:
+        """A mutant of a snapshotted step leaves a snapshot of mutated steps: not a cache to keep."""
+        from harness.hosts.docker import docker_client, remove_image, snapshot_ids
+
+        client = docker_client()
+        before = snapshot_ids(client)
+        try:
+            yield
+        finally:
+            for image_id in snapshot_ids(client) - before:
+                try:
+                    remove_image(client, image_id)
+                except Exception as exc:  # best effort: say so, go on
+                    print(f"could not remove snapshot {image_id}: {exc}", file=sys.stderr)
 
     def run(self) -> dict:
         from harness.images import ImageProfile
@@ -204,10 +304,11 @@ class Mutation:
             modules = {m: parts for m, parts in modules.items() if Path(m).stem in wanted}
         costs = module_costs()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        state_file = self.workdir / "state.json"
-        state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+        verdicts = Verdicts(self.workdir / "state.json")
+        scenarios = Scenarios()
         lock = threading.Lock()
         original = self.runbook.read_text().splitlines(keepends=True)
+        commit = head_commit(root)
         results: list[dict] = []
         started = time.monotonic()
 
@@ -236,55 +337,65 @@ class Mutation:
                 record(mutant, {"verdict": "explained", "why": why})
                 return
             mutated = mutant.apply(original)
-            key = hashlib.sha256(f"{self.image}\0{mutated}".encode()).hexdigest()[:16]
-            if key in state:
-                record(mutant, state[key])
+            key = mutant_key(self.image, mutated)
+            if (kept := verdicts.get(key)) is not None:
+                record(mutant, kept)
                 return
             path = self.workdir / f"{key}.md"
             path.write_text(mutated)
             chosen = [m for m, (book, parts) in modules.items() if book == relative and mutant.part in parts]
-            verdict = {"verdict": "survived", "by": None, "seconds": 0.0}
+            verdict: dict = {"verdict": "survived", "by": None}
             clock = time.monotonic()
-            for module in sorted(chosen, key=lambda m: costs.get(m, 99)):
-                argv = [sys.executable, "-m", "pytest", module, "-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
-                argv += ["--image", self.image, "--backend", "docker", "--runbook", str(path)]
-                done = subprocess.run(
-                    [*argv, f"--artifacts={self.workdir / key}"],
-                    cwd=root,
-                    capture_output=True,
-                    text=True,
-                )
-                if done.returncode == 1:
-                    verdict = {"verdict": "killed", "by": module}
-                    break
-                if done.returncode not in (0, 5):  # 5: nothing collected (skipped image)
-                    verdict = {"verdict": "error", "by": module, "output": done.stdout[-2000:]}
-                    break
+            try:
+                for module in sorted(chosen, key=lambda m: costs.get(m, 99)):
+                    done = scenarios.run(self.scenario_argv(module, path, self.workdir / key), root)
+                    if done is None:
+                        return  # interrupted: no verdict, the next run measures this mutant
+                    code, output = done
+                    if code == 1:
+                        verdict = {"verdict": "killed", "by": module}
+                        break
+                    if code not in (0, 5):  # 5: nothing collected (skipped image)
+                        verdict = {"verdict": "error", "by": module, "output": output[-2000:]}
+                        break
+            finally:
+                path.unlink(missing_ok=True)
             verdict["seconds"] = round(time.monotonic() - clock, 1)
-            with lock:
-                state[key] = verdict
-                state_file.write_text(json.dumps(state, indent=1, sort_keys=True))
-            path.unlink(missing_ok=True)
+            verdict["measured"] = {"at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit}
+            if self.modules:
+                verdict["modules"] = sorted(self.modules)
+            verdicts.put(key, verdict)
             record(mutant, verdict)
 
-        from harness.hosts.docker import docker_client, remove_image, snapshot_ids
-
-        client = docker_client()
-        before = snapshot_ids(client)
-        try:
-            with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="mutant") as pool:
-                for done in [pool.submit(one, m) for m in found]:
-                    done.result()
-        finally:  # a mutant of a snapshotted step leaves a snapshot of mutated steps: not a cache to keep
-            for image_id in snapshot_ids(client) - before:
-                try:
-                    remove_image(client, image_id)
-                except Exception as exc:  # best effort: say so, go on
-                    print(f"could not remove snapshot {image_id}: {exc}", file=sys.stderr)
+        with self.snapshots_removed():
+            pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="mutant")
+            futures = [pool.submit(one, m) for m in found]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:  # Ctrl-C, SIGTERM (harness.targets.unwind_on_sigterm) or a bug: stop at once
+                scenarios.stop()
+                pool.shutdown(wait=True, cancel_futures=True)
+                self.log(
+                    f"interrupted: {len(results)} of {len(found)} verdicts kept in {verdicts.path}; "
+                    "the same command resumes from them"
+                )
+                raise
+            pool.shutdown()
         result = report(relative, sorted(results, key=lambda r: r["line"]), time.monotonic() - started)
         if self.modules:
             result["modules"] = sorted(self.modules)
         return result
+
+
+def head_commit(root: Path) -> str:
+    """The project's commit (with `+` when its tree has changes), or "" outside git: what was measured."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True)
+    except OSError:
+        return ""
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "") if head.returncode == 0 else ""
 
 
 def report(runbook: str, results: list[dict], seconds: float) -> dict:

@@ -1,0 +1,108 @@
+"""`mutate` stopped by SIGTERM mid-run keeps the verdicts it has, stops its scenario runs at once, and a second
+run resumes: it measures only the mutants that have no verdict. No Docker: the scenario command is a stand-in."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from harness import project
+from harness.waiting import wait_until
+
+# The real Mutation.run on the runbook's `slot-limit` part (3 mutants, 2 modules each), one at a time; each
+# "scenario" appends its mutant's file name to calls.txt, then does what BEHAVIOUR says.
+RUNNER = textwrap.dedent(
+    """
+    import contextlib, sys
+    from pathlib import Path
+    from harness import project
+    from harness.mutate import Mutation
+    from harness.targets import unwind_on_sigterm
+
+    work = Path(sys.argv[1])
+    SCENARIO = '''
+    import os, sys, time
+    from pathlib import Path
+    work, runbook = Path(sys.argv[1]), Path(sys.argv[2])
+    with open(work / "calls.txt", "a") as calls:
+        calls.write(runbook.name + "\\\\n")
+    (work / "scenario.pid").write_text(str(os.getpid()))
+    if sys.argv[3] == "kill-first-then-hang" and not (work / "first").exists():
+        (work / "first").touch()
+        sys.exit(1)
+    if sys.argv[3] == "kill-first-then-hang":
+        time.sleep(600)
+    sys.exit(0)
+    '''
+
+    class StandIn(Mutation):
+        def scenario_argv(self, module, runbook, artifacts):
+            return [sys.executable, "-c", SCENARIO, str(work), str(runbook), sys.argv[2]]
+
+        def snapshots_removed(self):
+            return contextlib.nullcontext()
+
+    unwind_on_sigterm()
+    book = project.current().default_runbook
+    result = StandIn(book, "debian-12", ("slot-limit",), work / "mutate", jobs=1).run()
+    print("killed", result["killed"], "survived", len(result["survived"]))
+    """
+)
+
+
+def start(work: Path, behaviour: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", RUNNER, str(work), behaviour],
+        cwd=project.current().root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def calls(work: Path) -> list[str]:
+    path = work / "calls.txt"
+    return path.read_text().splitlines() if path.is_file() else []
+
+
+def test_sigterm_mid_run_keeps_the_verdicts_and_a_second_run_resumes(tmp_path):
+    first = start(tmp_path, "kill-first-then-hang")
+    # mutant 1 killed by its first module; mutant 2's first module hangs: the run is mid-way
+    wait_until(
+        lambda: len(calls(tmp_path)) >= 2,
+        timeout=60,
+        what="the second scenario run to start",
+        seen=lambda: f"calls {calls(tmp_path)}",
+    )
+    hanging = int((tmp_path / "scenario.pid").read_text())
+    first.send_signal(signal.SIGTERM)
+    output, _ = first.communicate(timeout=30)  # not the 600 s the hanging scenario would take
+    assert first.returncode != 0, output
+    assert "interrupted: 1 of 3 verdicts kept" in output, output
+    wait_until(lambda: not _alive(hanging), timeout=10, what="the hanging scenario to be stopped")
+    state = json.loads((tmp_path / "mutate" / "state.json").read_text())
+    assert [v["verdict"] for v in state.values()] == ["killed"], "the interrupted mutant must have no verdict"
+    measured_first = calls(tmp_path)
+
+    second = start(tmp_path, "survive")
+    output, _ = second.communicate(timeout=60)
+    assert second.returncode == 0, output
+    again = calls(tmp_path)[len(measured_first) :]
+    assert measured_first[0] not in again, "the killed mutant was measured again instead of resumed"
+    assert len(again) == 4, again  # mutants 2 and 3, each through both slot-limit modules
+    assert "killed 1 survived 2" in output, output
+    state = json.loads((tmp_path / "mutate" / "state.json").read_text())
+    assert sorted(v["verdict"] for v in state.values()) == ["killed", "survived", "survived"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
