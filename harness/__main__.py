@@ -112,6 +112,8 @@ def _mutate(args: argparse.Namespace) -> int:
     check_images([args.image])
     runbook = Path(args.runbook or project.current().default_runbook).resolve()
     parts, classes, steps = tuple(args.parts), tuple(args.operators), tuple(args.steps or ())
+    if args.report:
+        return _mutation_report(runbook, Path(args.artifacts), committed=True)
     if args.list:
         profile = ImageProfile.load(args.image)
         explained = explanations(runbook)
@@ -143,7 +145,28 @@ def _mutate(args: argparse.Namespace) -> int:
         modules=tuple(args.modules or ()),
     ).run()
     print(render(result))
+    _mutation_report(runbook, Path(args.artifacts), committed=False)
     return 1 if result["score"] < args.fail_under or result["errors"] else 0
+
+
+def _mutation_report(runbook: Path, artifacts: Path, *, committed: bool) -> int:
+    """The report of every family, part and class from the kept verdicts: into summary.md, and with
+    `mutate --report` into runbooks/NAME.mutation.md, the committed one."""
+    from datetime import UTC, datetime
+
+    from harness.ci_report import write_summary
+    from harness.mutate import head_commit
+    from harness.mutation_report import markdown, report_path
+
+    root = project.current().root
+    state = (artifacts / "mutate" / "state.json").resolve()
+    text = markdown(runbook, root, state, datetime.now(UTC).strftime("%Y-%m-%d"), head_commit(root))
+    written = [write_summary(text, artifacts)]
+    if committed:
+        report_path(runbook).write_text(text)
+        written.append(report_path(runbook))
+    print("mutation report: " + ", ".join(str(p) for p in written))
+    return 0
 
 
 def _common(*, defaults: bool) -> argparse.ArgumentParser:
@@ -232,6 +255,12 @@ def parser() -> argparse.ArgumentParser:
     mutate.add_argument("--artifacts", default="artifacts", help="verdicts (resumable) go to ARTIFACTS/mutate")
     mutate.add_argument("--fail-under", type=float, default=0.0, help="exit 1 when the score (%%) is lower")
     mutate.add_argument("--list", action="store_true", help="only list the mutants (and which are explained)")
+    mutate.add_argument(
+        "--report",
+        action="store_true",
+        help="run nothing: write runbooks/NAME.mutation.md (and summary.md) from the verdicts kept in ARTIFACTS/mutate "
+        "for every family, part and operator class",
+    )
     mutate.set_defaults(func=_mutate)
     return root
 

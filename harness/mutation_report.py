@@ -1,0 +1,235 @@
+"""The mutation report of a runbook (`runbooks/NAME.mutation.md`, and `summary.md` of a mutate run): per OS
+family, part and operator class, which mutants the gate killed, which survived, which are explained, and which
+were not measured, from the verdicts that `pgrepl-harness mutate` keeps in its state file.
+
+A verdict belongs to the exact mutated runbook text (harness.mutate.mutant_key), so the report is true for the
+runbook it was generated from. Each cell's mutant list is fingerprinted in the report (`cell_digests`), and
+tests/test_mutation_report.py fails when the runbook's mutants no longer match it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.gate import module_parts
+from harness.mutate import CLASSES, Mutant, Verdicts, explanations, module_costs, mutant_key, mutants
+from harness.runbook import parse_runbook
+
+# The image that measures each executed OS family (issue 24): the EL families on their PGDG-layout images.
+MEASURED_IMAGES = {"debian": "debian-12", "el8": "el8-pgdg-layout", "el7": "el7-pgdg-layout"}
+REGENERATE = "pgrepl-harness mutate --report"
+DIGESTS = re.compile(r"^<!-- mutant digests: (\{.*\}) -->$", re.MULTILINE)
+
+
+def report_path(runbook: Path) -> Path:
+    """`runbooks/NAME.md` -> `runbooks/NAME.mutation.md`: the committed report."""
+    return runbook.with_suffix(".mutation.md")
+
+
+@dataclass
+class Row:
+    mutant: Mutant
+    status: str  # killed, survived, explained, not measured
+    by: str = ""  # the module that killed it
+    why: str = ""  # an explanation's reason
+    measured: dict = field(default_factory=dict)  # {"at": ..., "commit": ...}, when the verdict recorded them
+    seconds: float | None = None
+    modules: tuple[str, ...] = ()  # a partial measure (mutate --modules): only these modules ran
+
+
+@dataclass
+class Cell:
+    family: str
+    image: str
+    part: str
+    operators: str  # an operator class of harness.mutate.CLASSES
+    rows: list[Row]
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.rows)
+
+    @property
+    def state(self) -> str:
+        judged = [r for r in self.rows if r.status != "explained"]
+        missing = sum(r.status == "not measured" for r in judged)
+        if judged and missing == len(judged):
+            return "not measured"
+        if missing:
+            return f"partly measured ({len(judged) - missing} of {len(judged)})"
+        return "measured" + (" (only some modules)" if any(r.modules for r in judged) else "")
+
+    @property
+    def score(self) -> str:
+        killed, survived = self.count("killed"), self.count("survived")
+        return f"{100.0 * killed / (killed + survived):.1f}%" if killed + survived else "-"
+
+    @property
+    def digest(self) -> str:
+        return cell_digest([r.mutant for r in self.rows], self.explained_keys())
+
+    def explained_keys(self) -> set[tuple[str, str, str]]:
+        return {r.mutant.key for r in self.rows if r.status == "explained"}
+
+
+def cell_digest(found: list[Mutant], explained: set[tuple[str, str, str]]) -> str:
+    """A fingerprint of a cell's mutants as the report names them (line, step, operator, change, text,
+    explained or not): any change of the runbook that moves, adds, removes or re-explains one changes it."""
+    text = "\n".join(
+        "\t".join((f"{m.first}-{m.last}", m.step, m.operator, m.change, m.text, str(m.key in explained))) for m in found
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def family_mutants(runbook: Path, family: str, image: str, operators: str) -> dict[str, list[Mutant]]:
+    """Part -> the mutants of one operator class that `image` (of `family`) runs, every part at once."""
+    from harness.images import ImageProfile
+
+    profile = ImageProfile.load(image)
+    parts = tuple(parse_runbook(runbook).parts())
+    grouped: dict[str, list[Mutant]] = {part: [] for part in parts}
+    for mutant in mutants(
+        runbook, family, parts, profile.package_source, classes=(operators,), pg_major=profile.pg_major
+    ):
+        grouped[mutant.part].append(mutant)
+    return grouped
+
+
+def cell_digests(runbook: Path) -> dict[str, str]:
+    """ "family/part/class" -> its digest, for every cell the runbook has (no verdicts needed: cheap)."""
+    explained = set(explanations(runbook))
+    return {
+        f"{family}/{part}/{operators}": cell_digest(found, explained)
+        for family, image in MEASURED_IMAGES.items()
+        for operators in CLASSES
+        for part, found in family_mutants(runbook, family, image, operators).items()
+        if found
+    }
+
+
+def cells(runbook: Path, state: Path) -> list[Cell]:
+    """Every (family, part, class) cell with each mutant's verdict from `state` (or explained, or not measured)."""
+    verdicts = Verdicts(state)
+    explained = explanations(runbook)
+    original = runbook.read_text().splitlines(keepends=True)
+    made = []
+    for family, image in MEASURED_IMAGES.items():
+        for operators in CLASSES:
+            for part, found in family_mutants(runbook, family, image, operators).items():
+                if not found:
+                    continue
+                rows = []
+                for mutant in found:
+                    if (why := explained.get(mutant.key)) is not None:
+                        rows.append(Row(mutant, "explained", why=why))
+                        continue
+                    verdict = verdicts.get(mutant_key(image, mutant.apply(original)))
+                    if verdict is None:
+                        rows.append(Row(mutant, "not measured"))
+                        continue
+                    rows.append(
+                        Row(
+                            mutant,
+                            verdict["verdict"],
+                            by=verdict.get("by") or "",
+                            measured=verdict.get("measured", {}),
+                            seconds=verdict.get("seconds"),
+                            modules=tuple(verdict.get("modules", ())),
+                        )
+                    )
+                made.append(Cell(family, image, part, operators, rows))
+    return made
+
+
+def code(text: str) -> str:
+    """`text` as a code span inside a Markdown table cell."""
+    text = text.replace("|", "\\|")
+    fence = "``" if "`" in text else "`"
+    return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
+
+
+def markdown(runbook: Path, root: Path, state: Path, generated: str, commit: str) -> str:
+    """The report; `generated` and `commit`: when, and from which commit of the project, it was written."""
+    made = cells(runbook, state)
+    relative = runbook.resolve().relative_to(root)
+    costs = module_costs()
+    part_modules = {
+        part: sorted(
+            (Path(m).stem for m, (book, parts) in module_parts().items() if book == str(relative) and part in parts),
+            key=lambda m: costs.get(f"scenarios/{m}.py", 99),
+        )
+        for part in dict.fromkeys(c.part for c in made)
+    }
+    total = {s: sum(c.count(s) for c in made) for s in ("killed", "survived", "explained", "not measured")}
+    dates = sorted({r.measured["at"] for c in made for r in c.rows if r.measured.get("at")})
+    commits = sorted({r.measured["commit"] for c in made for r in c.rows if r.measured.get("commit")})
+    undated = sum(1 for c in made for r in c.rows if r.status in ("killed", "survived") and not r.measured)
+    timed = [r.seconds for c in made for r in c.rows if r.seconds]
+    measured = [f"Measured from {dates[0]} to {dates[-1]} at commits {', '.join(commits)}"] if dates else []
+    if undated:
+        measured.append(f"{undated} verdicts were kept before verdicts recorded their date and commit")
+    if timed:
+        average = sum(timed) / len(timed)
+        measured.append(f"{len(timed)} mutants timed: {average:.0f} s each ({min(timed):.0f}-{max(timed):.0f} s)")
+    out = [
+        f"# Mutation report: `{relative}`",
+        "",
+        f"Written by `{REGENERATE}` on {generated} at commit `{commit or 'unknown'}` from the verdicts kept in "
+        f"`{state.relative_to(root) if state.is_relative_to(root) else state}`. A verdict belongs to the exact "
+        "mutated runbook, so after any change of the runbook its mutants read *not measured* until `pgrepl-harness "
+        "mutate` measures them again. When the runbook's mutants change (a line moved, changed, added, removed or "
+        "explained), `tests/test_mutation_report.py` fails until this file is regenerated.",
+        "",
+        "Operator classes: `delete` (each functional line: a command with its continuation lines and "
+        "here-document, a setting, a rule) and `value` (a setting to its default or another value, a name "
+        "misspelt, an hba method or address, one option of a command dropped; `harness/mutations.py`). "
+        "Families and the image that measures each: "
+        + ", ".join(f"{family} on `{image}`" for family, image in MEASURED_IMAGES.items())
+        + ". A mutant runs the scenario modules of its part (below, cheapest first) until one fails.",
+        "",
+        f"In all: {sum(len(c.rows) for c in made)} mutants, {total['killed']} killed, {total['survived']} survived, "
+        f"{total['explained']} explained, {total['not measured']} not measured.",
+        "; ".join(measured) + ".",
+        "",
+        "## Score per family, part and class",
+        "",
+        "| family (image) | part | class | mutants | killed | survived | explained | not measured | score | state |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in made:
+        out.append(
+            f"| {c.family} (`{c.image}`) | {c.part} | {c.operators} | {len(c.rows)} | {c.count('killed')} | "
+            f"{c.count('survived')} | {c.count('explained')} | {c.count('not measured')} | {c.score} | {c.state} |"
+        )
+    out += ["", "## Scenario modules per part", "", "| part | modules a mutant runs, cheapest first |", "|---|---|"]
+    out += [f"| {part} | {', '.join(modules) or '(none)'} |" for part, modules in part_modules.items()]
+    for title, status, extra in (
+        ("Survivors", "survived", "measured"),
+        ("Explained", "explained", "why"),
+    ):
+        rows = [(c, r) for c in made for r in c.rows if r.status == status]
+        out += ["", f"## {title} ({len(rows)})", ""]
+        if not rows:
+            out.append("None.")
+            continue
+        out += [f"| family | part | class | line | step | text | {extra} |", "|---|---|---|---:|---|---|---|"]
+        for c, r in rows:
+            note = r.why if status == "explained" else " ".join(r.measured.values()) or "not recorded"
+            if r.modules:
+                note += f" (only {', '.join(r.modules)})"
+            out.append(
+                f"| {c.family} | {c.part} | {c.operators} | {r.mutant.first} | {r.mutant.step} | "
+                f"{code(r.mutant.what)} | {note.replace('|', '/')} |"
+            )
+    digests = {f"{c.family}/{c.part}/{c.operators}": c.digest for c in made}
+    out += ["", f"<!-- mutant digests: {json.dumps(digests, sort_keys=True)} -->", ""]
+    return "\n".join(out)
+
+
+def recorded_digests(report: Path) -> dict[str, str]:
+    """The digests a committed report recorded ({} when there is none, or it has none)."""
+    found = DIGESTS.search(report.read_text()) if report.is_file() else None
+    return json.loads(found.group(1)) if found else {}
