@@ -184,10 +184,15 @@ class Verdicts:
                 f"{path}: not a verdict file ({exc}); move it away to measure again, or pass another --artifacts"
             ) from None
 
-    def get(self, key: str) -> dict | None:
-        """A verdict to resume from; an error is not one (the next run measures that mutant again)."""
-        verdict = self._state.get(key)
-        return verdict if verdict and verdict.get("verdict") in ("killed", "survived") else None
+    def get(self, key: str, tests: str) -> dict | None:
+        """A verdict to resume from. An error is none (the next run measures that mutant again), and neither is a
+        survival on other scenario modules than `tests` (tests_digest): a sharper test may kill it now."""
+        verdict = self._state.get(key) or {}
+        if verdict.get("verdict") == "killed" or (
+            verdict.get("verdict") == "survived" and verdict.get("tests") == tests
+        ):
+            return verdict
+        return None
 
     def put(self, key: str, verdict: dict) -> None:
         with self._lock:
@@ -338,12 +343,13 @@ class Mutation:
                 return
             mutated = mutant.apply(original)
             key = mutant_key(self.image, mutated)
-            if (kept := verdicts.get(key)) is not None:
+            chosen = part_modules(modules, relative, mutant.part)
+            tests = tests_digest(root, chosen)
+            if (kept := verdicts.get(key, tests)) is not None:
                 record(mutant, kept)
                 return
             path = self.workdir / f"{key}.md"
             path.write_text(mutated)
-            chosen = [m for m, (book, parts) in modules.items() if book == relative and mutant.part in parts]
             verdict: dict = {"verdict": "survived", "by": None}
             clock = time.monotonic()
             try:
@@ -361,6 +367,7 @@ class Mutation:
             finally:
                 path.unlink(missing_ok=True)
             verdict["seconds"] = round(time.monotonic() - clock, 1)
+            verdict["tests"] = tests
             verdict["measured"] = {"at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit}
             if self.modules:
                 verdict["modules"] = sorted(self.modules)
@@ -386,6 +393,19 @@ class Mutation:
         if self.modules:
             result["modules"] = sorted(self.modules)
         return result
+
+
+def part_modules(modules: dict[str, tuple[str, tuple[str, ...]]], runbook: str, part: str) -> list[str]:
+    """The scenario modules (of harness.gate.module_parts) that run `part` of `runbook`: a mutant's judges."""
+    return [m for m, (book, parts) in modules.items() if book == runbook and part in parts]
+
+
+def tests_digest(root: Path, chosen: list[str]) -> str:
+    """The text of the scenario modules a mutant runs: a survival holds only while they are unchanged."""
+    digest = hashlib.sha256()
+    for module in sorted(chosen):
+        digest.update(f"{module}\0".encode() + (root / module).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def head_commit(root: Path) -> str:

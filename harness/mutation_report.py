@@ -15,8 +15,19 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import project
 from harness.gate import module_parts
-from harness.mutate import CLASSES, Mutant, Verdicts, explanations, module_costs, mutant_key, mutants
+from harness.mutate import (
+    CLASSES,
+    Mutant,
+    Verdicts,
+    explanations,
+    module_costs,
+    mutant_key,
+    mutants,
+    part_modules,
+    tests_digest,
+)
 from harness.runbook import parse_runbook
 
 # The image that measures each executed OS family (issue 24): the EL families on their PGDG-layout images.
@@ -115,6 +126,9 @@ def cells(runbook: Path, state: Path) -> list[Cell]:
     verdicts = Verdicts(state)
     explained = explanations(runbook)
     original = runbook.read_text().splitlines(keepends=True)
+    root = project.current().root
+    modules, relative = module_parts(), str(runbook.resolve().relative_to(root))
+    tests = {part: tests_digest(root, part_modules(modules, relative, part)) for part in parse_runbook(runbook).parts()}
     made = []
     for family, image in MEASURED_IMAGES.items():
         for operators in CLASSES:
@@ -126,7 +140,7 @@ def cells(runbook: Path, state: Path) -> list[Cell]:
                     if (why := explained.get(mutant.key)) is not None:
                         rows.append(Row(mutant, "explained", why=why))
                         continue
-                    verdict = verdicts.get(mutant_key(image, mutant.apply(original)))
+                    verdict = verdicts.get(mutant_key(image, mutant.apply(original)), tests[part])
                     if verdict is None:
                         rows.append(Row(mutant, "not measured"))
                         continue
@@ -156,9 +170,10 @@ def markdown(runbook: Path, root: Path, state: Path, generated: str, commit: str
     made = cells(runbook, state)
     relative = runbook.resolve().relative_to(root)
     costs = module_costs()
-    part_modules = {
+    modules = module_parts()
+    runs = {
         part: sorted(
-            (Path(m).stem for m, (book, parts) in module_parts().items() if book == str(relative) and part in parts),
+            (Path(m).stem for m in part_modules(modules, str(relative), part)),
             key=lambda m: costs.get(f"scenarios/{m}.py", 99),
         )
         for part in dict.fromkeys(c.part for c in made)
@@ -205,7 +220,7 @@ def markdown(runbook: Path, root: Path, state: Path, generated: str, commit: str
             f"{c.count('survived')} | {c.count('explained')} | {c.count('not measured')} | {c.score} | {c.state} |"
         )
     out += ["", "## Scenario modules per part", "", "| part | modules a mutant runs, cheapest first |", "|---|---|"]
-    out += [f"| {part} | {', '.join(modules) or '(none)'} |" for part, modules in part_modules.items()]
+    out += [f"| {part} | {', '.join(modules) or '(none)'} |" for part, modules in runs.items()]
     for title, status, extra in (
         ("Survivors", "survived", "measured"),
         ("Explained", "explained", "why"),

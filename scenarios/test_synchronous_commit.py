@@ -14,8 +14,9 @@ import pytest
 
 from harness.failover import fail_over
 from harness.report import Figures
+from harness.runbook import StepFailed, edit_block
 
-pytestmark = [pytest.mark.parts("setup", "sync-commit", "sync-commit-off", "failover"), pytest.mark.bringups(6)]
+pytestmark = [pytest.mark.parts("setup", "sync-commit", "sync-commit-off", "failover"), pytest.mark.bringups(7)]
 RUNS = 5
 FIGURES = Figures("sync")
 
@@ -68,3 +69,18 @@ def test_with_the_secondary_down_a_commit_waits_until_synchronous_commit_is_off(
     pair.run("sync-commit-off")
     waiter.join(timeout=30)
     assert committed.is_set(), "turning synchronous commit off did not release the waiting commit"
+
+
+def test_when_the_secondary_is_not_synchronous_the_check_fails_and_says_so(make_pair, runbook):
+    """Step 10's check must fail, naming the standby, when it never becomes synchronous (here: stopped);
+    its deadline is cut from 30 s to 3 s for the test, and the transcript says so."""
+    pair = make_pair(edit_block(runbook, "sync-commit-check", "SECONDS + 30", "SECONDS + 3"), replacing=True)
+    pair.setup()
+    pair.note("test: sync-commit-check's deadline cut from 30 s to 3 s (its failure path is under test)")
+    pair.secondary.stop()
+    pair.primary.wait_for_no_walsender()
+    with pytest.raises(StepFailed) as failure:
+        pair.run("sync-commit")
+    assert failure.value.block.step == "sync-commit-check"
+    assert "exit code 1" in str(failure.value), "the step must fail by its exit status, not only by its output"
+    assert "secondary_node1 is not a synchronous standby" in str(failure.value)
