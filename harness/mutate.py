@@ -186,7 +186,7 @@ class Verdicts:
 
     def get(self, key: str, tests: str) -> dict | None:
         """A verdict to resume from. An error is none (the next run measures that mutant again), and neither is a
-        survival on other scenario modules than `tests` (tests_digest): a sharper test may kill it now."""
+        survival on other scenario modules than `tests` (scenario_digest): a sharper test may kill it now."""
         verdict = self._state.get(key) or {}
         if verdict.get("verdict") == "killed" or (
             verdict.get("verdict") == "survived" and verdict.get("tests") == tests
@@ -344,7 +344,7 @@ class Mutation:
             mutated = mutant.apply(original)
             key = mutant_key(self.image, mutated)
             chosen = part_modules(modules, relative, mutant.part)
-            tests = tests_digest(root, chosen)
+            tests = scenario_digest(root, chosen)
             if (kept := verdicts.get(key, tests)) is not None:
                 record(mutant, kept)
                 return
@@ -400,7 +400,7 @@ def part_modules(modules: dict[str, tuple[str, tuple[str, ...]]], runbook: str, 
     return [m for m, (book, parts) in modules.items() if book == runbook and part in parts]
 
 
-def tests_digest(root: Path, chosen: list[str]) -> str:
+def scenario_digest(root: Path, chosen: list[str]) -> str:
     """The text of the scenario modules a mutant runs: a survival holds only while they are unchanged."""
     digest = hashlib.sha256()
     for module in sorted(chosen):

@@ -26,7 +26,7 @@ from harness.mutate import (
     mutant_key,
     mutants,
     part_modules,
-    tests_digest,
+    scenario_digest,
 )
 from harness.runbook import parse_runbook
 
@@ -128,7 +128,9 @@ def cells(runbook: Path, state: Path) -> list[Cell]:
     original = runbook.read_text().splitlines(keepends=True)
     root = project.current().root
     modules, relative = module_parts(), str(runbook.resolve().relative_to(root))
-    tests = {part: tests_digest(root, part_modules(modules, relative, part)) for part in parse_runbook(runbook).parts()}
+    tests = {
+        part: scenario_digest(root, part_modules(modules, relative, part)) for part in parse_runbook(runbook).parts()
+    }
     made = []
     for family, image in MEASURED_IMAGES.items():
         for operators in CLASSES:

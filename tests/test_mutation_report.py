@@ -8,8 +8,20 @@ from pathlib import Path
 import pytest
 
 from harness import project
-from harness.mutate import Mutant
-from harness.mutation_report import REGENERATE, cell_digest, cell_digests, code, recorded_digests, report_path
+from harness.gate import module_parts
+from harness.mutate import Mutant, Verdicts, mutant_key, part_modules, scenario_digest
+from harness.mutation_report import (
+    REGENERATE,
+    Cell,
+    Row,
+    cell_digest,
+    cell_digests,
+    code,
+    family_mutants,
+    markdown,
+    recorded_digests,
+    report_path,
+)
 
 RUNBOOK = Path(project.current().default_runbook)
 
@@ -45,3 +57,31 @@ def test_a_digest_changes_when_a_line_moves_changes_or_is_explained():
 )
 def test_a_line_is_a_code_span_that_keeps_the_table(text, cell):
     assert code(text) == cell
+
+
+def test_a_cell_is_measured_partly_or_not_and_its_score_counts_kills_among_the_judged():
+    rows = [Row(mutant(1, "a"), "killed"), Row(mutant(2, "b"), "explained"), Row(mutant(3, "c"), "not measured")]
+    cell = Cell("debian", "debian-12", "setup", "delete", rows)
+    assert (cell.state, cell.score) == ("partly measured (1 of 2)", "100.0%")
+    cell.rows[2] = Row(mutant(3, "c"), "survived")
+    assert (cell.state, cell.score) == ("measured", "50.0%")
+    cell.rows = [Row(mutant(2, "b"), "explained"), Row(mutant(3, "c"), "not measured")]
+    assert (cell.state, cell.score) == ("not measured", "-")
+
+
+def test_the_report_shows_a_kept_verdict_in_its_cell_and_the_rest_as_not_measured(tmp_path):
+    root = project.current().root
+    found = family_mutants(RUNBOOK, "debian", "debian-12", "delete")["slot-limit"]
+    original = RUNBOOK.read_text().splitlines(keepends=True)
+    survivor = found[1]
+    tests = scenario_digest(root, part_modules(module_parts(), str(RUNBOOK.relative_to(root)), "slot-limit"))
+    verdicts = Verdicts(tmp_path / "state.json")
+    verdicts.put(mutant_key("debian-12", found[0].apply(original)), {"verdict": "killed", "by": "m"})
+    verdicts.put(mutant_key("debian-12", survivor.apply(original)), {"verdict": "survived", "tests": tests})
+    verdicts.put(mutant_key("debian-12", found[2].apply(original)), {"verdict": "survived", "tests": "other tests"})
+    text = markdown(RUNBOOK, root, tmp_path / "state.json", "today", "abc")
+    assert (
+        "| debian (`debian-12`) | slot-limit | delete | 3 | 1 | 1 | 0 | 1 | 50.0% | partly measured (2 of 3) |" in text
+    )
+    assert f"| debian | slot-limit | delete | {survivor.first} | {survivor.step} | {code(survivor.what)} |" in text
+    assert "| el8 (`el8-pgdg-layout`) | slot-limit | delete | 3 | 0 | 0 | 0 | 3 | - | not measured |" in text
