@@ -17,7 +17,7 @@ import pytest
 
 from harness.conflicts import ROWS, vacuum_after_delete, vacuum_keeps
 from harness.pair import ReplicationPair
-from harness.runbook import Runbook, StepFailed, drop_step
+from harness.runbook import Runbook, StepFailed, drop_step, edit_block
 from harness.secrets import Secret
 from harness.waiting import wait_until
 
@@ -67,8 +67,9 @@ def offloaded(make_pair) -> SimpleNamespace:
 @pytest.fixture(scope="module")
 def without_feedback_nor_rule(make_pair, runbook) -> SimpleNamespace:
     """Step 9 without its feedback line and without its pg_hba.conf rule (its check, which waits for the
-    feedback, left out: it would fail)."""
+    feedback, left out: it would fail; its deadline cut from 30 s to 3 s for the test of that failure)."""
     book: Runbook = drop_step(drop_step(runbook, "read-offload-feedback"), "read-offload-hba")
+    book = edit_block(book, "read-offload-check", "SECONDS + 30", "SECONDS + 3")
     return step_9(make_pair(book), steps={"read-offload-reload"})
 
 
@@ -141,3 +142,14 @@ def test_without_the_rule_the_secondary_refuses_the_application(without_feedback
         pair.primary.host, "SELECT 1", user=READER, password=without_feedback_nor_rule.password
     )
     assert not answer.ok and "no pg_hba.conf entry for host" in answer.stderr, answer.tail()
+
+
+def test_without_the_feedback_line_the_check_fails_and_says_so(without_feedback_nor_rule):
+    """Step 9's check must fail by its exit status, naming the slot, when no feedback arrives."""
+    pair = without_feedback_nor_rule.pair
+    pair.note("test: read-offload-check's deadline cut from 30 s to 3 s (its failure path is under test)")
+    with pytest.raises(StepFailed) as failure:
+        pair.run("read-offload", steps={"read-offload-check"})
+    assert failure.value.block.step == "read-offload-check"
+    assert "exit code 1" in str(failure.value), "the step must fail by its exit status, not only by its output"
+    assert "no hot standby feedback on secondary_slot" in str(failure.value)
