@@ -107,12 +107,16 @@ def _gate(args: argparse.Namespace) -> int:
 
 def _mutate(args: argparse.Namespace) -> int:
     from harness.images import ImageProfile
-    from harness.mutate import Mutation, explanations, mutants, render
+    from harness.mutate import MutateError, Mutation, explanations, mutants, render
 
     check_images([args.image])
     runbook = Path(args.runbook or project.current().default_runbook).resolve()
     parts, classes, steps = tuple(args.parts), tuple(args.operators), tuple(args.steps or ())
     if args.report:
+        if not runbook.is_relative_to(project.current().root):
+            raise MutateError(
+                f"--runbook {runbook}: the report is of a runbook of the project; copy it under runbooks/"
+            )
         return _mutation_report(runbook, Path(args.artifacts), committed=True)
     if args.list:
         profile = ImageProfile.load(args.image)

@@ -28,7 +28,7 @@ from harness.mutate import (
     part_modules,
     scenario_digest,
 )
-from harness.runbook import parse_runbook
+from harness.runbook import RunbookError, parse_runbook
 
 # The image that measures each executed OS family (issue 24): the EL families on their PGDG-layout images.
 MEASURED_IMAGES = {"debian": "debian-12", "el8": "el8-pgdg-layout", "el7": "el7-pgdg-layout"}
@@ -102,9 +102,11 @@ def family_mutants(runbook: Path, family: str, image: str, operators: str) -> di
     profile = ImageProfile.load(image)
     parts = tuple(parse_runbook(runbook).parts())
     grouped: dict[str, list[Mutant]] = {part: [] for part in parts}
-    for mutant in mutants(
-        runbook, family, parts, profile.package_source, classes=(operators,), pg_major=profile.pg_major
-    ):
+    try:
+        found = mutants(runbook, family, parts, profile.package_source, classes=(operators,), pg_major=profile.pg_major)
+    except RunbookError:  # the runbook has no block for this family: no cell of it
+        return grouped
+    for mutant in found:
         grouped[mutant.part].append(mutant)
     return grouped
 
