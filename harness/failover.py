@@ -122,6 +122,7 @@ class Failover:
     rpo_bytes: int | None = None
     old_state: str = ""
     restarts: int = 0  # times systemd started the old primary again by itself (a unit with Restart=)
+    old_enabled: str = ""  # `systemctl is-enabled` of the old primary's service after the failover (the fence)
 
     @property
     def lost(self) -> list[int]:
@@ -246,6 +247,7 @@ def fail_over(pair: ReplicationPair, *, crash: bool = False) -> Failover:
     result.replay_lsn = new.lsn("replay")  # static after promotion: the last record recovery replayed
     result.old_state = old.control_state()
     result.restarts = int(old.host.run(f"systemctl show -p NRestarts --value {old.layout.unit}").stdout or 0)
+    result.old_enabled = old.host.run(f"systemctl is-enabled {old.layout.service}", check=False).stdout.strip()
     result.old_wal_end, result.old_wal_records = wal_after(old, result.replay_lsn, result.timeline_before)
     if result.old_wal_end is not None:
         result.rpo_bytes = int(

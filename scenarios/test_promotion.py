@@ -56,6 +56,13 @@ def test_promoted_secondary_leaves_recovery_on_the_next_timeline(promoted):
     assert failover.timeline_after == failover.timeline_before + 1
 
 
+def test_the_fence_keeps_the_old_primary_from_starting_at_the_next_boot(promoted):
+    """7.1 disables the old primary's service: a reboot must not bring back a second primary."""
+    pair, failover = promoted
+    service = pair.secondary.layout.service
+    assert failover.old_enabled == "disabled", f"after Step 7.1 the old primary's {service} is {failover.old_enabled!r}"
+
+
 def test_new_primary_accepts_writes(promoted):
     pair, failover = promoted
     assert failover.rto is not None, "no write was accepted after the promotion"

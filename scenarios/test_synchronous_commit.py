@@ -44,6 +44,34 @@ def test_no_kill_loses_an_acknowledged_transaction(kills):
     FIGURES.record(f"RPO over {RUNS} kills with synchronous commit: 0 of {acknowledged} acknowledged transactions lost")
 
 
+def commit_while_replay_is_paused(pair) -> None:
+    """Step 10 waits for the standby's flush, not its replay (`on`, as its comment says; `remote_apply` would
+    wait here until replay resumes): a commit returns while the secondary's replay is paused."""
+    pair.secondary.query("SELECT pg_wal_replay_pause()")
+    committed = threading.Event()
+
+    def commit() -> None:  # a connection of its own: a waiting commit must not hold the node's shared one
+        with pair.primary.connect() as conn:
+            conn.execute("SET statement_timeout = 0")
+            conn.execute("INSERT INTO pgrepl_sync VALUES (1)")
+            committed.set()
+
+    try:
+        threading.Thread(target=commit, name="commit-during-paused-replay", daemon=True).start()
+        committed.wait(timeout=15)
+        assert committed.is_set(), (
+            "a commit waited for the paused replay of the secondary: Step 10's synchronous_commit is not 'on' "
+            "(seen: "
+            + pair.primary.rows_as_text(
+                "SELECT wait_event, state, query FROM pg_stat_activity "
+                "WHERE wait_event IS NOT NULL AND backend_type = 'client backend'"
+            )
+            + ")"
+        )
+    finally:
+        pair.secondary.query("SELECT pg_wal_replay_resume()")
+
+
 def test_with_the_secondary_down_a_commit_waits_until_synchronous_commit_is_off(make_pair):
     """The wait is seen in pg_stat_activity (wait_event SyncRep). statement_timeout does not end it:
     PostgreSQL turns the timeout off before it commits; only a cancel or Step 10's "off" does."""
@@ -52,6 +80,7 @@ def test_with_the_secondary_down_a_commit_waits_until_synchronous_commit_is_off(
     pair.run("sync-commit")
     primary = pair.primary
     primary.query("CREATE TABLE pgrepl_sync (id int)")
+    commit_while_replay_is_paused(pair)
     pair.secondary.stop()
     primary.wait_for_no_walsender()
     committed = threading.Event()
