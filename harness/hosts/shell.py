@@ -161,36 +161,32 @@ class PersistentShell:
         said = self.proc.stderr.read().decode(errors="replace").strip() if self.proc.stderr else ""
         return f"exit status {self.proc.returncode}" + (f": {said[-300:]}" if said else "")
 
+    @staticmethod
+    def _ready(fd: int, event: int, deadline: float, silence: str) -> None:
+        """Wait until `fd` is ready for `event` (a selectors event); NoAnswer(`silence`) at `deadline`."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, event)
+            while not selector.select(max(0.0, deadline - time.monotonic())):
+                if time.monotonic() >= deadline:
+                    raise NoAnswer(silence)
+
     def _write(self, data: bytes, deadline: float) -> None:
         """All of `data` to the shell's stdin, waiting for room in the pipe until `deadline`."""
         view = memoryview(data)
         fd = self.proc.stdin.fileno()
         os.set_blocking(fd, False)
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_WRITE)
-            while view:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise NoAnswer("the host's shell takes no input")
-                if not selector.select(left):
-                    continue
-                try:
-                    view = view[os.write(fd, view) :]
-                except BlockingIOError:
-                    continue
-                except BrokenPipeError:
-                    raise ShellGone(False, self._why_gone()) from None
+        while view:
+            self._ready(fd, selectors.EVENT_WRITE, deadline, "the host's shell takes no input")
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                continue
+            except BrokenPipeError:
+                raise ShellGone(False, self._why_gone()) from None
 
     def _fill(self, deadline: float) -> None:
         fd = self.proc.stdout.fileno()
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise NoAnswer("no answer from the host's shell")
-                if selector.select(left):
-                    break
+        self._ready(fd, selectors.EVENT_READ, deadline, "no answer from the host's shell")
         chunk = os.read(fd, 1 << 16)
         if not chunk:
             raise ShellGone(False, self._why_gone())
