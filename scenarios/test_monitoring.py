@@ -9,7 +9,8 @@ appears; a healthy pair gets `OK`, and so does the pair again once the condition
   8 segments written past it (as in test_failover_slot_limit.py), so the slot goes `lost`.
 
 Negative control: the same check with its lag threshold raised to 1TB (a mutated runbook) stays
-silent under the same lag, so the line comes from the block's threshold, not from the harness.
+silent under the same lag, so the line comes from the block's threshold, not from the harness. And
+the check run on the standby, where every view is empty, says it is not a primary instead of OK.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 
 from harness.layout import ARCHIVE_DIRS
 from harness.pair import ReplicationPair
-from harness.runbook import Runbook, StepFailed, edit_block
+from harness.runbook import Runbook, StepFailed, edit_block, script
 from harness.waiting import wait_until
 
 pytestmark = [pytest.mark.parts("setup", "verify", "slot-limit", "monitor"), pytest.mark.bringups(2)]
@@ -30,12 +31,15 @@ LIMIT_MB = 64
 
 
 def check(pair: ReplicationPair, book: Runbook | None = None) -> str:
-    """Step 11's check on the primary: '' when it prints OK, else the alerts it printed."""
+    """Step 11's check on the primary: '' when it prints OK, else the alerts it printed (each line
+    starts with ALERT, as a monitoring system matching ^ALERT expects)."""
     try:
         pair.run_step(STEP, book=book)
     except StepFailed as failure:
         assert failure.result is not None and failure.result.rc == 1, str(failure)
-        return failure.result.stdout
+        alerts = failure.result.stdout
+        assert all(line.startswith("ALERT ") for line in alerts.splitlines()), alerts
+        return alerts
     return ""
 
 
@@ -47,6 +51,14 @@ def lag_bytes(pair: ReplicationPair) -> int:
 
 def test_a_healthy_pair_is_ok(pair):
     assert check(pair) == ""
+
+
+def test_on_the_standby_the_check_says_it_is_not_a_primary(pair):
+    """The wrong host (e.g. after a failover): a standby's views are empty, and the check without its
+    first query printed OK there (found by this test)."""
+    block = pair.block_of(STEP)
+    result = pair.secondary.host.run(script(block, (), {}), check=False)  # the block holds no example value
+    assert result.rc == 1 and result.stdout.startswith("ALERT not a primary:"), result.tail()
 
 
 def test_an_archiver_failure_is_reported_until_archiving_works_again(pair):
