@@ -300,3 +300,39 @@ def fail_over_mid_crash_recovery(pair: ReplicationPair, *, timeout: float = 60) 
             releaser.join(timeout=timeout)
     if failures:
         raise failures[0]
+
+
+def fail_over_after_a_split(pair: ReplicationPair, *statements: str) -> None:
+    """The network splits, the primary runs `statements` (SQL, on one connection) that the secondary
+    never gets, and is killed (SIGKILL); Step 7 fails over, and the network heals. The old primary's
+    WAL then goes past the split: a rewind has blocks to copy (PostgreSQL's 004_timeline_switch.pl).
+    This is not a test: it raises if a step fails or the secondary was not promoted."""
+    old, new = pair.primary, pair.secondary
+    old.isolate_from(new)
+    new.isolate_from(old)
+    try:
+        for sql in statements:
+            old.query(sql)
+        old.kill9()
+        pair.run("failover")
+    finally:
+        old.heal()
+        new.heal()
+    if (pair.primary, pair.secondary) != (new, old):
+        raise AssertionError(f"Step 7 did not promote {new.name}: the primary is {pair.primary.name}")
+
+
+class RewindOutput:
+    """An `after` hook for Step 8: keeps what the rewind step (`"action":"rewind"`) said, stdout and
+    stderr, and prints its last lines; `str()` is all of it ("" if no rewind step ran)."""
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def __call__(self, block: Block, result: Result) -> None:
+        if block.action == "rewind":
+            self.said.append(result.stdout + result.stderr)
+            print(f"\npg_rewind said:\n{result.tail(8)}")
+
+    def __str__(self) -> str:
+        return "".join(self.said)

@@ -135,7 +135,13 @@ def _el(family: str, major: int, packaging: Packaging) -> Layout:
         service=f"postgresql-{major}.service",
         bin_dir=f"/usr/pgsql-{major}/bin",
         log_file=f"$(ls -t {data_dir}/log/*.log | head -1)",
-        cluster_paths=(data_dir, f"/var/lib/pgsql/{major}/initdb.log", "/var/lib/pgsql/.pgpass", *ARCHIVE_DIRS),
+        cluster_paths=(
+            data_dir,
+            f"/var/lib/pgsql/{major}/initdb.log",
+            f"/var/lib/pgsql/{major}/conf-before-rewind*",  # Step 8.3's saved configuration, if a rejoin stopped
+            "/var/lib/pgsql/.pgpass",
+            *ARCHIVE_DIRS,
+        ),
         parent_dirs=(f"/var/lib/pgsql/{major}",),
         **vars(packaging),
     )

@@ -79,16 +79,23 @@ class Seen:
         return f"{self.path} mode {self.mode:04o} uid {self.uid} size {self.size}"
 
 
+# One line per state of a path, as both perl programs below print it.
+_STATE = r"""
+sub state { my ($p) = @_; my @s = lstat($p);
+  @s ? sprintf("%s\t%o\t%d\t%d", $p, $s[2] & 07777, $s[4], $s[7]) : "$p\tabsent" }
+"""
+
 # Polls lstat of every path in a tight loop (no process per look: a state that lasts as long as the
 # fork and exec of the next command is seen) and prints each state once, until a stop file appears.
-WATCHER = r"""
+WATCHER = (
+    _STATE
+    + r"""
 $| = 1;
 my ($stop, $seconds, @paths) = @ARGV;
 my %last; my $end = time + $seconds; my $n = 0;
 while (1) {
   for my $p (@paths) {
-    my @s = lstat($p);
-    my $state = @s ? sprintf("%s\t%o\t%d\t%d", $p, $s[2] & 07777, $s[4], $s[7]) : "$p\tabsent";
+    my $state = state($p);
     if (($last{$p} // "") ne $state) { print "$state\n"; $last{$p} = $state; }
   }
   print "ready\n" if !$n;
@@ -96,6 +103,19 @@ while (1) {
 }
 print "done\n";
 """
+)
+
+# The state of every path now, once each.
+LOOK = _STATE + r"""print state($_), "\n" for @ARGV;"""
+
+
+def _last_states(log: str) -> dict[str, str]:
+    """The last state line the watcher printed for each path."""
+    states: dict[str, str] = {}
+    for line in log.splitlines():
+        if "\t" in line:
+            states[line.split("\t", 1)[0]] = line
+    return states
 
 
 @contextmanager
@@ -118,6 +138,16 @@ def watching(host: Host, paths: list[str], *, timeout: float = 300) -> Iterator[
     seen: list[Seen] = []
     try:
         yield seen
+        # The watcher stops only once it has printed the state every path is in now: one the machine's
+        # load kept from running until the body was over still ends on the final states.
+        now = host.run(f"perl -e {shlex.quote(LOOK)} {words}", user="root").stdout.splitlines()
+        final = {line.split("\t", 1)[0]: line for line in now}
+        wait_until(
+            lambda: final.items() <= _last_states(host.run(read, user="root").stdout).items(),
+            timeout=30,
+            what=f"the mode watcher on {host.name} to see {now}",
+            seen=lambda: host.run(read, user="root", check=False).stdout,
+        )
     finally:
         host.run(f"touch {stop}", user="root")
         text = wait_until(

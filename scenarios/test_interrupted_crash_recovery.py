@@ -17,7 +17,7 @@ import re
 
 import pytest
 
-from harness.failover import fail_over_mid_crash_recovery, wal_after
+from harness.failover import RewindOutput, fail_over_mid_crash_recovery, wal_after
 from harness.runbook import StepFailed, drop_step
 
 pytestmark = [pytest.mark.parts("setup", "verify", "failover", "rejoin"), pytest.mark.bringups(2)]
@@ -47,21 +47,15 @@ def diverged_and_stopped_mid_recovery(make_pair, runbook):
 
 def rejoin(pair, *, until: str | None = None) -> tuple[str, StepFailed | None]:
     """Run Step 8 (up to and with the step `until`): what pg_rewind said, and the step that failed."""
-    said: list[str] = []
+    said = RewindOutput()
     steps = [b.step for b in pair.blocks("rejoin")]
     if until is not None:
         steps = steps[: steps.index(until) + 1]
-
-    def keep_rewind_output(block, result):
-        if block.action == "rewind":
-            said.append(result.stdout + result.stderr)
-            print(f"pg_rewind said:\n{result.tail(8)}")
-
     try:
-        pair.run("rejoin", steps=steps, after=keep_rewind_output)
+        pair.run("rejoin", steps=steps, after=said)
     except StepFailed as failure:
-        return "".join(said), failure
-    return "".join(said), None
+        return str(said), failure
+    return str(said), None
 
 
 def test_the_rejoin_rewinds_an_old_primary_stopped_mid_recovery(make_pair, runbook):

@@ -13,6 +13,7 @@ import re
 
 import pytest
 
+from harness.failover import RewindOutput, fail_over_after_a_split
 from harness.load import amcheck, table_checksums
 
 pytestmark = [pytest.mark.parts("setup", "verify", "failover", "rejoin"), pytest.mark.bringups(1)]
@@ -26,28 +27,16 @@ def rewound(pair):
     old.query(f"INSERT INTO {TABLE} SELECT g, 'before the split' FROM generate_series(1, 20000) g")
     old.wait_for_catchup(new)
     timeline = old.timeline()
-    old.isolate_from(new)
-    new.isolate_from(old)
-    try:
-        old.query(f"INSERT INTO {TABLE} SELECT g, 'only on the old primary' FROM generate_series(20001, 30000) g")
-        old.query(f"UPDATE {TABLE} SET v = 'changed on the old primary' WHERE id <= 10000")
-        old.kill9()
-        pair.run("failover")
-    finally:
-        old.heal()
-        new.heal()
-    assert (pair.primary, pair.secondary) == (new, old), "Step 7 promotes the secondary"
+    fail_over_after_a_split(
+        pair,
+        f"INSERT INTO {TABLE} SELECT g, 'only on the old primary' FROM generate_series(20001, 30000) g",
+        f"UPDATE {TABLE} SET v = 'changed on the old primary' WHERE id <= 10000",
+    )
     new.query(f"INSERT INTO {TABLE} SELECT g, 'only on the new primary' FROM generate_series(30001, 31000) g")
-    said = {}
-
-    def keep_rewind_output(block, result):
-        if block.action == "rewind":
-            said["rewind"] = result.stdout + result.stderr
-            print(f"\npg_rewind said:\n{result.tail(8)}")
-
-    pair.run("rejoin", after=keep_rewind_output)
+    said = RewindOutput()
+    pair.run("rejoin", after=said)
     new.wait_for_catchup(old)
-    return pair, said["rewind"], timeline
+    return pair, str(said), timeline
 
 
 def test_pg_rewind_copied_data(rewound):

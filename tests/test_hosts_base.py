@@ -207,6 +207,18 @@ def test_a_process_the_command_left_running_does_not_hold_up_the_next():
     host.close()
 
 
+def test_a_process_still_writing_where_the_command_wrote_stays_out_of_every_later_answer():
+    """Whatever a process left behind writes meanwhile, the answers stay in frame (no command given up
+    on, or run again, no shell replaced) and hold none of it."""
+    host = PersistentLocalHost()
+    host.run("(for i in $(seq 300); do echo noise; echo noise >&2; sleep 0.002; done) &\necho first")
+    for n in range(40):
+        result = host.run(f"echo {n}; echo e{n} >&2")
+        assert (result.stdout, result.stderr) == (f"{n}\n", f"e{n}\n")
+    assert len(host.remotes) == 1
+    host.close()
+
+
 def test_a_shell_gone_before_the_command_started_runs_it_in_a_process_of_its_own():
     host = PersistentLocalHost()
     host.run("true")

@@ -245,7 +245,11 @@ class Host(ABC):
         try:
             if self._shell is None or not self._shell.alive():
                 self._shell = None
-                self._shell = shell.PersistentShell(self._transport(["bash", "--noprofile", "--norc", "-s"]))
+                try:
+                    self._shell = shell.PersistentShell(self._transport(["bash", "--noprofile", "--norc", "-s"]))
+                except (shell.ShellGone, shell.NoAnswer, OSError):
+                    self.persistent_shell = False  # no bash loop behind this transport: a process per command
+                    return None
             answer = self._shell.run(remote, script.encode(), deadline)
         except shell.NoAnswer as exc:
             self._shell = None

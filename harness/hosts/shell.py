@@ -11,12 +11,15 @@ never in an argv, stdout and stderr stay apart, and its exit status is its own. 
 is a loop of bash reading framed requests:
 
     request   ID SIZE ARGV...\n then SIZE bytes of script (fed to ARGV's stdin, nothing more)
-    answer    started ID\n when it starts it, then done ID RC\n, `wc -c` of stdout and stderr, both
+    answer    started ID\n when it starts it, then done ID RC OUTSIZE ERRSIZE\n and that many bytes
+              of stdout, then of stderr
 
 The command's stdout and stderr go to files of its own in a private (mode 700) directory in memory
-(/dev/shm where the host has it), emptied once sent; the script never touches a file. (Appended to,
-so a process the command left running that still writes there cannot leave a hole in the next one's.) A command that
-stops reading its script early has the rest read and dropped, so the next request starts in frame.
+(/dev/shm where the host has it), removed once sent; the script never touches a file. A process the
+command left running (a server started without a log file) may still write there: the sizes are taken
+before the bytes are sent, exactly that many, so the answer stays in frame, and what it writes later
+goes to the removed files, never into a later command's output. A command that stops reading its script early has
+the rest read and dropped, so the next request starts in frame.
 
 The deadline is kept as before: on the host by `timeout`, and locally by Host.run, which ends the
 shell when it gets no answer in time. Whether a command ran is known from `started`: a shell that is
@@ -48,19 +51,20 @@ _WORD = re.compile(r"[A-Za-z0-9_.,:/=@%+-]+")
 # The loop, sent as the shell's first input. `exit` on the same line: whatever happens to the loop,
 # bash never reads a request as a command of its own.
 LOOP = rb"""pgrepl_shell() {
-  local base dir id size argv rc
+  local base dir id size argv rc out err o e
   set -f
   for base in /dev/shm "${TMPDIR:-/tmp}"; do [ -d "$base" ] && [ -w "$base" ] && break; done
   dir=$(mktemp -d "$base/pgrepl-shell.XXXXXX") || return 1
   trap 'rm -rf "$dir"' EXIT
-  : >"$dir/out"; : >"$dir/err"
+  printf 'ready\n'
   while IFS=' ' read -r id size argv; do
     printf 'started %s\n' "$id"
-    head -c "$size" | { $argv >>"$dir/out" 2>>"$dir/err"; rc=$?; cat >/dev/null; exit "$rc"; }
-    printf 'done %s %s\n' "$id" "$?"
-    wc -c "$dir/out" "$dir/err"
-    cat "$dir/out" "$dir/err"
-    : >"$dir/out"; : >"$dir/err"
+    out="$dir/$id.out" err="$dir/$id.err"
+    head -c "$size" | { $argv >"$out" 2>"$err"; rc=$?; cat >/dev/null; exit "$rc"; }
+    rc=$?; o=$(wc -c <"$out"); e=$(wc -c <"$err")
+    printf 'done %s %s %s %s\n' "$id" "$rc" "$o" "$e"
+    head -c "$o" "$out"; head -c "$e" "$err"
+    rm -f "$out" "$err"
   done
 }
 pgrepl_shell; exit
@@ -100,7 +104,13 @@ class PersistentShell:
         self.lock = threading.Lock()
         self.buffer = b""
         self.count = 0
-        self._write(LOOP, time.monotonic() + 30)
+        deadline = time.monotonic() + 30
+        try:
+            self._write(LOOP, deadline)
+            self._expect("ready", deadline, started=False)  # a transport that runs no bash loop fails here
+        except (ShellGone, NoAnswer, OSError):
+            self.kill()
+            raise
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -119,13 +129,13 @@ class PersistentShell:
             raise ShellGone(False, f"the host's shell ended before the command started ({exc})") from None
         started = False
         try:
-            self._expect(f"started {ident}", deadline)
+            # out of frame here: the loop is there and has the request, so it may well run it
+            self._expect(f"started {ident}", deadline, started=True)
             started = True
             done = self._line(deadline).split()
-            sizes = [self._line(deadline).split()[0] for _ in range(3)]  # wc -c: out, err, total
-            if len(done) != 3 or done[:2] != ["done", ident] or not all(size.isdigit() for size in sizes):
-                raise ShellGone(True, f"the host's shell answered out of frame: {done!r} {sizes!r}")
-            rc, out_size, err_size = int(done[2]), int(sizes[0]), int(sizes[1])
+            if len(done) != 5 or done[:2] != ["done", ident] or not all(word.isdigit() for word in done[2:]):
+                raise ShellGone(True, f"the host's shell answered out of frame: {done!r}")
+            rc, out_size, err_size = (int(word) for word in done[2:])
             body = self._exactly(out_size + err_size, deadline)
         except ShellGone as exc:
             self.kill()
@@ -161,36 +171,32 @@ class PersistentShell:
         said = self.proc.stderr.read().decode(errors="replace").strip() if self.proc.stderr else ""
         return f"exit status {self.proc.returncode}" + (f": {said[-300:]}" if said else "")
 
+    @staticmethod
+    def _ready(fd: int, event: int, deadline: float, silence: str) -> None:
+        """Wait until `fd` is ready for `event` (a selectors event); NoAnswer(`silence`) at `deadline`."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, event)
+            while not selector.select(max(0.0, deadline - time.monotonic())):
+                if time.monotonic() >= deadline:
+                    raise NoAnswer(silence)
+
     def _write(self, data: bytes, deadline: float) -> None:
         """All of `data` to the shell's stdin, waiting for room in the pipe until `deadline`."""
         view = memoryview(data)
         fd = self.proc.stdin.fileno()
         os.set_blocking(fd, False)
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_WRITE)
-            while view:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise NoAnswer("the host's shell takes no input")
-                if not selector.select(left):
-                    continue
-                try:
-                    view = view[os.write(fd, view) :]
-                except BlockingIOError:
-                    continue
-                except BrokenPipeError:
-                    raise ShellGone(False, self._why_gone()) from None
+        while view:
+            self._ready(fd, selectors.EVENT_WRITE, deadline, "the host's shell takes no input")
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                continue
+            except BrokenPipeError:
+                raise ShellGone(False, self._why_gone()) from None
 
     def _fill(self, deadline: float) -> None:
         fd = self.proc.stdout.fileno()
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise NoAnswer("no answer from the host's shell")
-                if selector.select(left):
-                    break
+        self._ready(fd, selectors.EVENT_READ, deadline, "no answer from the host's shell")
         chunk = os.read(fd, 1 << 16)
         if not chunk:
             raise ShellGone(False, self._why_gone())
@@ -202,10 +208,10 @@ class PersistentShell:
         line, _, self.buffer = self.buffer.partition(b"\n")
         return line.decode(errors="replace")
 
-    def _expect(self, line: str, deadline: float) -> None:
+    def _expect(self, line: str, deadline: float, *, started: bool) -> None:
         got = self._line(deadline)
         if got != line:
-            raise ShellGone(False, f"the host's shell answered out of frame: {got[:200]!r}")
+            raise ShellGone(started, f"the host's shell answered out of frame: {got[:200]!r}")
 
     def _exactly(self, size: int, deadline: float) -> bytes:
         while len(self.buffer) < size:

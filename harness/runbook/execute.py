@@ -95,6 +95,7 @@ class StepFailed(HarnessError):
         book: Runbook | None = None,
     ):
         self.block, self.host_name = block, host.name
+        self.result = result  # what the step printed and its exit status (None: it never ran to an end)
         self.book = book  # the runbook the block is in (for reports pointing at its line)
         self.runbook = book.path if book is not None else None
         output = result.tail() if result is not None else ""
