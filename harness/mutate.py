@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
-
 from harness import project
 from harness.errors import HarnessError
 from harness.gate import module_parts, scenario_markers
@@ -214,7 +212,9 @@ class Scenarios:
         self._lock = threading.Lock()
 
     def run(self, argv: list[str], cwd: Path) -> tuple[int, str] | None:
-        """(exit code, output), or None when the run was stopped (or the process interrupted) meanwhile."""
+        """(exit code, output), or None when the run was stopped meanwhile. Only `stop()` makes an outcome no
+        verdict: pytest's exit 2 is also a collection error, and a scenario killed by another's signal (the OOM
+        killer) an error too; either is an `error` verdict, which the next run measures again."""
         with self._lock:
             if self.stopping.is_set():
                 return None
@@ -225,8 +225,7 @@ class Scenarios:
         finally:
             with self._lock:
                 self._running.discard(process)
-        interrupted = process.returncode < 0 or process.returncode == pytest.ExitCode.INTERRUPTED
-        return None if self.stopping.is_set() or interrupted else (process.returncode, output)
+        return None if self.stopping.is_set() else (process.returncode, output)
 
     def stop(self) -> None:
         with self._lock:

@@ -211,7 +211,7 @@ def markdown(runbook: Path, root: Path, state: Path, generated: str, commit: str
         "",
         f"In all: {sum(len(c.rows) for c in made)} mutants, {total['killed']} killed, {total['survived']} survived, "
         f"{total['explained']} explained, {total['not measured']} not measured.",
-        "; ".join(measured) + ".",
+        "; ".join(measured) + "." if measured else "No verdict is kept for this runbook as it is now.",
         "",
         "## Score per family, part and class",
         "",

@@ -12,10 +12,14 @@ import textwrap
 from pathlib import Path
 
 from harness import project
+from harness.gate import module_parts
+from harness.images import ImageProfile
+from harness.mutate import mutants, part_modules
 from harness.waiting import wait_until
 
-# The real Mutation.run on the runbook's `slot-limit` part (3 mutants, 2 modules each), one at a time; each
-# "scenario" appends its mutant's file name to calls.txt, then does what BEHAVIOUR says.
+# The real Mutation.run on the runbook's `slot-limit` part (its deletions on debian-12, each through the scenario
+# modules of that part), one at a time; each "scenario" appends its mutant's file name to calls.txt, then does
+# what BEHAVIOUR says.
 RUNNER = textwrap.dedent(
     """
     import contextlib, sys
@@ -37,7 +41,7 @@ RUNNER = textwrap.dedent(
         sys.exit(1)
     if sys.argv[3] == "kill-first-then-hang":
         time.sleep(600)
-    sys.exit(0)
+    sys.exit(2 if sys.argv[3] == "collection-error" else 0)
     '''
 
     class StandIn(Mutation):
@@ -50,7 +54,7 @@ RUNNER = textwrap.dedent(
     unwind_on_sigterm()
     book = project.current().default_runbook
     result = StandIn(book, "debian-12", ("slot-limit",), work / "mutate", jobs=1).run()
-    print("killed", result["killed"], "survived", len(result["survived"]))
+    print("killed", result["killed"], "survived", len(result["survived"]), "errors", len(result["errors"]))
     """
 )
 
@@ -70,7 +74,18 @@ def calls(work: Path) -> list[str]:
     return path.read_text().splitlines() if path.is_file() else []
 
 
+def slot_limit() -> tuple[int, int]:
+    """(mutants, scenario modules each) of the part the runner mutates, as the runbook and scenarios are now."""
+    book, root = project.current().default_runbook, project.current().root
+    profile = ImageProfile.load("debian-12")
+    found = mutants(book, profile.family, ("slot-limit",), profile.package_source, pg_major=profile.pg_major)
+    modules = part_modules(module_parts(), str(book.resolve().relative_to(root)), "slot-limit")
+    return len(found), len(modules)
+
+
 def test_sigterm_mid_run_keeps_the_verdicts_and_a_second_run_resumes(tmp_path):
+    count, modules = slot_limit()
+    assert count >= 3 and modules >= 1, (count, modules)
     first = start(tmp_path, "kill-first-then-hang")
     # mutant 1 killed by its first module; mutant 2's first module hangs: the run is mid-way
     wait_until(
@@ -83,7 +98,7 @@ def test_sigterm_mid_run_keeps_the_verdicts_and_a_second_run_resumes(tmp_path):
     first.send_signal(signal.SIGTERM)
     output, _ = first.communicate(timeout=30)  # not the 600 s the hanging scenario would take
     assert first.returncode != 0, output
-    assert "interrupted: 1 of 3 verdicts kept" in output, output
+    assert f"interrupted: 1 of {count} verdicts kept" in output, output
     wait_until(lambda: not _alive(hanging), timeout=10, what="the hanging scenario to be stopped")
     state = json.loads((tmp_path / "mutate" / "state.json").read_text())
     assert [v["verdict"] for v in state.values()] == ["killed"], "the interrupted mutant must have no verdict"
@@ -94,10 +109,10 @@ def test_sigterm_mid_run_keeps_the_verdicts_and_a_second_run_resumes(tmp_path):
     assert second.returncode == 0, output
     again = calls(tmp_path)[len(measured_first) :]
     assert measured_first[0] not in again, "the killed mutant was measured again instead of resumed"
-    assert len(again) == 4, again  # mutants 2 and 3, each through both slot-limit modules
-    assert "killed 1 survived 2" in output, output
+    assert len(again) == (count - 1) * modules, again  # every other mutant, each through every slot-limit module
+    assert f"killed 1 survived {count - 1}" in output, output
     state = json.loads((tmp_path / "mutate" / "state.json").read_text())
-    assert sorted(v["verdict"] for v in state.values()) == ["killed", "survived", "survived"]
+    assert sorted(v["verdict"] for v in state.values()) == ["killed"] + ["survived"] * (count - 1)
 
 
 def _alive(pid: int) -> bool:
@@ -106,3 +121,17 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_a_scenario_that_exits_2_unasked_is_an_error_measured_again(tmp_path):
+    """pytest exits 2 on a collection error too: without a stop that is an `error` verdict (reported, and
+    measured again by the next run), not a mutant that silently has no verdict."""
+    count, _ = slot_limit()
+    run = start(tmp_path, "collection-error")
+    output, _ = run.communicate(timeout=60)
+    assert f"killed 0 survived 0 errors {count}" in output, output
+    state = json.loads((tmp_path / "mutate" / "state.json").read_text())
+    assert sorted(v["verdict"] for v in state.values()) == ["error"] * count
+    again = start(tmp_path, "survive")
+    output, _ = again.communicate(timeout=60)
+    assert f"killed 0 survived {count} errors 0" in output, output
