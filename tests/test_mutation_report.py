@@ -85,3 +85,21 @@ def test_the_report_shows_a_kept_verdict_in_its_cell_and_the_rest_as_not_measure
     )
     assert f"| debian | slot-limit | delete | {survivor.first} | {survivor.step} | {code(survivor.what)} |" in text
     assert "| el8 (`el8-pgdg-layout`) | slot-limit | delete | 3 | 0 | 0 | 0 | 3 | - | not measured |" in text
+
+
+def test_report_of_a_runbook_outside_the_project_is_refused_in_one_line(tmp_path, capsys):
+    from harness import __main__ as cli_main
+
+    outside = tmp_path / "book.md"
+    outside.write_text(RUNBOOK.read_text())
+    assert cli_main.main(["mutate", "--report", "--runbook", str(outside), "--artifacts", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "the report is of a runbook of the project" in err and "Traceback" not in err, err
+    assert not report_path(outside).exists() and not (tmp_path / "summary.md").exists()
+
+
+def test_a_report_without_verdicts_says_so_and_records_the_digests_the_staleness_test_computes(tmp_path):
+    text = markdown(RUNBOOK, project.current().root, tmp_path / "state.json", "today", "abc")
+    assert "No verdict is kept for this runbook as it is now." in text and "\n.\n" not in text
+    (tmp_path / "report.md").write_text(text)
+    assert recorded_digests(tmp_path / "report.md") == cell_digests(RUNBOOK)
