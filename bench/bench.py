@@ -5,6 +5,7 @@
     python bench/bench.py --suite --compare REV    # the same for git revision REV, side by side
     python bench/bench.py --cold                   # first forget the image, its snapshots and base
     python bench/bench.py --load 10                # only: pgbench write/read tps and replay lag, 10 s
+    python bench/bench.py --commands 200           # only: one host command's cost, persistent shell vs per-command
 
 A bring-up is measured in-process (phases from harness.lifecycle and ReplicationPair.setup, each runbook
 step from the transcript); a revision to compare is checked out into a git worktree and measured
@@ -134,6 +135,40 @@ def load_figures(image: str, seconds: int) -> str:
         return read_offload(pair.primary, pair.secondary, seconds=seconds).render()
 
 
+def command_costs(image: str, count: int, rounds: int = 5) -> str:
+    """Milliseconds per host command through the host's persistent shell and with a transport process per
+    command (PGREPL_HOST_SHELL=per-command), in alternating rounds of `count` commands on one host, so the
+    machine's drift hits both alike: the median round of each, and their ratio round by round."""
+    from harness import project
+    from harness.hosts import shell
+    from harness.lifecycle import open_pair
+    from harness.targets import make_target
+
+    modes = {"persistent shell": "", "per-command": shell.PER_COMMAND}
+    costs: dict[str, dict[str, list[float]]] = {c: {m: [] for m in modes} for c in ("true", "true as postgres")}
+    saved = os.environ.get(shell.MODE_VAR)
+    with open_pair(make_target(image=image), project.current().default_runbook, log=lambda line: None) as pair:
+        host = pair.primary.host
+        host.run("true")  # the shell started, outside the figures
+        try:
+            for _ in range(rounds):
+                for mode, value in modes.items():
+                    os.environ[shell.MODE_VAR] = value
+                    for command, user in (("true", None), ("true as postgres", "postgres")):
+                        started = time.monotonic()
+                        for _ in range(count):
+                            host.run("true", user=user)
+                        costs[command][mode].append((time.monotonic() - started) * 1000 / count)
+        finally:
+            os.environ.pop(shell.MODE_VAR, None) if saved is None else os.environ.update({shell.MODE_VAR: saved})
+    rows = {}
+    for command, per in costs.items():
+        ratios = [a / b for a, b in zip(per["persistent shell"], per["per-command"], strict=True)]
+        rows[command] = [f"{statistics.median(v):.1f}" for v in per.values()] + [f"{statistics.median(ratios):.2f}"]
+    title = f"== one host command on {image}, ms, median of {rounds} rounds of {count}"
+    return f"{title}\n" + table([*modes, "ratio"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", default=DEFAULT_IMAGE)
@@ -145,7 +180,11 @@ def main() -> None:
     )
     parser.add_argument("--compare", metavar="REV", help="also measure this git revision (a worktree)")
     parser.add_argument("--load", type=int, metavar="SECONDS", help="only: pgbench read offloading figures")
+    parser.add_argument("--commands", type=int, metavar="N", help="only: a host command's cost, shell vs per-command")
     args = parser.parse_args()
+    if args.commands:
+        print(command_costs(args.image, args.commands))
+        return
     if args.load:
         print(load_figures(args.image, args.load))
         return

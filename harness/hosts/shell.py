@@ -40,8 +40,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-# `PGREPL_HOST_SHELL=per-command` makes every command a process of its own again (bench/bench.py
-# compares the two); any other value, or none, keeps one shell per host.
+# `PGREPL_HOST_SHELL=per-command` makes every command a process of its own again (bench/bench.py run
+# with it measures that way); any other value, or none, keeps one shell per host.
 MODE_VAR = "PGREPL_HOST_SHELL"
 PER_COMMAND = "per-command"
 
