@@ -149,22 +149,17 @@ def _mutate(args: argparse.Namespace) -> int:
         modules=tuple(args.modules or ()),
     ).run()
     print(render(result))
-    _mutation_report(runbook, Path(args.artifacts), committed=False)
+    _mutation_report(runbook, Path(args.artifacts), committed=True)  # the run added to the committed verdicts
     return 1 if result["score"] < args.fail_under or result["errors"] else 0
 
 
 def _mutation_report(runbook: Path, artifacts: Path, *, committed: bool) -> int:
-    """The report of every family, part and class from the kept verdicts: into summary.md, and with
-    `mutate --report` into runbooks/NAME.mutation.md, the committed one."""
-    from datetime import UTC, datetime
-
+    """The report of every family, part and class from the committed verdicts (runbooks/NAME.mutation.json): into
+    summary.md, and (`committed`) into runbooks/NAME.mutation.md, the committed one."""
     from harness.ci_report import write_summary
-    from harness.mutate import head_commit
     from harness.mutation_report import markdown, report_path
 
-    root = project.current().root
-    state = (artifacts / "mutate" / "state.json").resolve()
-    text = markdown(runbook, root, state, datetime.now(UTC).strftime("%Y-%m-%d"), head_commit(root))
+    text = markdown(runbook, project.current().root)
     written = [write_summary(text, artifacts)]
     if committed:
         report_path(runbook).write_text(text)
@@ -256,14 +251,18 @@ def parser() -> argparse.ArgumentParser:
         "--modules", nargs="+", help="only these scenario modules (e.g. test_security): a partial measure"
     )
     mutate.add_argument("--jobs", type=int, default=3, help="mutants run at once")
-    mutate.add_argument("--artifacts", default="artifacts", help="verdicts (resumable) go to ARTIFACTS/mutate")
+    mutate.add_argument(
+        "--artifacts",
+        default="artifacts",
+        help="a run's state (resumable) goes to ARTIFACTS/mutate; its verdicts also to runbooks/NAME.mutation.json",
+    )
     mutate.add_argument("--fail-under", type=float, default=0.0, help="exit 1 when the score (%%) is lower")
     mutate.add_argument("--list", action="store_true", help="only list the mutants (and which are explained)")
     mutate.add_argument(
         "--report",
         action="store_true",
-        help="run nothing: write runbooks/NAME.mutation.md (and summary.md) from the verdicts kept in ARTIFACTS/mutate "
-        "for every family, part and operator class",
+        help="run nothing: write runbooks/NAME.mutation.md (and summary.md) from the verdicts committed in "
+        "runbooks/NAME.mutation.json for every family, part and operator class",
     )
     mutate.set_defaults(func=_mutate)
     return root

@@ -8,8 +8,13 @@ misspelt, an hba rule's method or address, one option of a command dropped). For
 scenario modules that run that part (their `parts` marker) run on the mutated runbook, cheapest
 first, until one fails: the mutant is killed. A mutant no module notices survives: a line the gate
 is blind to. A mutant that cannot be observed (a message, a setting equal to its default) is
-recorded with its reason in `<runbook>.explained.toml` and reported as explained, not run. Verdicts
-are kept (keyed by the mutated text), so a second run resumes.
+recorded with its reason in `<runbook>.explained.toml` and reported as explained, not run.
+
+Verdicts are kept under a key of what can change the mutant's outcome (`MutantKeys`), not of the whole runbook:
+a prose edit, or an edit of a block its scenarios never run, keeps them. They go to the committed
+`runbooks/NAME.mutation.json` (`Ledger`: killed and survived, the fields the report needs), from which
+`mutate --report` writes the report and a later run resumes, on any clone; `ARTIFACTS/mutate/state.json` keeps
+a running job's every verdict (errors too) for the same command to resume.
 """
 
 from __future__ import annotations
@@ -32,9 +37,9 @@ from pathlib import Path
 
 from harness import project
 from harness.errors import HarnessError
-from harness.gate import module_parts, scenario_markers
+from harness.gate import block_text, module_parts, scenario_markers
 from harness.mutations import VALUE_OPERATORS, changes, runbook_names
-from harness.runbook import Block, parse_runbook
+from harness.runbook import Block, RunbookError, parse_runbook
 
 STRUCTURE = re.compile(r"^\s*(?:if|elif|else|fi|then|for|while|until|do|done|case|esac|;;|[(){}])(?:\s|;|$)")
 HEREDOC = re.compile(r"<<-?\s*['\"]?(\w+)['\"]?")
@@ -56,6 +61,8 @@ class Mutant:
     operator: str = "delete"  # or one of harness.mutations.VALUE_OPERATORS
     change: str = ""  # what a value mutant changes ("method scram-sha-256 -> trust"); "" for a deletion
     replacement: str | None = None  # the lines' new text (a value mutant); None: deleted
+    block: tuple = ()  # its block's identity (step, host, os families, variant): harness.gate.block_text
+    offset: int = 0  # its first line's place in the block's body (1: the body's first line)
 
     @property
     def headline(self) -> str:
@@ -127,12 +134,23 @@ def mutants(
             continue
         for first, last in units(block):
             unit = "\n".join(text[first - 1 : last])
+            where = {"block": block_identity(block), "offset": first - block.line}
             if "delete" in classes:
-                found.append(Mutant(block.step, block.part, first, last, unit))
+                found.append(Mutant(block.step, block.part, first, last, unit, **where))
             if "value" in classes:
                 for made in changes(block, unit, pg_major=pg_major, names=names):
                     found.append(
-                        Mutant(block.step, block.part, first, last, unit, made.operator, made.change, made.replacement)
+                        Mutant(
+                            block.step,
+                            block.part,
+                            first,
+                            last,
+                            unit,
+                            made.operator,
+                            made.change,
+                            made.replacement,
+                            **where,
+                        )
                     )
     return found
 
@@ -162,18 +180,190 @@ def module_costs() -> dict[str, int]:
     }
 
 
-def mutant_key(image: str, mutated: str) -> str:
-    """The verdict's name in the state: the image and the whole mutated runbook, so any other edit of the
-    runbook (which may change what a mutant does) makes it a new mutant, measured again."""
-    return hashlib.sha256(f"{image}\0{mutated}".encode()).hexdigest()[:16]
+def block_identity(block: Block) -> tuple:
+    """What makes a block the same block across edits (step, host, OS families, variant), as harness.gate has it."""
+    return (block.step, block.host, tuple(block.os), block.variant)
 
 
-class Verdicts:
-    """`state.json` of the work directory: mutant key -> verdict. Written whole after each verdict, through a
-    temporary file and a rename, so an interruption leaves the old state or the new one, never half of one."""
+def judged_parts(modules: dict[str, tuple[str, tuple[str, ...]]], runbook: str, part: str) -> tuple[str, ...]:
+    """The parts that the scenario modules judging a mutant of `part` run (their `parts` markers), `part` included:
+    a mutant's outcome can depend on any block of them."""
+    return tuple(sorted({part}.union(*(modules[m][1] for m in part_modules(modules, runbook, part)))))
+
+
+class MutantKeys:
+    """A mutant's key: its verdict's name in the ledger and in the state.
+
+    The key is a digest of what can change the mutant's outcome, and nothing else:
+
+    - the image (its OS family, package source and PostgreSQL major pick the blocks and the values);
+    - the mutant's identity: its block's step, host, OS families and variant, its place in the block's body, the
+      mutated line's text, the operator and the change it makes (and the new text of a value mutant);
+    - the runbook's binding table (the values every block runs with);
+    - the text and attributes (harness.gate.block_text), in document order, of every block the image's family runs
+      for the parts that the mutant's scenario modules run: the setup blocks of that family, the mutated block
+      itself, and the blocks of the other parts those modules run after the setup.
+
+    So an edit of one of those blocks (a setup block, a block before or after the mutated line in the part under
+    test), of the bindings, or of a scenario module's `parts` marker makes every verdict that depends on it a new
+    mutant, measured again: the mutated runbook runs differently. Prose, headings, the explanations file, blocks of
+    other families, and blocks of parts those modules never run do not change it, so the verdict is kept: the
+    scenarios execute exactly the same commands and settings as when it was measured. Neither do line numbers: a
+    mutant is placed by its block and its line in it. What the key leaves out is checked elsewhere or accepted:
+    a survival holds only while the scenario modules' text is unchanged (`Verdicts.get`, scenario_digest), a kill
+    is kept when the tests change (a test only gets sharper), and an image's Dockerfile is not in the key (an image
+    change runs the whole gate, but does not re-measure the mutants).
+    """
+
+    def __init__(
+        self,
+        runbook: Path,
+        modules: dict[str, tuple[str, tuple[str, ...]]] | None = None,
+        relative: str | None = None,  # the runbook's path in the project (a copy of it elsewhere: where it was)
+    ) -> None:
+        self.book = parse_runbook(runbook)
+        self.relative = relative or str(runbook.resolve().relative_to(project.current().root))
+        self.modules = module_parts() if modules is None else modules
+        self._contexts: dict[tuple[str, str], str] = {}
+
+    def context(self, image: str, part: str) -> str:
+        """The digest of the bindings and of the blocks `image`'s family runs for the scenarios of `part`."""
+        if (image, part) not in self._contexts:
+            from harness.images import ImageProfile
+
+            profile = ImageProfile.load(image)
+            parts = judged_parts(self.modules, self.relative, part)
+            runs = [
+                block_text(b)
+                for b in self.book.blocks
+                if profile.family in b.os
+                and b.part in parts
+                and (b.variant is None or b.variant == profile.package_source)
+            ]
+            bindings = [(b.example, b.meaning, b.target) for b in self.book.bindings]
+            text = json.dumps([image, parts, bindings, runs], default=list)
+            self._contexts[image, part] = hashlib.sha256(text.encode()).hexdigest()
+        return self._contexts[image, part]
+
+    def key(self, image: str, mutant: Mutant) -> str:
+        identity = [
+            list(mutant.block),
+            mutant.offset,
+            mutant.last - mutant.first,
+            mutant.text,
+            mutant.operator,
+            mutant.change,
+            mutant.replacement,
+        ]
+        text = json.dumps([self.context(image, mutant.part), identity], default=list)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def usable(verdict: dict | None, tests: str) -> dict | None:
+    """`verdict` if it still holds: a kill, or a survival on the same scenario modules `tests` (scenario_digest; a
+    sharper test may kill it now). An error, or no verdict, is none: the next run measures that mutant again."""
+    verdict = verdict or {}
+    if verdict.get("verdict") == "killed" or (verdict.get("verdict") == "survived" and verdict.get("tests") == tests):
+        return verdict
+    return None
+
+
+def ledger_path(runbook: Path) -> Path:
+    """`runbooks/NAME.md` -> `runbooks/NAME.mutation.json`: the committed verdicts behind the report."""
+    return runbook.with_suffix(".mutation.json")
+
+
+LEDGER_ABOUT = (
+    "Verdicts of `pgrepl-harness mutate` (killed or survived) by mutant key (harness.mutate.MutantKeys); "
+    "`pgrepl-harness mutate --report` writes the report NAME.mutation.md from them. Written by mutate; do not edit."
+)
+# what the report needs of a verdict, and what names it for a reader of the diff
+LEDGER_FIELDS = ("verdict", "by", "tests", "image", "step", "text", "measured", "seconds", "modules")
+
+
+class Ledger:
+    """The committed verdicts of a runbook (`ledger_path`): key -> verdict, as sorted, indented JSON (one field a
+    line, so a diff shows which mutants a run measured). `put` merges one verdict into the file as it is on disk
+    (verdicts of other images or runs are kept); `prune` removes only the keys no mutant of the runbook has now."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = threading.Lock()
+        self.verdicts = self._read()
+
+    def _read(self) -> dict[str, dict]:
+        if not self.path.is_file():
+            return {}
+        try:
+            verdicts = json.loads(self.path.read_text())["verdicts"]
+            if not isinstance(verdicts, dict):
+                raise TypeError("'verdicts' is not an object")
+            return verdicts
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MutateError(
+                f"{self.path}: not a verdict ledger ({exc}); restore it from git (`git checkout -- {self.path.name}`)"
+            ) from None
+
+    def get(self, key: str) -> dict | None:
+        return self.verdicts.get(key)
+
+    def put(self, key: str, verdict: dict) -> None:
+        entry = {f: verdict[f] for f in LEDGER_FIELDS if verdict.get(f) not in (None, "", [], {})}
+        with self._lock:
+            self.verdicts = {**self._read(), key: entry}
+            self._write()
+
+    def prune(self, keep: set[str]) -> list[str]:
+        """Drop the verdicts whose key is not in `keep` (every key the runbook's mutants have now); the dropped keys."""
+        with self._lock:
+            current = self._read()
+            gone = sorted(set(current) - keep)
+            if gone:
+                self.verdicts = {k: v for k, v in current.items() if k in keep}
+                self._write()
+            return gone
+
+    def _write(self) -> None:
+        temporary = self.path.with_suffix(".json.tmp")
+        temporary.write_text(
+            json.dumps({"about": LEDGER_ABOUT, "verdicts": self.verdicts}, indent=1, sort_keys=True) + "\n"
+        )
+        os.replace(temporary, self.path)
+
+
+def current_keys(runbook: Path, images: set[str], keys: MutantKeys | None = None) -> set[str]:
+    """The key of every mutant (every part and operator class) of `runbook` as it is now, on each of `images` (an
+    image that no longer exists has none)."""
+    from harness.images import ImageProfile, ImageUnavailable
+
+    keys = keys or MutantKeys(runbook)
+    parts = tuple(keys.book.parts())
+    found: set[str] = set()
+    for image in sorted(images):
+        try:
+            profile = ImageProfile.load(image)
+            made = mutants(
+                runbook,
+                profile.family,
+                parts,
+                profile.package_source,
+                classes=tuple(CLASSES),
+                pg_major=profile.pg_major,
+            )
+        except (ImageUnavailable, RunbookError):
+            continue
+        found.update(keys.key(image, m) for m in made)
+    return found
+
+
+class Verdicts:
+    """`state.json` of the work directory: mutant key -> verdict (errors too, with their output), and the committed
+    `ledger` (killed and survived only). The state is written whole after each verdict, through a temporary file and
+    a rename, so an interruption leaves the old state or the new one, never half of one."""
+
+    def __init__(self, path: Path, ledger: Ledger | None = None) -> None:
+        self.path = path
+        self.ledger = ledger
         self._lock = threading.Lock()
         try:
             self._state: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
@@ -185,12 +375,10 @@ class Verdicts:
     def get(self, key: str, tests: str) -> dict | None:
         """A verdict to resume from. An error is none (the next run measures that mutant again), and neither is a
         survival on other scenario modules than `tests` (scenario_digest): a sharper test may kill it now."""
-        verdict = self._state.get(key) or {}
-        if verdict.get("verdict") == "killed" or (
-            verdict.get("verdict") == "survived" and verdict.get("tests") == tests
-        ):
-            return verdict
-        return None
+        found = usable(self._state.get(key), tests)
+        if found is None and self.ledger is not None:
+            found = usable(self.ledger.get(key), tests)
+        return found
 
     def put(self, key: str, verdict: dict) -> None:
         with self._lock:
@@ -198,6 +386,8 @@ class Verdicts:
             temporary = self.path.with_suffix(".json.tmp")
             temporary.write_text(json.dumps(self._state, indent=1, sort_keys=True))
             os.replace(temporary, self.path)
+        if self.ledger is not None and verdict.get("verdict") in ("killed", "survived"):
+            self.ledger.put(key, verdict)
 
 
 class Scenarios:
@@ -253,6 +443,7 @@ class Mutation:
     steps: tuple[str, ...] = ()
     # only these scenario modules (file names, with or without .py): a partial measure, said in the report
     modules: tuple[str, ...] = ()
+    ledger: Path | None = None  # the committed verdicts; None: the runbook's own (ledger_path)
 
     def scenario_argv(self, module: str, runbook: Path, artifacts: Path) -> list[str]:
         """The command that runs one scenario module on a mutated runbook (exit 1: a test failed)."""
@@ -300,6 +491,7 @@ class Mutation:
         explained = explanations(self.runbook)
         relative = str(self.runbook.resolve().relative_to(root))
         modules = module_parts()
+        keys = MutantKeys(self.runbook, modules)  # every module of a part: the key is not narrowed by --modules
         if self.modules:
             wanted = {m.removesuffix(".py") for m in self.modules}
             unknown = wanted - {Path(m).stem for m in modules}
@@ -308,7 +500,8 @@ class Mutation:
             modules = {m: parts for m, parts in modules.items() if Path(m).stem in wanted}
         costs = module_costs()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        verdicts = Verdicts(self.workdir / "state.json")
+        ledger = Ledger(self.ledger or ledger_path(self.runbook))
+        verdicts = Verdicts(self.workdir / "state.json", ledger)
         scenarios = Scenarios()
         lock = threading.Lock()
         original = self.runbook.read_text().splitlines(keepends=True)
@@ -341,7 +534,7 @@ class Mutation:
                 record(mutant, {"verdict": "explained", "why": why})
                 return
             mutated = mutant.apply(original)
-            key = mutant_key(self.image, mutated)
+            key = keys.key(self.image, mutant)
             chosen = part_modules(modules, relative, mutant.part)
             tests = scenario_digest(root, chosen)
             if (kept := verdicts.get(key, tests)) is not None:
@@ -366,7 +559,7 @@ class Mutation:
             finally:
                 path.unlink(missing_ok=True)
             verdict["seconds"] = round(time.monotonic() - clock, 1)
-            verdict["tests"] = tests
+            verdict.update(tests=tests, image=self.image, step=mutant.step, text=mutant.what)
             verdict["measured"] = {"at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit}
             if self.modules:
                 verdict["modules"] = sorted(self.modules)
@@ -388,6 +581,10 @@ class Mutation:
                 )
                 raise
             pool.shutdown()
+        if gone := ledger.prune(
+            current_keys(self.runbook, {self.image} | {v.get("image", "") for v in ledger.verdicts.values()}, keys)
+        ):
+            self.log(f"{ledger.path}: {len(gone)} verdicts of mutants the runbook no longer has removed")
         result = report(relative, sorted(results, key=lambda r: r["line"]), time.monotonic() - started)
         if self.modules:
             result["modules"] = sorted(self.modules)

@@ -1,10 +1,13 @@
 """The mutation report of a runbook (`runbooks/NAME.mutation.md`, and `summary.md` of a mutate run): per OS
 family, part and operator class, which mutants the gate killed, which survived, which are explained, and which
-were not measured, from the verdicts that `pgrepl-harness mutate` keeps in its state file.
+were not measured, from the committed verdicts `pgrepl-harness mutate` keeps in `runbooks/NAME.mutation.json`.
 
-A verdict belongs to the exact mutated runbook text (harness.mutate.mutant_key), so the report is true for the
-runbook it was generated from. Each cell's mutant list is fingerprinted in the report (`cell_digests`), and
-tests/test_mutation_report.py fails when the runbook's mutants no longer match it.
+The report is a function of committed files only (the runbook, its explanations, the ledger, the scenario modules
+and image profiles): no date, no commit of its own, no line numbers (a mutant is named by its step and text), so
+anyone regenerates the same file on a fresh clone, and a prose edit leaves it as it is. A verdict is keyed by what
+can change the mutant's outcome (harness.mutate.MutantKeys). Each cell's mutant list is fingerprinted in the
+report (`cell_digests`), and tests/test_mutation_report.py fails when the runbook's mutants no longer match it,
+or when regenerating the report would change it.
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ from harness import project
 from harness.gate import module_parts
 from harness.mutate import (
     CLASSES,
+    Ledger,
     Mutant,
-    Verdicts,
+    MutantKeys,
     explanations,
+    ledger_path,
     module_costs,
-    mutant_key,
     mutants,
     part_modules,
     scenario_digest,
+    usable,
 )
 from harness.runbook import RunbookError, parse_runbook
 
@@ -64,19 +69,11 @@ class Cell:
         return sum(r.status == status for r in self.rows)
 
     @property
-    def state(self) -> str:
-        judged = [r for r in self.rows if r.status != "explained"]
-        missing = sum(r.status == "not measured" for r in judged)
-        if judged and missing == len(judged):
-            return "not measured"
-        if missing:
-            return f"partly measured ({len(judged) - missing} of {len(judged)})"
-        return "measured" + (" (only some modules)" if any(r.modules for r in judged) else "")
-
-    @property
     def score(self) -> str:
-        killed, survived = self.count("killed"), self.count("survived")
-        return f"{100.0 * killed / (killed + survived):.1f}%" if killed + survived else "-"
+        """The share killed, always with the share of the cell it is measured on: never a bare percentage."""
+        return score(self.count("killed"), self.count("survived"), self.count("not measured")) + (
+            " (only some modules)" if any(r.modules for r in self.rows if r.status in ("killed", "survived")) else ""
+        )
 
     @property
     def digest(self) -> str:
@@ -86,12 +83,20 @@ class Cell:
         return {r.mutant.key for r in self.rows if r.status == "explained"}
 
 
+def score(killed: int, survived: int, missing: int) -> str:
+    """ "100.0% of 3 measured; 48 not measured", "none measured (48 not measured)", "50.0% of 2 measured, all"."""
+    measured = killed + survived
+    if not measured:
+        return f"none measured ({missing} not measured)" if missing else "-"
+    share = f"{100.0 * killed / measured:.1f}% of {measured} measured"
+    return f"{share}; {missing} not measured" if missing else f"{share}, all"
+
+
 def cell_digest(found: list[Mutant], explained: set[tuple[str, str, str]]) -> str:
-    """A fingerprint of a cell's mutants as the report names them (line, step, operator, change, text,
-    explained or not): any change of the runbook that moves, adds, removes or re-explains one changes it."""
-    text = "\n".join(
-        "\t".join((f"{m.first}-{m.last}", m.step, m.operator, m.change, m.text, str(m.key in explained))) for m in found
-    )
+    """A fingerprint of a cell's mutants as the report names them (step, operator, change, text, explained or not),
+    in runbook order: adding, removing, changing or re-explaining one changes it; moving it to another line of the
+    file (prose edited above it) does not, as the report shows no line numbers."""
+    text = "\n".join("\t".join((m.step, m.operator, m.change, m.text, str(m.key in explained))) for m in found)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -123,13 +128,13 @@ def cell_digests(runbook: Path) -> dict[str, str]:
     }
 
 
-def cells(runbook: Path, state: Path) -> list[Cell]:
-    """Every (family, part, class) cell with each mutant's verdict from `state` (or explained, or not measured)."""
-    verdicts = Verdicts(state)
+def cells(runbook: Path, ledger: Path) -> list[Cell]:
+    """Every (family, part, class) cell with each mutant's verdict from `ledger` (or explained, or not measured)."""
+    verdicts = Ledger(ledger)
     explained = explanations(runbook)
-    original = runbook.read_text().splitlines(keepends=True)
     root = project.current().root
     modules, relative = module_parts(), str(runbook.resolve().relative_to(root))
+    keys = MutantKeys(runbook, modules)
     tests = {
         part: scenario_digest(root, part_modules(modules, relative, part)) for part in parse_runbook(runbook).parts()
     }
@@ -144,7 +149,7 @@ def cells(runbook: Path, state: Path) -> list[Cell]:
                     if (why := explained.get(mutant.key)) is not None:
                         rows.append(Row(mutant, "explained", why=why))
                         continue
-                    verdict = verdicts.get(mutant_key(image, mutant.apply(original)), tests[part])
+                    verdict = usable(verdicts.get(keys.key(image, mutant)), tests[part])
                     if verdict is None:
                         rows.append(Row(mutant, "not measured"))
                         continue
@@ -169,16 +174,30 @@ def code(text: str) -> str:
     return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
 
 
-def markdown(runbook: Path, root: Path, state: Path, generated: str, commit: str) -> str:
-    """The report; `generated` and `commit`: when, and from which commit of the project, it was written."""
-    made = cells(runbook, state)
+HOW_TO_READ = (
+    "**How to read this report.** Each mutant is one line of a runbook block removed, or one value in it changed "
+    "(a setting, a name, an address, an option), as a slip of a DBA's hand would. *Killed*: a scenario of the "
+    "harness noticed, so a mistake on this line would be caught before it reaches a server. *Survived*: the "
+    "scenarios ran with the line broken and no test noticed; such a line is guarded by review alone. "
+    "*Explained*: a reviewer-checkable reason why no test should notice (the line only prints a message, a value "
+    "equals the default), given next to it below. *Not measured*: no verdict is kept for the line as it reads now "
+    "(never measured, or the line or a block its scenarios run changed since). A score counts only measured "
+    "mutants, and always says how many that is."
+)
+
+
+def markdown(runbook: Path, root: Path, ledger: Path | None = None) -> str:
+    """The report, from the committed `ledger` alone (the runbook's own by default: ledger_path): the same text on
+    any clone of the same commit."""
+    ledger = ledger or ledger_path(runbook)
+    made = cells(runbook, ledger)
     relative = runbook.resolve().relative_to(root)
     costs = module_costs()
     modules = module_parts()
     runs = {
         part: sorted(
             (Path(m).stem for m in part_modules(modules, str(relative), part)),
-            key=lambda m: costs.get(f"scenarios/{m}.py", 99),
+            key=lambda m: (costs.get(f"scenarios/{m}.py", 99), m),
         )
         for part in dict.fromkeys(c.part for c in made)
     }
@@ -193,14 +212,18 @@ def markdown(runbook: Path, root: Path, state: Path, generated: str, commit: str
     if timed:
         average = sum(timed) / len(timed)
         measured.append(f"{len(timed)} mutants timed: {average:.0f} s each ({min(timed):.0f}-{max(timed):.0f} s)")
+    shown = ledger.relative_to(root) if ledger.resolve().is_relative_to(root) else ledger
     out = [
         f"# Mutation report: `{relative}`",
         "",
-        f"Written by `{REGENERATE}` on {generated} at commit `{commit or 'unknown'}` from the verdicts kept in "
-        f"`{state.relative_to(root) if state.is_relative_to(root) else state}`. A verdict belongs to the exact "
-        "mutated runbook, so after any change of the runbook its mutants read *not measured* until `pgrepl-harness "
-        "mutate` measures them again. When the runbook's mutants change (a line moved, changed, added, removed or "
-        "explained), `tests/test_mutation_report.py` fails until this file is regenerated.",
+        HOW_TO_READ,
+        "",
+        f"Written by `{REGENERATE}` from the verdicts committed in `{shown}`, which `pgrepl-harness mutate` "
+        "adds to as it measures. A verdict is kept while the mutated line, the blocks its scenarios run (the "
+        "setup of its family and its part) and the bindings read as they did when it was measured; prose and "
+        "other families' blocks do not count. A survival also needs the same scenario modules. "
+        "`tests/test_mutation_report.py` fails when the runbook's mutants or verdicts no longer match this file, "
+        f"naming `{REGENERATE}`, which only rewrites it (no scenario runs, no verdict is lost).",
         "",
         "Operator classes: `delete` (each functional line: a command with its continuation lines and "
         "here-document, a setting, a rule) and `value` (a setting to its default or another value, a name "
@@ -210,18 +233,19 @@ def markdown(runbook: Path, root: Path, state: Path, generated: str, commit: str
         + ". A mutant runs the scenario modules of its part (below, cheapest first) until one fails.",
         "",
         f"In all: {sum(len(c.rows) for c in made)} mutants, {total['killed']} killed, {total['survived']} survived, "
-        f"{total['explained']} explained, {total['not measured']} not measured.",
+        f"{total['explained']} explained, {total['not measured']} not measured; score "
+        f"{score(total['killed'], total['survived'], total['not measured'])}.",
         "; ".join(measured) + "." if measured else "No verdict is kept for this runbook as it is now.",
         "",
         "## Score per family, part and class",
         "",
-        "| family (image) | part | class | mutants | killed | survived | explained | not measured | score | state |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| family (image) | part | class | mutants | killed | survived | explained | not measured | score |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for c in made:
         out.append(
             f"| {c.family} (`{c.image}`) | {c.part} | {c.operators} | {len(c.rows)} | {c.count('killed')} | "
-            f"{c.count('survived')} | {c.count('explained')} | {c.count('not measured')} | {c.score} | {c.state} |"
+            f"{c.count('survived')} | {c.count('explained')} | {c.count('not measured')} | {c.score} |"
         )
     out += ["", "## Scenario modules per part", "", "| part | modules a mutant runs, cheapest first |", "|---|---|"]
     out += [f"| {part} | {', '.join(modules) or '(none)'} |" for part, modules in runs.items()]
@@ -234,13 +258,13 @@ def markdown(runbook: Path, root: Path, state: Path, generated: str, commit: str
         if not rows:
             out.append("None.")
             continue
-        out += [f"| family | part | class | line | step | text | {extra} |", "|---|---|---|---:|---|---|---|"]
+        out += [f"| family | part | class | step | text | {extra} |", "|---|---|---|---|---|---|"]
         for c, r in rows:
             note = r.why if status == "explained" else " ".join(r.measured.values()) or "not recorded"
             if r.modules:
                 note += f" (only {', '.join(r.modules)})"
             out.append(
-                f"| {c.family} | {c.part} | {c.operators} | {r.mutant.first} | {r.mutant.step} | "
+                f"| {c.family} | {c.part} | {c.operators} | {r.mutant.step} | "
                 f"{code(r.mutant.what)} | {note.replace('|', '/')} |"
             )
     digests = {f"{c.family}/{c.part}/{c.operators}": c.digest for c in made}
