@@ -199,7 +199,7 @@ class MutantKeys:
     - the image (its OS family, package source and PostgreSQL major pick the blocks and the values);
     - the mutant's identity: its block's step, host, OS families and variant, its place in the block's body, the
       mutated line's text, the operator and the change it makes (and the new text of a value mutant);
-    - the runbook's binding table (the values every block runs with);
+    - the runbook's binding table, each example value and what it is bound to (the values every block runs with);
     - the text and attributes (harness.gate.block_text), in document order, of every block the image's family runs
       for the parts that the mutant's scenario modules run: the setup blocks of that family, the mutated block
       itself, and the blocks of the other parts those modules run after the setup.
@@ -240,7 +240,7 @@ class MutantKeys:
                 and b.part in parts
                 and (b.variant is None or b.variant == profile.package_source)
             ]
-            bindings = [(b.example, b.meaning, b.target) for b in self.book.bindings]
+            bindings = [(b.example, b.target) for b in self.book.bindings]  # not its meaning: prose
             text = json.dumps([image, parts, bindings, runs], default=list)
             self._contexts[image, part] = hashlib.sha256(text.encode()).hexdigest()
         return self._contexts[image, part]

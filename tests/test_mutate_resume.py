@@ -53,7 +53,7 @@ RUNNER = textwrap.dedent(
 
     unwind_on_sigterm()
     book = project.current().default_runbook
-    result = StandIn(book, "debian-12", ("slot-limit",), work / "mutate", jobs=1).run()
+    result = StandIn(book, "debian-12", ("slot-limit",), work / "mutate", jobs=1, ledger=work / "ledger.json").run()
     print("killed", result["killed"], "survived", len(result["survived"]), "errors", len(result["errors"]))
     """
 )
@@ -113,6 +113,9 @@ def test_sigterm_mid_run_keeps_the_verdicts_and_a_second_run_resumes(tmp_path):
     assert f"killed 1 survived {count - 1}" in output, output
     state = json.loads((tmp_path / "mutate" / "state.json").read_text())
     assert sorted(v["verdict"] for v in state.values()) == ["killed"] + ["survived"] * (count - 1)
+    ledger = json.loads((tmp_path / "ledger.json").read_text())["verdicts"]  # the committed verdicts, here a copy
+    assert ledger.keys() == state.keys() and all(v["image"] == "debian-12" and v["step"] for v in ledger.values())
+    assert not (project.current().default_runbook.with_suffix(".mutation.json.tmp")).exists()
 
 
 def _alive(pid: int) -> bool:
@@ -132,6 +135,7 @@ def test_a_scenario_that_exits_2_unasked_is_an_error_measured_again(tmp_path):
     assert f"killed 0 survived 0 errors {count}" in output, output
     state = json.loads((tmp_path / "mutate" / "state.json").read_text())
     assert sorted(v["verdict"] for v in state.values()) == ["error"] * count
+    assert not (tmp_path / "ledger.json").exists(), "an error is no verdict to commit"
     again = start(tmp_path, "survive")
     output, _ = again.communicate(timeout=60)
     assert f"killed 0 survived {count} errors 0" in output, output
