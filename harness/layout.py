@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 # The archive directories the runbook creates (Step 2.3 and Step 5), whatever the family.
 ARCHIVE_DIRS = ("/mnt/server/archivedir", "/mnt/pgarchive/wal")
+# Step 12's CA, each host's key and certificates, and the public files it passes through the shared storage.
+TLS_DIRS = ("/etc/postgresql-ca", "/etc/postgresql-tls", "/mnt/pgarchive/tls")
 
 
 class UnsupportedOs(HarnessError, ValueError):
@@ -35,7 +37,8 @@ class Layout:
     simulate_command: str  # shows, changing nothing, what removing the packages that follow would remove
     simulated: re.Pattern[str]  # in that output: a package that would go (group 1), whatever its wording
     # What the runbook makes of one cluster of this major (data, configuration, its log files, the
-    # replication password file, the archive directories); a path ending in '*' is a shell pattern.
+    # replication password file, the archive directories, Step 12's TLS files); a path ending in '*' is
+    # a shell pattern.
     cluster_paths: tuple[str, ...]
     # The directories above them, deepest first: removed only when empty (another cluster may live there).
     parent_dirs: tuple[str, ...]
@@ -111,6 +114,7 @@ def _debian(family: str, major: int, packaging: Packaging) -> Layout:
             f"/var/log/postgresql/postgresql-{major}-main.log*",
             "/var/lib/postgresql/.pgpass",
             *ARCHIVE_DIRS,
+            *TLS_DIRS,
         ),
         parent_dirs=(
             f"/var/lib/postgresql/{major}",
@@ -141,6 +145,7 @@ def _el(family: str, major: int, packaging: Packaging) -> Layout:
             f"/var/lib/pgsql/{major}/conf-before-rewind*",  # Step 8.3's saved configuration, if a rejoin stopped
             "/var/lib/pgsql/.pgpass",
             *ARCHIVE_DIRS,
+            *TLS_DIRS,
         ),
         parent_dirs=(f"/var/lib/pgsql/{major}",),
         **vars(packaging),

@@ -12,7 +12,8 @@ block (harness.mutate.units) these operators each make one changed copy:
 - `hba-method`: a pg_hba.conf rule's method changed to `trust`, and to `reject`.
 - `hba-address`: a pg_hba.conf rule's address widened to `/0`.
 - `drop-option`: one option of a command line removed, with its argument where the command takes
-  one (OPTION_ARGUMENTS); each letter of a bundle such as `-Atc` on its own.
+  one (OPTION_ARGUMENTS); each letter of a bundle such as `-Atc` on its own, except for commands
+  whose options are words (WORD_OPTIONS: `openssl ... -CAkey FILE`).
 
 Nothing here runs anything: a mutant is a unit's text and its replacement.
 """
@@ -46,6 +47,10 @@ BOOT_VALUES: dict[str, dict[int, str]] = {
         "primary_conninfo": "",
         "primary_slot_name": "",
         "restore_command": "",
+        "ssl": "off",
+        "ssl_ca_file": "",
+        "ssl_cert_file": "server.crt",
+        "ssl_key_file": "server.key",
         "synchronous_commit": "on",
         "synchronous_standby_names": "",
         "wal_level": "replica",
@@ -59,6 +64,7 @@ ENUM_VALUES: dict[str, tuple[str, ...]] = {
     "wal_level": ("minimal", "replica", "logical"),
     "hot_standby": ("on", "off"),
     "hot_standby_feedback": ("on", "off"),
+    "ssl": ("on", "off"),
     "wal_log_hints": ("on", "off"),
 }
 BOOLEAN = {"on": "on", "true": "on", "yes": "on", "1": "on", "off": "off", "false": "off", "no": "off", "0": "off"}
@@ -86,7 +92,11 @@ OPTION_ARGUMENTS: dict[str, set[str]] = {
     "ps": {"o"},
     "gpg": {"o"},
     "wget": {"O"},
+    "openssl": {"days", "subj", "newkey", "keyout", "out", "in", "CA", "CAkey", "CAfile", "extfile"},
 }
+# Commands whose options are words after one dash (`openssl x509 -req -CAkey FILE`), never bundles
+# of letters: such an option is removed whole, with its argument where it takes one.
+WORD_OPTIONS = {"openssl"}
 # Shell builtins whose options are the shell's own, not a command line's: left alone.
 BUILTINS = {"set", "echo", "printf", "test", "[", "exit", "return", "read", "shopt", "trap"}
 # Commands that run the next word as a command (after their own options and VAR=value words).
@@ -262,13 +272,25 @@ def words(text: str) -> list[Word]:
                 command, expect_command = word.rsplit("/", 1)[-1], False
                 found[-1] = Word(start, at, word, "")
                 continue
+            name = word[1:] if command in WORD_OPTIONS else word[-1:]
             pending_arg = (
-                word.startswith("-") and not word.startswith("--") and word[-1:] in OPTION_ARGUMENTS.get(command, set())
+                word.startswith("-") and not word.startswith("--") and name in OPTION_ARGUMENTS.get(command, set())
             )
     return found
 
 
 def option_changes(unit: str) -> Iterator[Change]:
+    """Each option dropped; the same option written twice in a unit (`sudo -u postgres cat ... | sudo -u
+    postgres tee`) is dropped at each place, the second and later ones named by their occurrence."""
+    seen: dict[str, int] = {}
+    for change in _option_changes(unit):
+        seen[change.change] = seen.get(change.change, 0) + 1
+        if seen[change.change] > 1:
+            change = Change(change.operator, f"{change.change} (occurrence {seen[change.change]})", change.replacement)
+        yield change
+
+
+def _option_changes(unit: str) -> Iterator[Change]:
     text = command_text(unit)
     found = words(text)
     for index, word in enumerate(found):
@@ -278,9 +300,9 @@ def option_changes(unit: str) -> Iterator[Change]:
             continue
         takes = OPTION_ARGUMENTS.get(word.command, set())
         following = found[index + 1] if index + 1 < len(found) and found[index + 1].command == word.command else None
-        if option.startswith("--") or len(option) == 2:
+        if option.startswith("--") or len(option) == 2 or word.command in WORD_OPTIONS:
             end = word.end
-            with_arg = option[1:] in takes if len(option) == 2 else False
+            with_arg = option[1:] in takes if len(option) == 2 or word.command in WORD_OPTIONS else False
             if with_arg and following is not None:
                 end = following.end
             removed = text[word.start : end]

@@ -171,6 +171,27 @@ def test_options_of_the_shell_and_of_a_here_document_s_body_are_left_alone():
     assert all(text.endswith("\nSELECT '-x -y';\nSQL") for text in found.values())
 
 
+def test_openssl_s_options_are_words_dropped_whole_with_their_argument():
+    unit = "sudo openssl x509 -req -days 825 -CAkey ca.key -CAcreateserial -out a.crt"
+    found = changed(list(option_changes(unit)))
+    assert found == {
+        "openssl: drop -req": "sudo openssl x509 -days 825 -CAkey ca.key -CAcreateserial -out a.crt",
+        "openssl: drop -days 825": "sudo openssl x509 -req -CAkey ca.key -CAcreateserial -out a.crt",
+        "openssl: drop -CAkey ca.key": "sudo openssl x509 -req -days 825 -CAcreateserial -out a.crt",
+        "openssl: drop -CAcreateserial": "sudo openssl x509 -req -days 825 -CAkey ca.key -out a.crt",
+        "openssl: drop -out a.crt": "sudo openssl x509 -req -days 825 -CAkey ca.key -CAcreateserial",
+    }
+
+
+def test_an_option_written_twice_in_a_unit_is_dropped_at_each_place_under_its_own_name():
+    unit = "sudo -u postgres cat a | sudo -u postgres tee b"
+    found = changed(list(option_changes(unit)))
+    assert found == {
+        "sudo: drop -u postgres": "sudo cat a | sudo -u postgres tee b",
+        "sudo: drop -u postgres (occurrence 2)": "sudo -u postgres cat a | sudo tee b",
+    }
+
+
 def test_a_continued_command_loses_one_of_its_continued_options():
     unit = 'sudo -u postgres psql -v ON_ERROR_STOP=1 \\\n  -c "GRANT a;" \\\n  -c "GRANT b;"'
     found = changed(list(option_changes(unit)))

@@ -1,0 +1,127 @@
+"""Step 12 of the runbook as tests (issue 25, item 6): replication encrypted and authenticated with TLS.
+
+After the part `tls` ran (its public files passing through the shared storage of Step 5, a volume
+mounted at /mnt/pgarchive on both hosts):
+
+- the secondary streams over TLS: its walsender's row in pg_stat_ssl on the primary says ssl, the
+  walreceiver streams with sslmode=verify-full, and a row written on the primary arrives;
+- no pg_hba.conf rule of the primary lets replica_user replicate without TLS (pg_hba_file_rules);
+- each host's key is postgres's with mode 600, and the CA's key root's with mode 600 on the primary.
+
+Negative controls, each refused for the reason the runbook gives:
+
+- a replication connection from the secondary with sslmode=disable is refused by the primary's
+  pg_hba.conf (`no encryption`), while the same connection with verify-full gets in;
+- a connection with verify-full to the primary's address under a name its certificate does not hold
+  (the secondary's address, a host name; libpq's `hostaddr` keeps the address) is refused by the
+  client (`does not match host name`).
+
+And on the runbook's text: with 12.6's `hostssl` edited back to `host`, the runbook's own check of
+the rules fails, and a connection without TLS gets in, so the refusal above comes from that word.
+All connections are made as postgres on the secondary, with the password of its ~postgres/.pgpass
+(3.3), as the walreceiver makes them: no password in any argv or script.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from harness.hosts.base import Result
+from harness.pair import ReplicationPair
+from harness.runbook import StepFailed, edit_block
+
+pytestmark = [pytest.mark.parts("setup", "verify", "tls"), pytest.mark.bringups(2)]
+SHARED_ARCHIVE = {"archive": "/mnt/pgarchive"}  # Step 12 passes its public files through it
+USER = "replica_user"
+ROOT_CERT = "/etc/postgresql-tls/root.crt"
+VERIFY_FULL = f"sslmode=verify-full sslrootcert={ROOT_CERT}"
+NO_RULE = "no pg_hba.conf entry for replication connection from host"
+NO_ENCRYPTION = (", no encryption", ", SSL off")  # PostgreSQL 14 and later; 13
+WRONG_NAME = "does not match host name"
+HBA_STEP = "tls-primary-hba"
+
+
+def replicate(pair: ReplicationPair, options: str, *, host: str | None = None) -> Result:
+    """A physical replication connection from the secondary to the primary's address, as postgres
+    with its .pgpass (as the walreceiver connects), asking IDENTIFY_SYSTEM; `options` are more
+    conninfo settings, `host` the name libpq checks the certificate against (the address itself by
+    default; otherwise the address is given as hostaddr). A refusal does not raise."""
+    address = pair.primary.host.address
+    target = f"host={address}" if host is None else f"host={host} hostaddr={address}"
+    # dbname=replication: the database field of the .pgpass line, as pg_basebackup and the walreceiver use it
+    conninfo = f"{target} port=5432 user={USER} dbname=replication replication=true connect_timeout=5 {options}"
+    return pair.secondary.host.run(
+        f"psql -X -A -t -w -d {shlex.quote(conninfo)} -c IDENTIFY_SYSTEM\n", user="postgres", check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def pair(make_pair):
+    made = make_pair(volumes=SHARED_ARCHIVE)
+    made.setup()
+    made.verify()
+    made.run("tls")
+    return made
+
+
+def test_the_secondary_streams_over_tls_with_verify_full(pair):
+    primary, secondary = pair.primary, pair.secondary
+    primary.wait_for_streaming(secondary)
+    sql = (
+        "SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s ON s.pid = r.pid"
+        " WHERE r.client_addr = %s::inet AND r.state = 'streaming'"
+    )
+    assert primary.query(sql, (secondary.host.address,)) == [(True,)], primary.rows_as_text(
+        "SELECT * FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)"
+    )
+    conninfo = secondary.scalar("SELECT conninfo FROM pg_stat_wal_receiver WHERE status = 'streaming'")
+    assert conninfo is not None and "sslmode=verify-full" in conninfo, conninfo
+    primary.query("CREATE TABLE tls_rows AS SELECT 42 AS answer")
+    primary.wait_for_catchup(secondary)
+    assert secondary.scalar("SELECT answer FROM tls_rows") == 42
+
+
+def test_no_rule_lets_replica_user_replicate_without_tls(pair):
+    rules = [r for r in pair.primary.hba_rules() if "replication" in r.database and USER in r.user_name]
+    assert rules and {r.type for r in rules} == {"hostssl"}, rules
+
+
+def test_the_keys_are_readable_by_their_owner_only(pair):
+    for node in pair.nodes.values():
+        mode = node.host.run("stat -c '%U %a' /etc/postgresql-tls/server.key", user="root").stdout.strip()
+        assert mode == "postgres 600", f"{node.name}: {mode}"
+    ca = pair.primary.host.run("stat -c '%U %a' /etc/postgresql-ca /etc/postgresql-ca/ca.key", user="root")
+    assert ca.stdout.split("\n")[:2] == ["root 700", "root 600"], ca.stdout
+
+
+def test_with_verify_full_the_secondary_gets_in(pair):
+    """The positive control of the two refusals below: same connection, TLS, the right name."""
+    done = replicate(pair, VERIFY_FULL)
+    assert done.ok, done.tail()
+    assert str(pair.primary.system_identifier()) in done.stdout
+
+
+def test_a_replication_connection_without_tls_is_refused_by_pg_hba(pair):
+    done = replicate(pair, "sslmode=disable")
+    assert not done.ok
+    assert NO_RULE in done.stderr and any(reason in done.stderr for reason in NO_ENCRYPTION), done.tail()
+
+
+@pytest.mark.parametrize("name", ["secondary-address", "host-name"])
+def test_verify_full_refuses_a_name_the_certificate_does_not_hold(pair, name):
+    wrong = pair.secondary.host.address if name == "secondary-address" else "pgrepl-not-the-primary.invalid"
+    done = replicate(pair, VERIFY_FULL, host=wrong)
+    assert not done.ok
+    assert WRONG_NAME in done.stderr and f'"{wrong}"' in done.stderr, done.tail()
+
+
+def test_control_with_host_left_in_12_6_a_connection_without_tls_gets_in(make_pair, runbook):
+    weak = make_pair(edit_block(runbook, HBA_STEP, "/hostssl\\1/", "/host\\1/"), volumes=SHARED_ARCHIVE)
+    weak.setup()
+    with pytest.raises(StepFailed) as failed:
+        weak.run("tls")
+    assert failed.value.block.step == "tls-check-hba", str(failed.value)
+    done = replicate(weak, "sslmode=disable")
+    assert done.ok, "with host, a connection without TLS should get in: the refusal above would not be seen"
