@@ -376,8 +376,11 @@ class Verdicts:
         """A verdict to resume from. An error is none (the next run measures that mutant again), and neither is a
         survival on other scenario modules than `tests` (scenario_digest): a sharper test may kill it now."""
         found = usable(self._state.get(key), tests)
-        if found is None and self.ledger is not None:
-            found = usable(self.ledger.get(key), tests)
+        if self.ledger is not None:
+            if found is None:
+                found = usable(self.ledger.get(key), tests)
+            elif self.ledger.get(key) is None:  # lost by another run writing the ledger at the same moment
+                self.ledger.put(key, found)
         return found
 
     def put(self, key: str, verdict: dict) -> None:
