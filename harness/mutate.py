@@ -38,6 +38,7 @@ from pathlib import Path
 from harness import project
 from harness.errors import HarnessError
 from harness.gate import block_text, module_parts, scenario_markers
+from harness.layout import FAMILIES
 from harness.mutations import VALUE_OPERATORS, changes, runbook_names
 from harness.runbook import Block, RunbookError, parse_runbook
 
@@ -63,6 +64,7 @@ class Mutant:
     replacement: str | None = None  # the lines' new text (a value mutant); None: deleted
     block: tuple = ()  # its block's identity (step, host, os families, variant): harness.gate.block_text
     offset: int = 0  # its first line's place in the block's body (1: the body's first line)
+    family: str = ""  # the OS family it is measured on (a block may serve several)
 
     @property
     def headline(self) -> str:
@@ -74,9 +76,10 @@ class Mutant:
         return f"{self.headline}  [{self.operator}: {self.change}]" if self.change else self.headline
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        """How `<runbook>.explained.toml` names it: step, the line's text, and the change ("" for a deletion)."""
-        return (self.step, self.headline, self.change)
+    def key(self) -> tuple[str, str, str, str]:
+        """How `<runbook>.explained.toml` names it: step, the line's text, the change ("" for a deletion), and
+        the family it is measured on (an explanation may hold for some families only)."""
+        return (self.step, self.headline, self.change, self.family)
 
     def apply(self, lines: list[str]) -> str:
         """The runbook's `lines` (with their line ends) with this mutation made."""
@@ -134,7 +137,7 @@ def mutants(
             continue
         for first, last in units(block):
             unit = "\n".join(text[first - 1 : last])
-            where = {"block": block_identity(block), "offset": first - block.line}
+            where = {"block": block_identity(block), "offset": first - block.line, "family": family}
             if "delete" in classes:
                 found.append(Mutant(block.step, block.part, first, last, unit, **where))
             if "value" in classes:
@@ -155,19 +158,27 @@ def mutants(
     return found
 
 
-def explanations(runbook_path: Path) -> dict[tuple[str, str, str], str]:
-    """(step, first line, change) -> why the mutant is not observable, from `<runbook>.explained.toml`:
-    a [[line]] without `change` explains the line's deletion, one with it that value mutation."""
+def explanations(runbook_path: Path) -> dict[tuple[str, str, str, str], str]:
+    """(step, first line, change, family) -> why the mutant is not observable, from `<runbook>.explained.toml`:
+    a [[line]] without `change` explains the line's deletion, one with it that value mutation; one with `os`
+    (a list of families) holds on those families only (a default that one family's package sets already)."""
     path = runbook_path.with_suffix(".explained.toml")
     if not path.is_file():
         return {}
     try:
         entries = tomllib.loads(path.read_text()).get("line", [])
-        return {(e["step"], e["text"].strip(), e.get("change", "")): e["why"] for e in entries}
+        found = {}
+        for e in entries:
+            families = e.get("os", list(FAMILIES))
+            if not isinstance(families, list) or not set(families) <= set(FAMILIES):
+                raise ValueError(f"step {e['step']!r}: os must be a list of {', '.join(FAMILIES)}, not {families!r}")
+            for family in families:
+                found[(e["step"], e["text"].strip(), e.get("change", ""), family)] = e["why"]
+        return found
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise MutateError(
-            f"{path}: {exc}; each [[line]] needs step, text (the line as in the runbook) and why, and for a "
-            "value mutant its change (as `mutate --list` prints it)"
+            f"{path}: {exc}; each [[line]] needs step, text (the line as in the runbook) and why, for a "
+            "value mutant its change (as `mutate --list` prints it), and may name its families in os"
         ) from None
 
 

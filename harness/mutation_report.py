@@ -79,7 +79,7 @@ class Cell:
     def digest(self) -> str:
         return cell_digest([r.mutant for r in self.rows], self.explained_keys())
 
-    def explained_keys(self) -> set[tuple[str, str, str]]:
+    def explained_keys(self) -> set[tuple[str, str, str, str]]:
         return {r.mutant.key for r in self.rows if r.status == "explained"}
 
 
@@ -92,7 +92,7 @@ def score(killed: int, survived: int, missing: int) -> str:
     return f"{share}; {missing} not measured" if missing else f"{share}, all"
 
 
-def cell_digest(found: list[Mutant], explained: set[tuple[str, str, str]]) -> str:
+def cell_digest(found: list[Mutant], explained: set[tuple[str, str, str, str]]) -> str:
     """A fingerprint of a cell's mutants as the report names them (step, operator, change, text, explained or not),
     in runbook order: adding, removing, changing or re-explaining one changes it; moving it to another line of the
     file (prose edited above it) does not, as the report shows no line numbers."""

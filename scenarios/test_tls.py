@@ -6,7 +6,8 @@ mounted at /mnt/pgarchive on both hosts):
 - the secondary streams over TLS: its walsender's row in pg_stat_ssl on the primary says ssl, the
   walreceiver streams with sslmode=verify-full, and a row written on the primary arrives;
 - no pg_hba.conf rule of the primary lets replica_user replicate without TLS (pg_hba_file_rules);
-- each host's key is postgres's with mode 600, and the CA's key root's with mode 600 on the primary.
+- each host's key is postgres's with mode 600, and the CA's key root's with mode 600 on the primary;
+- the secondary serves its own certificate, which a verify-full client holding the CA's accepts.
 
 Negative controls, each refused for the reason the runbook gives:
 
@@ -109,6 +110,19 @@ def test_a_replication_connection_without_tls_is_refused_by_pg_hba(pair):
     assert NO_RULE in done.stderr and any(reason in done.stderr for reason in NO_ENCRYPTION), done.tail()
 
 
+def test_the_secondary_serves_its_own_certificate_to_verify_full_clients(pair):
+    """Its clients (Step 9) and, after a failover, the old primary's walreceiver check the secondary as the
+    secondary checks the primary. From the primary, with the CA's certificate: the handshake and the check
+    of the certificate pass, and what refuses is the secondary's pg_hba.conf, over TLS (no rule admits this
+    client; a certificate the CA did not sign, Debian's snakeoil, is refused by the client first)."""
+    conninfo = (
+        f"host={pair.secondary.host.address} port=5432 user={USER} dbname=postgres connect_timeout=5 {VERIFY_FULL}"
+    )
+    done = pair.primary.host.run(f"psql -X -w -d {shlex.quote(conninfo)} -c 'SELECT 1'\n", user="postgres", check=False)
+    over_tls = ("SSL encryption", "SSL on")  # PostgreSQL 14 and later; 13
+    assert done.ok or ("no pg_hba.conf entry" in done.stderr and any(t in done.stderr for t in over_tls)), done.tail()
+
+
 @pytest.mark.parametrize("name", ["secondary-address", "host-name"])
 def test_verify_full_refuses_a_name_the_certificate_does_not_hold(pair, name):
     wrong = pair.secondary.host.address if name == "secondary-address" else "pgrepl-not-the-primary.invalid"
@@ -125,3 +139,19 @@ def test_control_with_host_left_in_12_6_a_connection_without_tls_gets_in(make_pa
     assert failed.value.block.step == "tls-check-hba", str(failed.value)
     done = replicate(weak, "sslmode=disable")
     assert done.ok, "with host, a connection without TLS should get in: the refusal above would not be seen"
+
+
+def test_when_the_secondary_does_not_stream_over_tls_the_check_fails_and_says_so(make_pair, runbook):
+    """12.8's check must fail by its exit status, naming the standby, when the walreceiver cannot stream
+    over TLS (here: 12.7 with sslmode=disable, which hostssl refuses); its deadline is cut from 30 s to 3 s
+    for the test, and the transcript says so."""
+    book = edit_block(runbook, "tls-secondary-conf", "sslmode=verify-full", "sslmode=disable")
+    book = edit_block(book, "tls-check-primary", "SECONDS + 30", "SECONDS + 3")
+    weak = make_pair(book, volumes=SHARED_ARCHIVE)
+    weak.setup()
+    weak.note("test: tls-check-primary's deadline cut from 30 s to 3 s (its failure path is under test)")
+    with pytest.raises(StepFailed) as failure:
+        weak.run("tls")
+    assert failure.value.block.step == "tls-check-primary", str(failure.value)
+    assert "exit code 1" in str(failure.value), "the step must fail by its exit status, not only by its output"
+    assert "secondary_node1 does not stream over TLS" in str(failure.value)

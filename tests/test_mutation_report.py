@@ -93,7 +93,7 @@ def test_a_digest_changes_when_a_line_changes_or_is_explained_not_when_it_moves(
     assert cell_digest([mutant(11, "a = 1"), mutant(12, "b = 2")], set()) == digest  # moved: no line is shown
     assert cell_digest([mutant(10, "a = 2"), mutant(11, "b = 2")], set()) != digest  # changed
     assert cell_digest(base[:1], set()) != digest  # removed
-    assert cell_digest(base, {("s", "a = 1", "")}) != digest  # explained
+    assert cell_digest(base, {("s", "a = 1", "", "")}) != digest  # explained
 
 
 @pytest.mark.parametrize(
