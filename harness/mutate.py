@@ -196,6 +196,15 @@ def block_identity(block: Block) -> tuple:
     return (block.step, block.host, tuple(block.os), block.variant)
 
 
+def as_run(block: Block) -> tuple:
+    """A block as the family that runs it sees it: harness.gate.block_text without its OS list (in its identity and
+    in its attributes). Which other families share a block, or get a copy of their own, changes nothing this family
+    runs, so it changes no verdict of this family."""
+    (step, host, _families, variant), content = block_text(block)
+    attributes = {name: value for name, value in block.attrs.items() if name != "os"}
+    return (step, host, variant), (*content[:-1], json.dumps(attributes, sort_keys=True))
+
+
 def judged_parts(modules: dict[str, tuple[str, tuple[str, ...]]], runbook: str, part: str) -> tuple[str, ...]:
     """The parts that the scenario modules judging a mutant of `part` run (their `parts` markers), `part` included:
     a mutant's outcome can depend on any block of them."""
@@ -208,22 +217,22 @@ class MutantKeys:
     The key is a digest of what can change the mutant's outcome, and nothing else:
 
     - the image (its OS family, package source and PostgreSQL major pick the blocks and the values);
-    - the mutant's identity: its block's step, host, OS families and variant, its place in the block's body, the
-      mutated line's text, the operator and the change it makes (and the new text of a value mutant);
+    - the mutant's identity: its block's step, host and variant, its place in the block's body, the mutated line's
+      text, the operator and the change it makes (and the new text of a value mutant);
     - the runbook's binding table, each example value and what it is bound to (the values every block runs with);
-    - the text and attributes (harness.gate.block_text), in document order, of every block the image's family runs
-      for the parts that the mutant's scenario modules run: the setup blocks of that family, the mutated block
-      itself, and the blocks of the other parts those modules run after the setup.
+    - the text and attributes (`as_run`: all but the OS list), in document order, of every block the image's family
+      runs for the parts that the mutant's scenario modules run: the setup blocks of that family, the mutated
+      block itself, and the blocks of the other parts those modules run after the setup.
 
     So an edit of one of those blocks (a setup block, a block before or after the mutated line in the part under
     test), of the bindings, or of a scenario module's `parts` marker makes every verdict that depends on it a new
     mutant, measured again: the mutated runbook runs differently. Prose, headings, the explanations file, blocks of
-    other families, and blocks of parts those modules never run do not change it, so the verdict is kept: the
-    scenarios execute exactly the same commands and settings as when it was measured. Neither do line numbers: a
-    mutant is placed by its block and its line in it. What the key leaves out is checked elsewhere or accepted:
-    a survival holds only while the scenario modules' text is unchanged (`Verdicts.get`, scenario_digest), a kill
-    is kept when the tests change (a test only gets sharper), and an image's Dockerfile is not in the key (an image
-    change runs the whole gate, but does not re-measure the mutants).
+    other families, which families share a block, and blocks of parts those modules never run do not change it, so
+    the verdict is kept: the scenarios execute exactly the same commands and settings as when it was measured.
+    Neither do line numbers: a mutant is placed by its block and its line in it. What the key leaves out is checked
+    elsewhere or accepted: a survival holds only while the scenario modules' text is unchanged (`Verdicts.get`,
+    scenario_digest), a kill is kept when the tests change (a test only gets sharper), and an image's Dockerfile is
+    not in the key (an image change runs the whole gate, but does not re-measure the mutants).
     """
 
     def __init__(
@@ -245,7 +254,7 @@ class MutantKeys:
             profile = ImageProfile.load(image)
             parts = judged_parts(self.modules, self.relative, part)
             runs = [
-                block_text(b)
+                as_run(b)
                 for b in self.book.blocks
                 if profile.family in b.os
                 and b.part in parts
@@ -257,8 +266,9 @@ class MutantKeys:
         return self._contexts[image, part]
 
     def key(self, image: str, mutant: Mutant) -> str:
+        step, host, _families, variant = mutant.block  # which other families share its block does not count
         identity = [
-            list(mutant.block),
+            [step, host, variant],
             mutant.offset,
             mutant.last - mutant.first,
             mutant.text,

@@ -197,6 +197,25 @@ def test_a_key_is_kept_across_prose_and_blocks_the_scenarios_do_not_run(tmp_path
     assert slot_limit_keys(other_family) == before
     other_part = edited(tmp_path, in_block("archive-shared-dir", "debian", "true"))
     assert slot_limit_keys(other_part) == before  # `archive`: no judge of slot-limit runs it
+    assert slot_limit_keys(edited(tmp_path, split("slot-limit-reload"))) == before  # each family runs the same
+
+
+def split(step: str):
+    """An edit: `step`'s block for all three families becomes a Debian block and, after it, an EL copy (as a
+    runbook with one section per family has it)."""
+
+    def edit(text: str) -> str:
+        found = re.search(r'^```(\w+) \{"step":"' + re.escape(step) + r'"[^\n]*\n(?:.*\n)*?```\n', text, re.MULTILINE)
+        assert found and '"os":["debian","el8","el7"]' in found.group(0), step
+        block = found.group(0)
+        copies = (
+            block.replace('"os":["debian","el8","el7"]', '"os":["debian"]')
+            + "\n"
+            + block.replace('"os":["debian","el8","el7"]', '"os":["el8","el7"]')
+        )
+        return text[: found.start()] + copies + text[found.end() :]
+
+    return edit
 
 
 def test_a_key_changes_with_a_setup_block_the_bindings_the_image_or_the_judges_parts(tmp_path):
