@@ -197,23 +197,24 @@ def test_a_key_is_kept_across_prose_and_blocks_the_scenarios_do_not_run(tmp_path
     assert slot_limit_keys(other_family) == before
     other_part = edited(tmp_path, in_block("archive-shared-dir", "debian", "true"))
     assert slot_limit_keys(other_part) == before  # `archive`: no judge of slot-limit runs it
-    assert slot_limit_keys(edited(tmp_path, split("slot-limit-reload"))) == before  # each family runs the same
+    assert slot_limit_keys(edited(tmp_path, shared("slot-limit-reload"))) == before  # Debian runs the same blocks
 
 
-def split(step: str):
-    """An edit: `step`'s block for all three families becomes a Debian block and, after it, an EL copy (as a
-    runbook with one section per family has it)."""
+def shared(step: str):
+    """An edit: `step`'s Debian block and its EL copy (one section per family) become one block for all three
+    families, where the Debian one is."""
 
     def edit(text: str) -> str:
-        found = re.search(r'^```(\w+) \{"step":"' + re.escape(step) + r'"[^\n]*\n(?:.*\n)*?```\n', text, re.MULTILINE)
-        assert found and '"os":["debian","el8","el7"]' in found.group(0), step
-        block = found.group(0)
-        copies = (
-            block.replace('"os":["debian","el8","el7"]', '"os":["debian"]')
-            + "\n"
-            + block.replace('"os":["debian","el8","el7"]', '"os":["el8","el7"]')
-        )
-        return text[: found.start()] + copies + text[found.end() :]
+        def block(families: str) -> re.Match:
+            opening = r'^```\w+ \{"step":"' + re.escape(step) + r'","host":"\w+","os":' + re.escape(families)
+            found = re.search(opening + r"[^\n]*\n(?:.*\n)*?```\n\n", text, re.MULTILINE)
+            assert found, (step, families)
+            return found
+
+        debian, el = block('["debian"]'), block('["el8","el7"]')
+        assert debian.group(0).split("\n", 1)[1] == el.group(0).split("\n", 1)[1], "not a copy"
+        merged = debian.group(0).replace('"os":["debian"]', '"os":["debian","el8","el7"]', 1)
+        return text[: debian.start()] + merged + text[debian.end() : el.start()] + text[el.end() :]
 
     return edit
 
