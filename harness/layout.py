@@ -142,7 +142,7 @@ def _el(family: str, major: int, packaging: Packaging) -> Layout:
         cluster_paths=(
             data_dir,
             f"/var/lib/pgsql/{major}/initdb.log",
-            f"/var/lib/pgsql/{major}/conf-before-rewind*",  # Step 8.3's saved configuration, if a rejoin stopped
+            f"/var/lib/pgsql/{major}/conf-before-rewind*",  # Step 8.6.3's saved configuration, if a rejoin stopped
             "/var/lib/pgsql/.pgpass",
             *ARCHIVE_DIRS,
             *TLS_DIRS,

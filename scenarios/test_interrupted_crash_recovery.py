@@ -4,7 +4,7 @@ PGDG's unit restarts a killed server (`Restart=on-failure`). When 7.1's fence st
 crash recovery has ended, the control file says "shut down in recovery" with the checkpoint from
 before the crash, and pg_rewind, which takes that state for a clean stop, reports "no rewind
 required" although the old primary wrote past the split: the rejoined node cannot follow the new
-timeline. 8.3's finish-recovery block ends the recovery first (single-user mode).
+timeline. 8.3's finish-recovery block (8.6.3 on EL) ends the recovery first (single-user mode).
 
 The recovery is held (its startup process stopped) until the fence has the unit stopping, so the
 state is made every time instead of by a loaded machine's timing. On Debian, whose unit restarts

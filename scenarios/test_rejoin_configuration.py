@@ -1,7 +1,7 @@
 """Step 8 leaves the old primary its own configuration (issue 25, item 4).
 
 pg_rewind copies the new primary's configuration files whole. On EL, whose configuration lives in
-the data directory, that replaced the old primary's postgresql.conf and pg_hba.conf; 8.3 now copies
+the data directory, that replaced the old primary's postgresql.conf and pg_hba.conf; 8.6.3 now copies
 them aside before the rewind and back after it. On Debian they live in /etc/postgresql, out of its
 reach, and the runbook has no such blocks: the same test checks that the Debian text stays right.
 
@@ -13,7 +13,7 @@ rewind required" it copies no file at all, and the test would prove nothing. In 
 ALTER SYSTEM setting made on the old primary alone is replaced, on both families, as 8.3 says of
 postgresql.auto.conf: the files were copied.
 
-The negative control is the EL runbook without 8.3's two blocks: the three are lost.
+The negative control is the EL runbook without 8.6.3's two blocks: the three are lost.
 """
 
 from __future__ import annotations
