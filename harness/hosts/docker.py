@@ -140,8 +140,14 @@ def container_lost(client: docker.DockerClient, name: str) -> str | None:
     )
 
 
+def from_env() -> docker.DockerClient:
+    """docker.from_env, with OpenSSH (the user's ssh_config and keys) for an ssh:// engine, as
+    testcontainers does: docker-py's default for ssh:// is paramiko, which is not installed."""
+    return docker.from_env(use_ssh_client=engine_address().startswith("ssh://"))
+
+
 def _ping() -> docker.DockerClient:
-    client = docker.from_env()
+    client = from_env()
     client.ping()
     return client
 
@@ -552,7 +558,7 @@ def _inject_network_faults(container) -> None:
 
 def remove_resources(selector: dict[str, str] | None = None, *, client: docker.DockerClient | None = None) -> int:
     """Remove containers, then networks and volumes, carrying the harness label (and `selector`)."""
-    client = client or docker.from_env()
+    client = client or from_env()
     filters = label_filter(LABEL, *(f"{key}={value}" for key, value in (selector or {}).items()))
     containers = listed(client, "containers", filters)
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(containers))), thread_name_prefix="remove") as pool:
