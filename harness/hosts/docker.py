@@ -141,8 +141,8 @@ def container_lost(client: docker.DockerClient, name: str) -> str | None:
 
 
 def from_env() -> docker.DockerClient:
-    """docker.from_env, with OpenSSH (the user's ssh_config and keys) for an ssh:// engine, as
-    testcontainers does: docker-py's default for ssh:// is paramiko, which is not installed."""
+    """docker.from_env, with OpenSSH (the user's ssh_config, keys and agent, as the docker CLI) for an
+    ssh:// engine, as testcontainers does, rather than docker-py's default, paramiko."""
     return docker.from_env(use_ssh_client=engine_address().startswith("ssh://"))
 
 
