@@ -128,7 +128,9 @@ PREINSTALLS = ("pgdg-layout",)  # directories of images/ that build on top of an
 
 
 def _client() -> docker.DockerClient:
-    return docker.from_env()
+    from harness.hosts.docker import from_env  # the Docker SDK's engine, reached as the harness reaches it
+
+    return from_env()
 
 
 BUILD_LOCK_TIMEOUT = 1800.0  # a cold build of every image takes minutes, never this long

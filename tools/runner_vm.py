@@ -332,11 +332,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_against_engine(vm: Vm, command: list[str]) -> int:
-    """COMMAND here, its docker client on the VM's engine over SSH (`DOCKER_HOST=ssh://...`)."""
-    home = Path(vm.key).parent / "home"
-    (home / ".ssh").mkdir(parents=True)
-    (home / ".ssh" / "config").write_text(vm.ssh_config())
-    env = {**os.environ, "DOCKER_HOST": vm.docker_host, "HOME": str(home)}
+    """COMMAND here, its docker client on the VM's engine over SSH (`DOCKER_HOST=ssh://...`).
+
+    OpenSSH reads ~/.ssh/config from the user's passwd entry, not $HOME: an `ssh` first on PATH adds
+    `-F` with the VM's stanza for every ssh the command starts (the docker CLI's, docker-py's, the
+    harness's tunnel), and the user's own ssh_config is left alone."""
+    bin_dir = Path(vm.key).parent / "bin"
+    bin_dir.mkdir()
+    config = Path(vm.key).parent / "ssh_config"
+    config.write_text(vm.ssh_config())
+    wrapper = bin_dir / "ssh"
+    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("ssh")} -F {shlex.quote(str(config))} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**os.environ, "DOCKER_HOST": vm.docker_host, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
     return subprocess.run(command, env=env).returncode
 
 

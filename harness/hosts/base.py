@@ -109,6 +109,9 @@ class MachineInfo(Protocol):
     def lost(self) -> str | None:
         """Why the machine is gone (its container stopped), or None."""
 
+    def endpoint(self, port: int) -> tuple[str, int]:
+        """Where the test runner connects to reach `port` of the machine (harness.hosts.reach)."""
+
 
 @dataclass(frozen=True)
 class Access:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -24,6 +26,17 @@ import harness
 from harness import LOGIN_USER
 from harness.errors import FaultInjection, NoDockerEngine
 from harness.hosts.base import Access, Host, Result
+from harness.hosts.reach import (
+    PORTS,
+    PUBLISHED,
+    TUNNEL,
+    Route,
+    SshTunnel,
+    decide,
+    gateway_reaches_here,
+    host_override,
+    publishes,
+)
 from harness.labels import (
     KEPT_LABEL,
     LABEL,
@@ -36,6 +49,7 @@ from harness.labels import (
     owner,
     resource_labels,
 )
+from harness.waiting import wait_until
 
 # testcontainers' reaper image would have to be pulled, which this machine cannot do; the
 # harness cleans up by its own labels instead (DockerLab.close, remove_resources).
@@ -126,8 +140,14 @@ def container_lost(client: docker.DockerClient, name: str) -> str | None:
     )
 
 
+def from_env() -> docker.DockerClient:
+    """docker.from_env, with OpenSSH (the user's ssh_config, keys and agent, as the docker CLI) for an
+    ssh:// engine, as testcontainers does, rather than docker-py's default, paramiko."""
+    return docker.from_env(use_ssh_client=engine_address().startswith("ssh://"))
+
+
 def _ping() -> docker.DockerClient:
-    client = docker.from_env()
+    client = from_env()
     client.ping()
     return client
 
@@ -184,11 +204,21 @@ class Machine:
     name: str
     container: DockerContainer
     address: str  # on the lab's network
-    gateway: str  # the runner's address on that network
+    gateway: str  # the engine's host's address on that network
+    lab: DockerLab | None = None  # decides how the runner reaches it (harness.hosts.reach)
 
     @property
     def container_name(self) -> str:
         return self.container.get_wrapped_container().name
+
+    def endpoint(self, port: int) -> tuple[str, int]:
+        """Where the runner connects to reach `port` of this machine."""
+        return self.lab.endpoint(self, port) if self.lab is not None else (self.address, port)
+
+    @property
+    def runner_address(self) -> str:
+        """The address this machine sees the runner's connections (to endpoint()) come from."""
+        return self.lab.runner_address(self) if self.lab is not None else self.gateway
 
     def lost(self) -> str | None:
         """Why this machine cannot run commands any more (see container_lost); None while it runs."""
@@ -223,8 +253,10 @@ class DockerHost(Host):
 
     @property
     def runner_address(self) -> str:
-        """The bridge's gateway: the address the runner has on the pair's network."""
-        return self.machine.gateway
+        return self.machine.runner_address
+
+    def forward(self, port: int) -> tuple[str, int]:
+        return self.machine.endpoint(port)
 
     def _transport(self, remote: list[str]) -> list[str]:
         return ["docker", "exec", "-i", "-u", self.login_user, self.container_name, *remote]
@@ -250,6 +282,11 @@ class DockerLab:
         self.volumes: list[str] = []
         self.left_running = False  # set by keep(): close() then removes nothing (a kept failed pair)
         self.security_options: list[str] = client.info().get("SecurityOptions") or []
+        self.engine, self.override = engine_address(), host_override()
+        self._route: Route | None = None
+        self._route_lock = threading.RLock()  # runner_address holds it while it asks endpoint
+        self._tunnel: SshTunnel | None = None
+        self._runner_addresses: dict[str, str] = {}
         network_kw: dict = {"labels": self.labels}
         if subnet is not None:
             network_kw["ipam"] = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
@@ -293,6 +330,8 @@ class DockerLab:
         )
         for volume, path in (mounts or {}).items():
             container.with_volume_mapping(volume, path, mode="rw")
+        if publishes(self.engine, self.override):
+            container.with_exposed_ports(*PORTS)
         if authorized_key:
             container.with_copy_into_container(
                 authorized_key.encode(), f"/home/{LOGIN_USER}/.ssh/authorized_keys", mode=0o644
@@ -302,8 +341,42 @@ class DockerLab:
         _inject_network_faults(wrapped)
         wrapped.reload()
         network = wrapped.attrs["NetworkSettings"]["Networks"][self.network.name]
-        self.machines[name] = Machine(name, container, network["IPAddress"], network["Gateway"])
+        self.machines[name] = Machine(name, container, network["IPAddress"], network["Gateway"], self)
         return self.machines[name]
+
+    def route(self, machine: Machine) -> Route:
+        """How the runner reaches this lab's machines: decided once, with the first machine that asks."""
+        with self._route_lock:
+            if self._route is None:
+                self._route = decide(self.engine, self.override, lambda: _bridge_is_local(machine))
+                logging.getLogger(__name__).info("machines of %s reached by %s", self.engine, self._route)
+                if self._route.how == TUNNEL:
+                    self._tunnel = SshTunnel(self._route)
+                    self.cleanups.append(self._tunnel.close)
+            return self._route
+
+    def endpoint(self, machine: Machine, port: int) -> tuple[str, int]:
+        route = self.route(machine)
+        if route.how == TUNNEL:
+            assert self._tunnel is not None
+            return self._tunnel.forward(machine.address, port)
+        if route.how == PUBLISHED:
+            wrapped = machine.container.get_wrapped_container()
+            published = self.client.api.port(wrapped.id, port)
+            if not published:
+                raise NoDockerEngine(f"{machine.name}: port {port} is not published by the engine at {self.engine}")
+            return route.host, int(published[0]["HostPort"])
+        return machine.address, port
+
+    def runner_address(self, machine: Machine) -> str:
+        """The gateway, unless the runner comes through published ports: the engine's NAT may keep the
+        runner's own address, so the machine is asked whom it sees on its sshd (once per lab)."""
+        if self.route(machine).how != PUBLISHED:
+            return machine.gateway
+        with self._route_lock:
+            if "seen" not in self._runner_addresses:
+                self._runner_addresses["seen"] = _seen_from_runner(machine, self.endpoint(machine, 22))
+            return self._runner_addresses["seen"]
 
     def commit(self, name: str, tag: str, *, kind: str = SNAPSHOT_KIND) -> None:
         """Save machine `name` as image `tag` (repository:version), labelled `kind` and with this run's
@@ -341,6 +414,32 @@ class DockerLab:
                     logging.getLogger(__name__).warning("cleanup %s failed: %s", cleanup, exc)
 
 
+def _bridge_is_local(machine: Machine) -> bool:
+    """Whether the runner is on `machine`'s network (reach.gateway_reaches_here; the machine sends)."""
+    wrapped = machine.container.get_wrapped_container()
+
+    def send(address: str, port: int, token: str) -> None:
+        script = f"exec 3<>/dev/tcp/{address}/{port} && echo {token} >&3"
+        wrapped.exec_run(["timeout", "5", "bash", "-c", script])
+
+    return gateway_reaches_here(machine.gateway, send)
+
+
+def _seen_from_runner(machine: Machine, endpoint: tuple[str, int]) -> str:
+    """The peer address `machine`'s sshd sees for a connection the runner opens to `endpoint`."""
+    wrapped = machine.container.get_wrapped_container()
+    peers: list[str] = []
+
+    def peer() -> str | None:
+        listing = wrapped.exec_run(["ss", "-Htn", "state", "established", "( sport = :22 )"]).output.decode()
+        peers[:] = [line.split()[-1].rsplit(":", 1)[0].strip("[]") for line in listing.splitlines() if line.strip()]
+        return peers[0] if len(set(peers)) == 1 else None
+
+    with socket.create_connection(endpoint, timeout=10):
+        what = f"{machine.name} to see the runner's connection to {endpoint}"
+        return wait_until(peer, timeout=30, what=what, seen=lambda: f"peers of its sshd: {peers}")
+
+
 def start_neighbour(host: Host, name: str = "third") -> DockerHost:
     """A third machine on the network of `host` (a container machine reached by `docker exec`), for
     connections from an address that is neither host's: started from the image `host` started from,
@@ -363,7 +462,7 @@ def start_neighbour(host: Host, name: str = "third") -> DockerHost:
     started = container.get_wrapped_container()
     started.reload()
     settings = started.attrs["NetworkSettings"]["Networks"][network]
-    neighbour = DockerHost(Machine(name, container, settings["IPAddress"], settings["Gateway"]))
+    neighbour = DockerHost(Machine(name, container, settings["IPAddress"], settings["Gateway"], host.machine.lab))
     neighbour.run(
         "command -v psql >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get update -qq"
         " && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null; }",
@@ -459,7 +558,7 @@ def _inject_network_faults(container) -> None:
 
 def remove_resources(selector: dict[str, str] | None = None, *, client: docker.DockerClient | None = None) -> int:
     """Remove containers, then networks and volumes, carrying the harness label (and `selector`)."""
-    client = client or docker.from_env()
+    client = client or from_env()
     filters = label_filter(LABEL, *(f"{key}={value}" for key, value in (selector or {}).items()))
     containers = listed(client, "containers", filters)
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(containers))), thread_name_prefix="remove") as pool:

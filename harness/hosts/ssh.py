@@ -35,12 +35,14 @@ class SshHost(Host):
     def for_machine(cls, machine: MachineInfo, access: Access) -> SshHost:
         """A machine of this run, reached like a real instance; its key is trusted on first use."""
         assert access.private_key is not None and access.state_dir is not None, "made by SshHost.access"
+        ssh_address, port = machine.endpoint(22)  # its bridge address, or a tunnel or published port to it
         host = cls(
             machine.name,
-            ssh_address=machine.address,
+            ssh_address=ssh_address,
             private_address=machine.address,
             user=LOGIN_USER,
             key=access.private_key,
+            port=port,
             state_dir=access.state_dir,
             trust_on_first_use=True,
         )
