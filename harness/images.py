@@ -256,7 +256,9 @@ def _debootstrap_base(profile: ImageProfile, client: docker.DockerClient, *, log
             conf = Path(rootfs) / "etc/apt/apt.conf.d/99pgrepl-snapshot"
             conf.write_text('Acquire::Check-Valid-Until "false";\n')
         tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
-        imported = subprocess.run(["docker", "import", "-", profile.base], stdin=tar.stdout, capture_output=True)
+        from harness.hosts.docker import docker_cli  # the engine the harness reaches (not at import: a cycle)
+
+        imported = subprocess.run([*docker_cli(), "import", "-", profile.base], stdin=tar.stdout, capture_output=True)
         tar.wait()
         if imported.returncode != 0:
             raise ImageUnavailable(f"image {profile.name}: docker import failed: {imported.stderr.decode()[-500:]}")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +15,7 @@ from harness.hosts.reach import (
     BRIDGE,
     PUBLISHED,
     TUNNEL,
+    EngineConnection,
     Route,
     Unreachable,
     decide,
@@ -18,6 +23,7 @@ from harness.hosts.reach import (
     host_override,
     publishes,
 )
+from harness.waiting import wait_until
 
 LOCAL, REMOTE = (lambda: True), (lambda: False)
 
@@ -87,3 +93,90 @@ def test_a_gateway_no_interface_here_has_is_not_here_and_nothing_is_sent():
 
 def test_a_machine_that_sends_nothing_is_not_waited_for_past_the_deadline():
     assert not gateway_reaches_here("127.0.0.1", lambda *args: None, timeout=0.5)
+
+
+FAKE_SSH = r"""#!/bin/sh
+# A stand-in for OpenSSH: records its argv; a master (-M) makes its control socket (-S) and stays
+echo "$*" >> "$FAKE_SSH_LOG"
+control=
+while [ $# -gt 0 ]; do
+    case $1 in
+        -S) control=$2; shift ;;
+        -M) master=yes ;;
+    esac
+    shift
+done
+if [ -n "$master" ]; then
+    echo $$ > "$FAKE_SSH_LOG.master"
+    : > "$control"
+    exec sleep 300
+fi
+printf '%s\n' "$FAKE_REMOTE_DOCKER_HOST"
+"""
+
+
+@pytest.fixture
+def fake_ssh(tmp_path, monkeypatch):
+    """`ssh` on PATH is FAKE_SSH; returns its argv log."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "ssh").write_text(FAKE_SSH)
+    (tmp_path / "bin" / "ssh").chmod(0o755)
+    log = tmp_path / "ssh.log"
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SSH_LOG", str(log))
+    monkeypatch.setenv("FAKE_REMOTE_DOCKER_HOST", "")
+    return log
+
+
+def test_the_engine_socket_is_forwarded_from_where_the_engine_host_says(fake_ssh, monkeypatch):
+    connection = EngineConnection("ssh://runner@engine.example:2222")
+    try:
+        url = connection.socket_url()
+        assert url.startswith("unix://") and url.endswith("/docker.sock")
+        local = url.removeprefix("unix://")
+        assert f"-O forward -L {local}:/var/run/docker.sock" in fake_ssh.read_text()
+        assert "-l runner -p 2222" in fake_ssh.read_text()
+    finally:
+        connection.close()
+    monkeypatch.setenv("FAKE_REMOTE_DOCKER_HOST", "unix:///run/user/1000/docker.sock")
+    connection = EngineConnection("ssh://engine.example")
+    try:
+        assert f"{connection.socket_url().removeprefix('unix://')}:/run/user/1000/docker.sock" in fake_ssh.read_text()
+    finally:
+        connection.close()
+
+
+def test_an_engine_host_whose_docker_host_is_no_socket_is_refused_with_the_way_out(fake_ssh, monkeypatch):
+    monkeypatch.setenv("FAKE_REMOTE_DOCKER_HOST", "tcp://10.0.0.5:2375")
+    connection = EngineConnection("ssh://engine.example")
+    try:
+        with pytest.raises(Unreachable, match=r"DOCKER_HOST=tcp://10\.0\.0\.5:2375.*point DOCKER_HOST here"):
+            connection.socket_url()
+    finally:
+        connection.close()
+
+
+def test_the_connection_ends_with_the_process_that_opened_it_even_when_killed(fake_ssh):
+    """A killed pytest worker leaves no ssh behind (its forwards would stay open)."""
+    opener = subprocess.Popen(
+        [sys.executable, "-c", "from harness.hosts.reach import EngineConnection as E; "
+         "E('ssh://engine.example').forward('172.18.0.2', 5432); print('up', flush=True); input()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert opener.stdout is not None and opener.stdout.readline().strip() == "up"
+        master = int(Path(f"{fake_ssh}.master").read_text())
+        assert _alive(master)
+        opener.kill()
+        opener.wait()
+        wait_until(lambda: not _alive(master), timeout=10, what=f"the master ssh {master} to end")
+    finally:
+        opener.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         with booted(image) as vm:
             preload_images(vm, args.preload)
             if args.engine:
-                return _run_against_engine(vm, command)
+                return run_against_engine(vm, command)
             copy_checkout(vm)
             return vm.ssh(f"cd work && {shlex.join(command) if len(command) > 1 else command[0]}").returncode
     except VmError as exc:
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run_against_engine(vm: Vm, command: list[str]) -> int:
+def run_against_engine(vm: Vm, command: list[str]) -> int:
     """COMMAND here, its docker client on the VM's engine over SSH (`DOCKER_HOST=ssh://...`).
 
     OpenSSH reads ~/.ssh/config from the user's passwd entry, not $HOME: an `ssh` first on PATH adds

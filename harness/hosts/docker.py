@@ -31,8 +31,8 @@ from harness.hosts.reach import (
     PUBLISHED,
     TUNNEL,
     Route,
-    SshTunnel,
     decide,
+    engine_connection,
     gateway_reaches_here,
     host_override,
     publishes,
@@ -140,10 +140,27 @@ def container_lost(client: docker.DockerClient, name: str) -> str | None:
     )
 
 
+def engine_url() -> str:
+    """Where the Docker SDK, testcontainers and the docker CLI reach the engine: DOCKER_HOST, or for an
+    ssh:// engine the local end of the process's one SSH connection to its host (reach.EngineConnection)."""
+    engine = engine_address()
+    return engine_connection(engine).socket_url() if engine.startswith("ssh://") else engine
+
+
+def client_environment() -> dict[str, str]:
+    """The environment the Docker SDK (docker.from_env) reads, with the engine at engine_url()."""
+    return {**os.environ, "DOCKER_HOST": engine_url()}
+
+
+def docker_cli() -> list[str]:
+    """The docker CLI's argv start, at the engine the SDK uses (-H only for an ssh:// engine)."""
+    engine = engine_address()
+    return ["docker", "-H", engine_url()] if engine.startswith("ssh://") else ["docker"]
+
+
 def from_env() -> docker.DockerClient:
-    """docker.from_env, with OpenSSH (the user's ssh_config, keys and agent, as the docker CLI) for an
-    ssh:// engine, as testcontainers does, rather than docker-py's default, paramiko."""
-    return docker.from_env(use_ssh_client=engine_address().startswith("ssh://"))
+    """docker.from_env at engine_url()."""
+    return docker.from_env(environment=client_environment())
 
 
 def _ping() -> docker.DockerClient:
@@ -259,7 +276,7 @@ class DockerHost(Host):
         return self.machine.endpoint(port)
 
     def _transport(self, remote: list[str]) -> list[str]:
-        return ["docker", "exec", "-i", "-u", self.login_user, self.container_name, *remote]
+        return [*docker_cli(), "exec", "-i", "-u", self.login_user, self.container_name, *remote]
 
     def _transport_failed(self, result: Result) -> bool:
         return result.rc != 0 and result.stderr.startswith(DOCKER_CLI_FAILURES)
@@ -285,12 +302,11 @@ class DockerLab:
         self.engine, self.override = engine_address(), host_override()
         self._route: Route | None = None
         self._route_lock = threading.RLock()  # runner_address holds it while it asks endpoint
-        self._tunnel: SshTunnel | None = None
         self._runner_addresses: dict[str, str] = {}
         network_kw: dict = {"labels": self.labels}
         if subnet is not None:
             network_kw["ipam"] = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
-        self.network = Network(docker_network_kw=network_kw)
+        self.network = Network(docker_client_kw={"environment": client_environment()}, docker_network_kw=network_kw)
         self.network.name = f"pgrepl-{self.run_id}"
         self.network.create()
 
@@ -316,7 +332,7 @@ class DockerLab:
         put in the login user's authorized_keys before boot, as an ECS key pair is (no `docker exec`)."""
         endpoint = docker.types.EndpointConfig(self.client.api.api_version, ipv4_address=address)
         container = (
-            DockerContainer(image)
+            DockerContainer(image, docker_client_kw={"environment": client_environment()})
             .with_name(f"pgrepl-{self.run_id}-{name}")
             .with_tmpfs_mount("/run")
             .with_tmpfs_mount("/run/lock")
@@ -350,16 +366,12 @@ class DockerLab:
             if self._route is None:
                 self._route = decide(self.engine, self.override, lambda: _bridge_is_local(machine))
                 logging.getLogger(__name__).info("machines of %s reached by %s", self.engine, self._route)
-                if self._route.how == TUNNEL:
-                    self._tunnel = SshTunnel(self._route)
-                    self.cleanups.append(self._tunnel.close)
             return self._route
 
     def endpoint(self, machine: Machine, port: int) -> tuple[str, int]:
         route = self.route(machine)
         if route.how == TUNNEL:
-            assert self._tunnel is not None
-            return self._tunnel.forward(machine.address, port)
+            return engine_connection(self.engine).forward(machine.address, port)
         if route.how == PUBLISHED:
             wrapped = machine.container.get_wrapped_container()
             published = self.client.api.port(wrapped.id, port)
@@ -454,7 +466,7 @@ def start_neighbour(host: Host, name: str = "third") -> DockerHost:
     network = next(iter(wrapped.attrs["NetworkSettings"]["Networks"]))
     labels = {k: v for k, v in wrapped.labels.items() if not k.startswith("org.testcontainers")}  # its own
     container = (
-        DockerContainer(wrapped.attrs["Config"]["Image"])
+        DockerContainer(wrapped.attrs["Config"]["Image"], docker_client_kw={"environment": client_environment()})
         .with_name(f"{wrapped.name.rsplit('-', 1)[0]}-{name}")
         .with_kwargs(entrypoint=["sleep", "infinity"], hostname=name, labels=labels, network=network)
     )
