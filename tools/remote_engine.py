@@ -41,6 +41,7 @@ PREFIX = "pgrepl-eng-"  # namespace, links, rules, data root and run directory c
 SUBNET = "10.253.{}.{}"
 SSHD_PACKAGES = ("openssh-server", "libwrap0")
 START_TIMEOUT = 60
+TCP_PORT = 2375  # --tcp: unauthenticated, as docker-in-docker's; bound to the namespace's link address only
 
 
 def cache_dir() -> Path:
@@ -73,13 +74,14 @@ class Engine:
     address: str
     key: Path
     known_hosts: Path
+    tcp: bool = False  # DOCKER_HOST=tcp://ADDRESS:2375 instead of ssh:// (docker-in-docker's way)
 
     def ssh_argv(self) -> list[str]:
         return ["ssh", "-F", str(self.key.parent / "ssh_config"), f"root@{self.address}"]
 
     @property
     def docker_host(self) -> str:
-        return f"ssh://root@{self.address}"
+        return f"tcp://{self.address}:{TCP_PORT}" if self.tcp else f"ssh://root@{self.address}"
 
     def ssh_config(self) -> str:
         return (
@@ -178,7 +180,7 @@ def remove_orphans() -> None:
 
 
 @contextlib.contextmanager
-def started() -> Iterator[Engine]:
+def started(*, tcp: bool = False) -> Iterator[Engine]:
     """A stand-in engine host; yields once its engine answers over SSH; removes it all at the end."""
     need("ip", "nsenter", "unshare", "iptables", "iptables-save", "dockerd", "docker", "ssh", "ssh-keygen")
     if os.geteuid() != 0:
@@ -209,7 +211,8 @@ def started() -> Iterator[Engine]:
         socket = run_dir / "docker.sock"
         with open(run_dir / "dockerd.log", "w") as dockerd_log:
             subprocess.Popen(
-                [*net, "dockerd", "-H", f"unix://{socket}", "--data-root", str(data_root),
+                [*net, "dockerd", "-H", f"unix://{socket}", *(["-H", f"tcp://{there}:{TCP_PORT}"] if tcp else []),
+                 "--data-root", str(data_root),
                  "--exec-root", str(run_dir / "exec"), "--pidfile", str(run_dir / "docker.pid"),
                  "--cgroup-parent", f"/{name}"],
                 stdin=subprocess.DEVNULL, stdout=dockerd_log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -219,6 +222,7 @@ def started() -> Iterator[Engine]:
             f"the stand-in dockerd (log: {run_dir / 'dockerd.log'})",
         )
         engine = _start_sshd(name, there, run_dir, sshd, net, socket)
+        engine.tcp = tcp
         yield engine
     finally:
         _remove(name)
@@ -273,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     runp = sub.add_parser("run", help="start the stand-in engine and run COMMAND here against it")
     runp.add_argument("--preload", action="append", default=[], metavar="IMAGE", help="docker save/load IMAGE")
+    runp.add_argument("--tcp", action="store_true", help=f"DOCKER_HOST=tcp://ADDRESS:{TCP_PORT}, not ssh://")
     runp.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     args = parser.parse_args(argv)
     command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
@@ -280,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("run: give a command after --")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` removes the engine
     try:
-        with started() as engine:
+        with started(tcp=args.tcp) as engine:
             preload_images(engine, args.preload)
             return run_against_engine(engine, command)
     except VmError as exc:
