@@ -1,0 +1,37 @@
+#!/bin/sh
+# The tests as a user who is not root but is in the docker group, as on a CI runner or a workstation
+# (this project's own machines run everything as root). Run as root: it makes the user
+# pgrepl-runner if there is none (and removes it again at the end, with its home), exports the
+# committed tree into a directory of that user's, as a checkout would, and runs tools/in-runner.sh
+# there as that user: a virtual environment, then pytest with this script's arguments. The engine
+# and the images must be there already (the engine's install and a base image's debootstrap need
+# root; nothing else does).
+#
+#     sh tools/as-user.sh scenarios/test_replication.py --image debian-12 -n 2
+set -eu
+user=${PGREPL_TEST_USER:-pgrepl-runner}
+made=
+work=
+cleanup() {
+    [ -z "$work" ] || rm -rf "$work"
+    if [ -n "$made" ]; then
+        pkill -u "$user" 2>/dev/null || :
+        userdel --remove "$user" 2>/dev/null || :
+    fi
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT
+if [ "$(id -u)" != 0 ]; then
+    echo "as-user.sh: run as root (it makes the user $user; the tests then run as that user)" >&2
+    exit 2
+fi
+getent group docker >/dev/null || { echo "as-user.sh: no docker group (the engine's socket group)" >&2; exit 2; }
+if ! id "$user" >/dev/null 2>&1; then
+    useradd --create-home --groups docker --shell /bin/sh "$user"
+    made=yes
+fi
+work=$(runuser -u "$user" -- mktemp -d)
+git archive HEAD | runuser -u "$user" -- tar -x -C "$work"
+cd "$work"
+# runuser keeps the environment (pip's settings among it) but HOME, USER and LOGNAME
+runuser -u "$user" -- sh tools/in-runner.sh "$@"
