@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner_vm import VmError, log, need, preload_images, run, run_against_engine  # tools/ is sys.path[0]
+from runner_vm import VmError, log, need, preload_images, reported, run, run_against_engine  # tools/ is sys.path[0]
 
 PREFIX = "pgrepl-eng-"  # namespace, links, rules, data root and run directory carry it
 SUBNET = "10.253.{}.{}"
@@ -284,16 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     if not command:
         parser.error("run: give a command after --")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` removes the engine
-    try:
+
+    def body() -> int:
         with started(tcp=args.tcp) as engine:
             preload_images(engine, args.preload)
             return run_against_engine(engine, command)
-    except VmError as exc:
-        print(f"remote_engine.py: {exc}", file=sys.stderr)
-        return 2
-    except subprocess.CalledProcessError as exc:
-        print(f"remote_engine.py: {' '.join(map(str, exc.cmd))[:200]} exited {exc.returncode}", file=sys.stderr)
-        return 2
+
+    return reported("remote_engine.py", body)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -310,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     runp.add_argument("--preload", action="append", default=[], metavar="IMAGE", help="docker save/load IMAGE")
     runp.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> int:
         image = build()
         if args.command == "build":
             return 0
@@ -323,11 +324,19 @@ def main(argv: list[str] | None = None) -> int:
                 return run_against_engine(vm, command)
             copy_checkout(vm)
             return vm.ssh(f"cd work && {shlex.join(command) if len(command) > 1 else command[0]}").returncode
+
+    return reported("runner_vm.py", body)
+
+
+def reported(prog: str, body: Callable[[], int]) -> int:
+    """body()'s exit status; a VmError or a failed command is one line on stderr and status 2."""
+    try:
+        return body()
     except VmError as exc:
-        print(f"runner_vm.py: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     except subprocess.CalledProcessError as exc:
-        print(f"runner_vm.py: {shlex.join(map(str, exc.cmd))[:200]} exited {exc.returncode}", file=sys.stderr)
+        print(f"{prog}: {shlex.join(map(str, exc.cmd))[:200]} exited {exc.returncode}", file=sys.stderr)
         return 2
 
 
