@@ -32,11 +32,14 @@ class _Redacting(logging.Formatter):
 
 
 def _verbosity(args: argparse.Namespace) -> int:
-    """-1 with -q (the result only), 0 by default (progress lines), 1+ with -v (and the log, DEBUG)."""
+    """-1 with -q (the result only), 0 by default (progress lines), 1 with -v (and the log: the harness's
+    at DEBUG, libraries' at INFO - a markdown parser's DEBUG is thousands of lines), 2 with -vv (all DEBUG)."""
     level = args.verbose - args.quiet
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Redacting("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if level > 0 else logging.WARNING, handlers=[handler], force=True)
+    root = logging.DEBUG if level > 1 else logging.INFO if level == 1 else logging.WARNING
+    logging.basicConfig(level=root, handlers=[handler], force=True)
+    logging.getLogger("harness").setLevel(logging.DEBUG if level > 0 else logging.NOTSET)
     return level
 
 
@@ -176,7 +179,11 @@ def _common(*, defaults: bool) -> argparse.ArgumentParser:
         "-q", "--quiet", action="count", help="less output: the result only", **(unset or {"default": 0})
     )
     common.add_argument(
-        "-v", "--verbose", action="count", help="more output: the log, too", **(unset or {"default": 0})
+        "-v",
+        "--verbose",
+        action="count",
+        help="more output: the log, too (-vv: libraries' debug log as well)",
+        **(unset or {"default": 0}),
     )
     common.add_argument(
         "--project",
