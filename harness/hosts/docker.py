@@ -282,6 +282,10 @@ class DockerHost(Host):
         return result.rc != 0 and result.stderr.startswith(DOCKER_CLI_FAILURES)
 
 
+_ROUTES: dict[tuple[str, str | None], Route] = {}  # DockerLab.route's answers, per engine and override
+_ROUTES_LOCK = threading.Lock()
+
+
 class DockerLab:
     """The containers, private network and volumes of one pair; leaving the context (or close())
     removes them all, then runs the extra `cleanups`, each even when an earlier one failed."""
@@ -361,11 +365,17 @@ class DockerLab:
         return self.machines[name]
 
     def route(self, machine: Machine) -> Route:
-        """How the runner reaches this lab's machines: decided once, with the first machine that asks."""
+        """How the runner reaches this lab's machines: decided once per engine and process (whether its
+        bridges are routable from here does not change from one network to the next), with the first
+        machine that asks."""
         with self._route_lock:
             if self._route is None:
-                self._route = decide(self.engine, self.override, lambda: _bridge_is_local(machine))
-                logging.getLogger(__name__).info("machines of %s reached by %s", self.engine, self._route)
+                key = (self.engine, self.override)
+                with _ROUTES_LOCK:
+                    if key not in _ROUTES:
+                        _ROUTES[key] = decide(self.engine, self.override, lambda: _bridge_is_local(machine))
+                        logging.getLogger(__name__).info("machines of %s reached by %s", self.engine, _ROUTES[key])
+                self._route = _ROUTES[key]
             return self._route
 
     def endpoint(self, machine: Machine, port: int) -> tuple[str, int]:
