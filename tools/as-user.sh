@@ -33,5 +33,6 @@ fi
 work=$(runuser -u "$user" -- mktemp -d)
 git archive HEAD | runuser -u "$user" -- tar -x -C "$work"
 cd "$work"
-# runuser keeps the environment (pip's settings among it) but HOME, USER and LOGNAME
-runuser -u "$user" -- sh tools/in-runner.sh "$@"
+# runuser keeps the environment (pip's settings among it) but HOME, USER and LOGNAME; the user's own
+# PATH, as a login would have it: root's (a virtual environment, pyenv under /root) is not theirs
+runuser -u "$user" -- env -u VIRTUAL_ENV PATH=/usr/local/bin:/usr/bin:/bin sh tools/in-runner.sh "$@"
