@@ -1,11 +1,11 @@
 #!/bin/sh
 # The tests as a user who is not root but is in the docker group, as on a CI runner or a workstation
-# (this project's own machines run everything as root). Run as root: it makes the user
-# pgrepl-runPID (and removes it again at the end, with its home; PGREPL_TEST_USER names an existing one instead), exports the
-# committed tree into a directory of that user's, as a checkout would, and runs tools/in-runner.sh
-# there as that user: a virtual environment, then pytest with this script's arguments. The engine
-# and the images must be there already (the engine's install and a base image's debootstrap need
-# root; nothing else does).
+# (this project's own machines run everything as root). Run as root: it makes a user pgrepl-runPID
+# in the docker group and removes it again at the end, with its home (PGREPL_TEST_USER names an
+# existing user instead, which is kept), exports the committed tree into a directory of that user's,
+# as a checkout would, and runs tools/in-runner.sh there as that user: a virtual environment, then
+# pytest with this script's arguments. The engine and the images must be there already (the
+# engine's install and a base image's debootstrap need root; nothing else does).
 #
 #     sh tools/as-user.sh scenarios/test_replication.py --image debian-12 -n 2
 set -eu
