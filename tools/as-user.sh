@@ -12,12 +12,17 @@ set -eu
 user=${PGREPL_TEST_USER:-pgrepl-run$$}  # one per run: two runs at once never share (or remove) one
 made=
 work=
+child=
+# Never `pkill -u`: a uid of this machine is also some container's user (the machines' ecs-user is
+# 1000 too), and their processes are visible here: only the run's own process group is ended.
+# shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
-    [ -z "$work" ] || rm -rf "$work"
-    if [ -n "$made" ]; then
-        pkill -u "$user" 2>/dev/null || :
-        userdel --remove "$user" 2>/dev/null || :
+    if [ -n "$child" ]; then
+        kill -TERM -- "-$child" 2>/dev/null || :
+        wait "$child" 2>/dev/null || :
     fi
+    [ -z "$work" ] || rm -rf "$work"
+    [ -z "$made" ] || userdel --remove "$user" 2>/dev/null || :
 }
 trap cleanup EXIT
 trap 'exit 143' TERM INT
@@ -35,4 +40,10 @@ git archive HEAD | runuser -u "$user" -- tar -x -C "$work"
 cd "$work"
 # runuser keeps the environment (pip's settings among it) but HOME, USER and LOGNAME; the user's own
 # PATH, as a login would have it: root's (a virtual environment, pyenv under /root) is not theirs
-runuser -u "$user" -- env -u VIRTUAL_ENV PATH=/usr/local/bin:/usr/bin:/bin sh tools/in-runner.sh "$@"
+# setsid: the run is a process group of its own (pid = pgid), which cleanup ends on an interruption
+setsid runuser -u "$user" -- env -u VIRTUAL_ENV PATH=/usr/local/bin:/usr/bin:/bin sh tools/in-runner.sh "$@" &
+child=$!
+status=0
+wait "$child" || status=$?
+child=
+exit "$status"
