@@ -6,6 +6,7 @@
     python bench/bench.py --cold                   # first forget the image, its snapshots and base
     python bench/bench.py --load 10                # only: pgbench write/read tps and replay lag, 10 s
     python bench/bench.py --commands 200           # only: one host command's cost, persistent shell vs per-command
+    python bench/bench.py --gate                   # only: the gate's answer to four runbook edits (issue 23)
 
 A bring-up is measured in-process (phases from harness.lifecycle and ReplicationPair.setup, each runbook
 step from the transcript); a revision to compare is checked out into a git worktree and measured
@@ -169,6 +170,58 @@ def command_costs(image: str, count: int, rounds: int = 5) -> str:
     return f"{title}\n" + table([*modes, "ratio"], rows)
 
 
+RUNBOOK = "runbooks/postgresql-primary-secondary.md"
+# Edits a runbook author makes, each as (old, new) in the runbook: a comment reworded and a real change,
+# in a setup block (Debian's primary-configure: every module on the four Debian images) and in an optional
+# part's block (Debian's sync-commit-conf).
+GATE_EDITS = {
+    "setup, comment only": (
+        "# Write enough WAL for a streaming standby.\n",
+        "# Write enough WAL for a standby that streams.\n",
+    ),
+    "optional part, comment only": (
+        "# Confirm a commit only once this standby has it on disk.\n",
+        "# Confirm a commit only once the standby has it on disk.\n",
+    ),
+    "optional part, a real change": (
+        "synchronous_standby_names = 'secondary_node1'\n",
+        "synchronous_standby_names = 'FIRST 1 (secondary_node1)'\n",
+    ),
+    # A superset of replica: harmless to every scenario (raising max_wal_senders is not: a hot standby
+    # refuses to start with a value lower than its primary's).
+    "setup, a real change": ("wal_level = replica\n", "wal_level = logical\n"),
+}
+
+
+def gate_answers(rev: str = "HEAD") -> str:
+    """`pgrepl-harness gate --base REV` after each edit of GATE_EDITS, in a worktree of REV (warm
+    images): wall seconds, exit status and pytest's last line."""
+    rows = {}
+    for name, (old, new) in GATE_EDITS.items():
+        tree = worktree(rev)
+        try:
+            runbook = tree / RUNBOOK
+            text = runbook.read_text()
+            if text.count(old) < 1:
+                rows[name] = ["-", "-", f"edit not applicable: {old.strip()!r} not in {RUNBOOK}"]
+                continue
+            runbook.write_text(text.replace(old, new, 1))
+            started = time.monotonic()
+            done = subprocess.run(
+                [sys.executable, "-m", "harness", "gate", "--base", rev, "--artifacts", str(tree / "artifacts")],
+                cwd=tree,
+                env={**os.environ, "PYTHONPATH": str(tree)},
+                capture_output=True,
+                text=True,
+            )
+            wall = time.monotonic() - started
+            last = next((line for line in reversed(done.stdout.splitlines()) if " in " in line), "?")
+            rows[name] = [f"{wall:.1f}", str(done.returncode), last.strip("= ")]
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+    return f"== the gate's answer to an edit (--base {rev}), seconds\n" + table(["wall", "exit", "pytest"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", default=DEFAULT_IMAGE)
@@ -181,7 +234,11 @@ def main() -> None:
     parser.add_argument("--compare", metavar="REV", help="also measure this git revision (a worktree)")
     parser.add_argument("--load", type=int, metavar="SECONDS", help="only: pgbench read offloading figures")
     parser.add_argument("--commands", type=int, metavar="N", help="only: a host command's cost, shell vs per-command")
+    parser.add_argument("--gate", action="store_true", help="only: the gate's answer to four runbook edits")
     args = parser.parse_args()
+    if args.gate:
+        print(gate_answers())
+        return
     if args.commands:
         print(command_costs(args.image, args.commands))
         return
