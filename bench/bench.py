@@ -7,6 +7,7 @@
     python bench/bench.py --load 10                # only: pgbench write/read tps and replay lag, 10 s
     python bench/bench.py --commands 200           # only: one host command's cost, persistent shell vs per-command
     python bench/bench.py --gate                   # only: the gate's answer to four runbook edits (issue 23)
+    python bench/bench.py --gate --compare REV     # the same for git revision REV, after this one
 
 A bring-up is measured in-process (phases from harness.lifecycle and ReplicationPair.setup, each runbook
 step from the transcript); a revision to compare is checked out into a git worktree and measured
@@ -237,7 +238,8 @@ def main() -> None:
     parser.add_argument("--gate", action="store_true", help="only: the gate's answer to four runbook edits")
     args = parser.parse_args()
     if args.gate:
-        print(gate_answers())
+        for rev in ("HEAD", *([args.compare] if args.compare else [])):
+            print(gate_answers(rev))
         return
     if args.commands:
         print(command_costs(args.image, args.commands))

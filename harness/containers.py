@@ -9,7 +9,6 @@ removal fails; hosts are left running instead when the target's keep policy says
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING
 import docker
 import docker.errors
 
-from harness import ROLES
+from harness import CACHE_ROOT, ROLES
 from harness.hosts import Access, Host, backend
 from harness.hosts.docker import DockerLab, docker_client, label_filter, listed, remove_orphans, remove_resources
 from harness.images import ImageProfile, ensure_image, image_exists
@@ -32,13 +31,19 @@ from harness.pair import Node, ReplicationPair, on_each, wait_accepting
 from harness.runbook import Block, Runbook, Skip, StepHook
 from harness.runstate import (
     COPY_UP_LIST,
+    READDRESS_LIST,
+    READDRESS_VAR,
     RESTORED_NOTE,
     RUN_STATES,
     SAVED_NOTE,
+    Claim,
     RestoredSetup,
     SetupState,
+    readdress,
+    remove_stale_registries,
     state_key,
     state_tag,
+    subnet_addresses,
 )
 from harness.snapshots import SnapshotPlan
 from harness.waiting import Stopwatch
@@ -47,23 +52,32 @@ if TYPE_CHECKING:  # the targets open these modules: no import back at run time
     from harness.targets import ContainerTarget, Log
 
 # Per-user state of container runs reached by SSH (their generated keys).
-STATE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pgrepl-harness" / "runs"
+STATE_ROOT = CACHE_ROOT / "runs"
+# Where a set-up pair's files may hold its addresses (pg_hba.conf, primary_conninfo, .pgpass), and the
+# files there the engine writes itself (not committed: bind mounts).
+ADDRESS_DIRECTORIES = ("/etc", "/var/lib/postgresql", "/var/lib/pgsql", "/home", "/root")
+ENGINE_FILES = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+SUBNET_ATTEMPTS = 5
 
 
 class StartPlan:
-    """What each machine starts from, decided once before any starts: this run's set-up state (both
-    hosts as set up, with their addresses and passwords), else snapshots of completed steps, else
-    the image. Its hooks mark what the start already holds and save what later pairs can reuse."""
+    """What each machine starts from, decided once before any starts: the session's set-up state (both
+    hosts as set up, re-addressed to a subnet of this pair's, with the same passwords), else snapshots
+    of completed steps, else the image. Its hooks mark what the start already holds and save what
+    later pairs can reuse."""
 
     def __init__(self, target: ContainerTarget, profile: ImageProfile, tag: str, book: Runbook, client, log: Log):
         self.profile, self.tag, self.log = profile, tag, log
         setup_blocks = book.select(family=profile.family, parts=("setup",), variant=profile.package_source)
-        self.state: SetupState | None = None
-        self.key = None
+        self.claim: Claim | None = None
         if target.reuse and not target.volumes and not target.keep:
-            self.key = state_key(profile.name, target.backend, tag, setup_blocks)
-            self.state = RUN_STATES.claim(self.key, client, recurs=target.setup_recurs)
-        self.claimed = self.state  # released with the pair, even when not used
+            key = state_key(profile.name, target.backend, tag, setup_blocks)
+            self.claim = RUN_STATES.claim(
+                key, recurs=target.setup_recurs, exists=lambda image: image_exists(client, image)
+            )
+        self.state = self.claim.state if self.claim else None
+        self.subnet = RUN_STATES.next_subnet() if self.state else None
+        self.saved = False
         self.snapshots = None
         if target.reuse:
             self.snapshots = SnapshotPlan(
@@ -76,33 +90,33 @@ class StartPlan:
             )
 
     def release(self) -> None:
-        if self.claimed is not None:
-            RUN_STATES.release(self.claimed)
+        """The pair is gone: a state it was to save and did not is free for another process."""
+        if self.claim is not None and not self.saved:
+            RUN_STATES.abandon(self.claim)
 
-    def drop_state(self, why: str) -> None:
-        """Set up for real after all (the state is released with the pair; its images stay listed for
-        removal at the run's end)."""
-        self.log(f"set-up state not used: {why}")
-        self.state = None
-
-    @property
-    def subnet(self) -> str | None:
-        return self.state.subnet if self.state else None
+    def other_subnet(self) -> None:
+        self.subnet = RUN_STATES.next_subnet()
 
     @property
     def restored(self) -> bool:
-        return self.state is not None and bool(self.state.images)
+        return self.state is not None
 
     def images(self) -> dict[str, str]:
-        if self.restored:
+        if self.state is not None:
             return dict(self.state.images)
         return {role: self.snapshots.start_image(role) if self.snapshots else self.tag for role in ROLES}
 
     def addresses(self) -> dict[str, str]:
-        return self.state.addresses() if self.state else {}
+        return subnet_addresses(self.subnet) if self.subnet else {}
+
+    def environment(self) -> dict[str, str]:
+        """The machines' environment: a restored pair's new addresses for the entry wrapper."""
+        if self.state is None:
+            return {}
+        return {READDRESS_VAR: readdress(self.state.addresses, self.addresses())}
 
     def secrets(self) -> dict:
-        if not self.restored:
+        if self.state is None:
             return {}
         return dict(zip(("replication_password", "harness_password"), self.state.passwords, strict=True))
 
@@ -110,8 +124,8 @@ class StartPlan:
         if self.restored:
             return [RestoredSetup()]
         hooks: list[StepHook] = [self.snapshots.hook(hosts, lab.commit, log=self.log)] if self.snapshots else []
-        if self.state is not None:  # the first to set up this key: saves it for the later ones
-            hooks.append(SaveSetupState(lab, self.state, self.key, self.profile.name))
+        if self.claim is not None and self.claim.saves:  # the first to set up this key: saves it for the others
+            hooks.append(SaveSetupState(lab, self, self.profile.name))
         return hooks
 
 
@@ -130,13 +144,15 @@ def _bring_up(stack: ExitStack, target: ContainerTarget, book: Runbook, log: Log
     plan = StartPlan(target, profile, tag, book, client, log)
     stack.callback(plan.release)
     kept = target.keep or target.keep_if is not None  # labelled kept from the start: no sweep removes them
-    try:
-        lab = DockerLab(client, kept=kept, subnet=plan.subnet)
-    except docker.errors.APIError as exc:  # another session took that subnet: set up for real
-        if plan.state is None:
-            raise
-        plan.drop_state(f"its subnet {plan.subnet} is taken ({exc.explanation})")
-        lab = DockerLab(client, kept=kept)
+    for attempt in range(SUBNET_ATTEMPTS):
+        try:
+            lab = DockerLab(client, kept=kept, subnet=plan.subnet)
+            break
+        except docker.errors.APIError as exc:  # another pair (another session) has that subnet now
+            if plan.subnet is None or attempt == SUBNET_ATTEMPTS - 1:
+                raise
+            log(f"subnet {plan.subnet} is taken ({exc.explanation}): trying another")
+            plan.other_subnet()
     if target.keep:  # kept only once up: a failed or interrupted bring-up is removed all the same
         stack.push(lambda exc_type, *_: exc_type is not None and lab.close())
     else:
@@ -174,28 +190,39 @@ def _bring_up(stack: ExitStack, target: ContainerTarget, book: Runbook, log: Log
 
 
 class SaveSetupState(StepHook):
-    """Once the pair is set up: both hosts, cleanly stopped, committed for the run's later pairs;
+    """Once the pair is set up: both hosts, cleanly stopped, committed for the session's later pairs
+    (with the list of files holding their addresses, which a restored pair's entry wrapper rewrites);
     then on again."""
 
-    def __init__(self, lab: DockerLab, state: SetupState, key: str, image: str):
-        self.lab, self.state, self.key, self.image = lab, state, key, image
+    def __init__(self, lab: DockerLab, plan: StartPlan, image: str):
+        self.lab, self.plan, self.image = lab, plan, image
 
     def set_up(self, pair: ReplicationPair) -> None:
         started = time.monotonic()
+        claim = self.plan.claim
         pair.secondary.stop()  # first: the primary's shutdown then waits for no walsender
         pair.primary.stop()
-        tags = {role: state_tag(self.image, role, self.key, self.lab.run_id) for role in ROLES}
+        tags = {role: state_tag(self.image, role, claim.key, self.lab.run_id) for role in ROLES}
+        machines = self.lab.machines
+        addresses = {"gateway": machines[ROLES[0]].gateway, **{role: machines[role].address for role in ROLES}}
+        patterns = " ".join(f"-e {address}" for address in addresses.values())
 
         def commit(node: Node) -> None:
             node.host.put_file(COPY_UP_LIST, f"{node.layout.data_dir}\n")  # read by the image's entry wrapper
+            node.host.run(
+                f"grep -rlIF {patterns} {' '.join(ADDRESS_DIRECTORIES)} 2>/dev/null"
+                f" | grep -vxF {' '.join(f'-e {path}' for path in ENGINE_FILES)} > {READDRESS_LIST} || true",
+                user="root",
+            )
             self.lab.commit(node.name, tags[node.name], kind=SETUP_STATE_KIND)
-            node.host.run(f"rm -f {COPY_UP_LIST}", user="root")
+            node.host.run(f"rm -f {COPY_UP_LIST} {READDRESS_LIST}", user="root")
 
         try:
             on_each(commit, pair.nodes.values())
         finally:
             pair.start()
-        self.state.images, self.state.passwords = tags, (pair.replication_password, pair.harness_password)
+        RUN_STATES.saved(claim.key, SetupState(tags, addresses, (pair.replication_password, pair.harness_password)))
+        self.plan.saved = True
         pair.primary.wait_for_streaming(pair.secondary, timeout=60)
         pair.note(f"{SAVED_NOTE} ({time.monotonic() - started:.1f} s)")
 
@@ -253,7 +280,12 @@ def _start_hosts(
 
     def start_host(role: str) -> Host:
         machine = lab.start_machine(
-            role, start[role], mounts=mounts, authorized_key=access.authorized_key, address=addresses.get(role)
+            role,
+            start[role],
+            mounts=mounts,
+            authorized_key=access.authorized_key,
+            address=addresses.get(role),
+            environment=plan.environment(),
         )
         host = transport.for_machine(machine, access)
         stack.callback(host.close)
@@ -273,6 +305,7 @@ def check_engine() -> None:
     client = docker_client()
     remove_orphans(client)
     remove_stale_state(client)
+    remove_stale_registries()
 
 
 def remove_containers(*, everyone: bool, log: Log) -> None:

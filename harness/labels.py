@@ -33,6 +33,17 @@ def owner() -> str:
     return f"{socket.gethostname()}/{os.getuid()}/{namespace}"
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` (of this owner's PID namespace) is running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 _session: str | None = None
 
 

@@ -1,119 +1,195 @@
-"""Set up once per run: both hosts committed after the runbook's whole setup, for later pairs.
+"""Set up once per test session: both hosts committed after the runbook's whole setup, for every
+later pair of the same key, in any of the session's processes (xdist workers).
 
-Per (image, backend, setup text): the first pairs run the runbook's setup for real; the second
-one (already the first, when the caller says the setup recurs: a test session's unmodified
-runbook), once it streams, has both machines stopped cleanly, committed, and started again (a
-setup text asked for once only, like a negative control's, is never saved). A later pair of the
-same key starts from those images on a network with the same fixed subnet, so the addresses the
-runbook bound (pg_hba.conf, primary_conninfo, .pgpass) still hold, with the same generated
-passwords, and its setup steps are marked `reused (this run's set-up state)`. The images hold
-secrets: only a test session keeps states (`RUN_STATES.open()` in the pytest plugin), and they are
-removed when it ends (each worker its own at its session's end, the controller whatever its
-workers left); never kept as a cache; a killed run's are swept with its other resources.
-A runbook whose setup text differs (a negative control) has another key and runs its setup for
-real.
+Per (image, backend, setup text), one process sets the pair up for real and, once it streams, has
+both machines stopped cleanly, committed and started again (a setup text asked for once only in a
+process, like a negative control's, is not saved: its key's first request sets up without saving,
+unless the caller says the setup recurs). Every later pair of that key, in whichever worker, starts
+from those images: on a network of its own, at addresses of its own, which the machines' entry
+wrapper writes over the saved ones in the files that hold them before anything boots (listed at the
+save: pg_hba.conf, primary_conninfo, .pgpass; images/common/ecs-entrypoint.sh), with the same
+generated passwords; its setup steps are marked `reused (this run's set-up state)`.
+
+The session's registry says which key is saved, being saved (the others wait for it: one real setup,
+whatever the worker count) or free to take: a JSON file under a lock (fcntl) in a private directory
+of the session, `SESSIONS_ROOT/<session id>` (mode 700; it holds the passwords, so it is removed
+with the session, and a killed session's by the next run's sweep). The images hold secrets too: the
+session's controller removes them at its end (harness.hosts.docker.remove_session), never a worker,
+which could still be needed by another; a killed run's are swept with its other resources.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import ipaddress
+import json
 import os
+import shutil
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
-import docker
-
-from harness import ROLES
+from harness import CACHE_ROOT, ROLES
 from harness.images import snapshot_repository
-from harness.labels import SETUP_STATE_KIND
+from harness.labels import SETUP_STATE_KIND, alive, owner
 from harness.runbook import Block, Skip, StepHook
 from harness.secrets import Secret
+from harness.waiting import WaitTimeout, wait_until
 
 RESTORED = "this run's set-up state"  # what the transcript says of steps a restored pair did not run
 # the transcript's notes of a pair that starts from the state, and of one that saves it (bench counts them)
 RESTORED_NOTE = f"setup: both hosts start from {RESTORED} (the runbook's setup ran once already)"
 SAVED_NOTE = f"setup: saved as {RESTORED} for the run's later pairs"
 COPY_UP_LIST = "/etc/pgrepl-harness-copy-up"  # see images/common/ecs-entrypoint.sh
-# Private subnets for pairs that are saved or restored (Docker's default pools are 172.17-31/16
-# and 192.168/16); each state has its own /29, so two pairs alive at once never share one.
+READDRESS_LIST = "/etc/pgrepl-harness-readdress"  # the files holding the pair's addresses; ditto
+READDRESS_VAR = "PGREPL_READDRESS"  # "OLD=NEW ..." for the entry wrapper
+SESSIONS_ROOT = CACHE_ROOT / "sessions"
+# Private subnets for restored pairs (Docker's default pools are 172.17-31/16 and 192.168/16): each
+# pair its own /29, from a block of its process's (xdist workers, parallel sessions on one engine).
 POOL = ipaddress.ip_network("10.213.0.0/16")
 BLOCK = 16
+# How long a process waits for another to save the state it needs before setting up for real itself.
+SAVE_WAIT = 900.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class SetupState:
-    subnet: str
-    images: dict[str, str] = field(default_factory=dict)  # role -> tag, once committed
-    passwords: tuple[Secret, Secret] | None = None  # replication, harness
-    in_use: bool = True
+    images: dict[str, str]  # role -> committed image
+    addresses: dict[str, str]  # role -> the address the runbook bound; "gateway" -> the runner's
+    passwords: tuple[Secret, Secret]  # replication, harness
 
-    def addresses(self) -> dict[str, str]:
-        hosts = list(ipaddress.ip_network(self.subnet).hosts())  # .1 is the gateway (the runner)
-        return {role: str(hosts[index + 1]) for index, role in enumerate(ROLES)}
+
+@dataclass(frozen=True)
+class Claim:
+    """What a pair of `key` does: start from `state` (saved), or set up for real and, if `saves`,
+    save it for the others."""
+
+    key: str
+    state: SetupState | None = None
+    saves: bool = False
+
+
+def subnet_addresses(subnet: str) -> dict[str, str]:
+    """The machines' addresses on a fixed subnet (in start order from .2; .1 is the gateway)."""
+    hosts = list(ipaddress.ip_network(subnet).hosts())
+    return {"gateway": str(hosts[0]), **{role: str(hosts[index + 1]) for index, role in enumerate(ROLES)}}
 
 
 class RunStates:
-    """This process's set-up states, by key; hands out a free one (committed if possible)."""
+    """This process's view of the session's set-up states."""
 
     def __init__(self) -> None:
-        self.states: dict[str, list[SetupState]] = {}
         self.requests: dict[str, int] = {}
         self.lock = threading.Lock()
-        # each process its own block of subnets (xdist workers, parallel sessions on one engine)
         count = 2 ** (29 - POOL.prefixlen)
         start = (os.getpid() % (count // BLOCK)) * BLOCK
-        self.subnets = (
+        self._subnets = (
             ipaddress.ip_network((int(POOL.network_address) + 8 * ((start + i) % count), 29)) for i in range(count)
         )
-        self.client: docker.DockerClient | None = None
-        self.opened = False  # by a test session, which removes the images at its end
+        self.directory: Path | None = None  # the session's registry, once opened
 
-    def open(self) -> None:
-        """From now on states are kept; whoever opens must call `remove_images` when the run ends."""
-        self.opened = True
+    def open(self, session: str) -> None:
+        """From now on states are kept, in session `session`'s registry (its controller removes it,
+        remove_registry, and the images at the session's end)."""
+        self.directory = SESSIONS_ROOT / session
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(self.directory / "processes", "a") as processes:
+            processes.write(f"{owner()} {os.getpid()}\n")
 
-    def claim(self, key: str, client: docker.DockerClient, *, recurs: bool = False) -> SetupState | None:
-        """A state to start from (committed) or to fill (not yet); None for a key's first request,
-        unless the caller knows the setup `recurs` in this run (then the first one is saved); None
-        always unless opened (a state's images hold secrets: only a run that removes them keeps one)."""
-        if not self.opened:
+    def next_subnet(self) -> str:
+        with self.lock:
+            return str(next(self._subnets))
+
+    @contextlib.contextmanager
+    def _registry(self) -> Iterator[dict]:
+        """The registry, read and written under the session's lock."""
+        assert self.directory is not None
+        with open(self.directory / "lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            path = self.directory / "states.json"
+            data = json.loads(path.read_text()) if path.is_file() else {}
+            yield data
+            temporary = path.with_suffix(".tmp")
+            with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+                json.dump(data, out)
+            temporary.replace(path)
+
+    def claim(self, key: str, *, recurs: bool = False, exists=lambda image: True) -> Claim | None:
+        """How a pair of `key` starts. None: set up for real, save nothing (states not kept in this
+        run, or the key's first request in this process and its setup not known to recur). A state
+        being saved by another live process is waited for; `exists` says whether a saved image is
+        still there (a dead worker's may have been swept)."""
+        if self.directory is None:
             return None
         with self.lock:
-            self.client = client
             self.requests[key] = self.requests.get(key, 0) + 1
             if self.requests[key] == 1 and not recurs:
                 return None
-            states = self.states.setdefault(key, [])
-            free = [s for s in states if not s.in_use]
-            state = next((s for s in free if s.images), free[0] if free else None)
-            if state is None:
-                state = SetupState(str(next(self.subnets)))
-                states.append(state)
-            state.in_use = True
-            return state
+        outcome: Claim | None = None
 
-    def release(self, state: SetupState) -> None:
-        state.in_use = False
+        def decided() -> bool:
+            nonlocal outcome
+            with self._registry() as data:
+                entry = data.get(key)
+                images = (entry or {}).get("images")
+                if entry is not None and not images and alive(entry["owner"]):
+                    return entry["owner"] == os.getpid()  # being saved: by another process (wait) or this one
+                if images and all(exists(image) for image in images.values()):
+                    passwords = (Secret(entry["passwords"][0]), Secret(entry["passwords"][1]))
+                    outcome = Claim(key, SetupState(images, entry["addresses"], passwords))
+                else:  # free, its saver died, or its images are gone (swept after it died): this process saves it
+                    data[key] = {"owner": os.getpid()}
+                    outcome = Claim(key, saves=True)
+                return True
 
-    def remove_images(self) -> int:
-        """What holds a generated secret does not outlive the run: remove every committed state."""
-        removed = 0
-        if self.client is None:
-            return removed
-        with self.lock:
-            for states in self.states.values():
-                for state in states:
-                    for tag in state.images.values():
-                        with contextlib.suppress(docker.errors.APIError):
-                            self.client.images.remove(tag, force=True)
-                            removed += 1
-                    state.images = {}
-        return removed
+        try:
+            wait_until(decided, timeout=SAVE_WAIT, interval=0.5, what=f"another worker to save set-up state {key}")
+        except WaitTimeout:
+            return None
+        return outcome
+
+    def saved(self, key: str, state: SetupState) -> None:
+        with self._registry() as data:
+            data[key] = {
+                "owner": os.getpid(),
+                "images": state.images,
+                "addresses": state.addresses,
+                "passwords": [str(p) for p in state.passwords],
+            }
+
+    def abandon(self, claim: Claim) -> None:
+        """A claim to save that was not saved (the bring-up failed): free for another process."""
+        if self.directory is None or not claim.saves:
+            return
+        with self._registry() as data:
+            entry = data.get(claim.key)
+            if entry and entry["owner"] == os.getpid() and not entry.get("images"):
+                del data[claim.key]
 
 
 RUN_STATES = RunStates()
+
+
+def remove_registry(session: str) -> None:
+    """The session ended: its registry (with the passwords) goes."""
+    shutil.rmtree(SESSIONS_ROOT / session, ignore_errors=True)
+
+
+def remove_stale_registries() -> None:
+    """Registries of sessions killed before their end: every process of this owner that opened one
+    is gone."""
+    if not SESSIONS_ROOT.is_dir():
+        return
+    for directory in SESSIONS_ROOT.iterdir():
+        try:
+            opened = [line.split() for line in (directory / "processes").read_text().splitlines()]
+        except OSError:
+            continue
+        if opened and all(who == owner() and not alive(int(pid)) for who, pid in opened):
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def state_key(image: str, backend: str, base_tag: str, setup_blocks: list[Block]) -> str:
@@ -125,6 +201,11 @@ def state_key(image: str, backend: str, base_tag: str, setup_blocks: list[Block]
 
 def state_tag(image: str, role: str, key: str, run_id: str) -> str:
     return f"{snapshot_repository(image, role)}-{SETUP_STATE_KIND}:{key}-{run_id}"
+
+
+def readdress(old: dict[str, str], new: dict[str, str]) -> str:
+    """The entry wrapper's READDRESS_VAR value: each saved address and the one replacing it."""
+    return " ".join(f"{old[name]}={new[name]}" for name in old if old[name] != new[name])
 
 
 class RestoredSetup(StepHook):

@@ -59,3 +59,26 @@ def test_an_engine_with_apparmor_starts_machines_unconfined_by_it():
     assert with_apparmor["security_opt"] == ["seccomp=unconfined", "apparmor=unconfined"]
     assert systemd_run_kwargs(["name=seccomp,profile=default"]) == SYSTEMD_RUN_KWARGS
     assert SYSTEMD_RUN_KWARGS["security_opt"] == ["seccomp=unconfined"]  # not changed in place
+
+
+def test_a_restored_machines_files_get_its_new_addresses_as_whole_words(tmp_path):
+    hba, pgpass, untouched = tmp_path / "pg_hba.conf", tmp_path / ".pgpass", tmp_path / "other.conf"
+    hba.write_text("host replication replicator 10.9.0.3/32 scram-sha-256\nhost all all 10.9.0.35/32 trust\n")
+    pgpass.write_text("10.9.0.2:5432:replication:replicator:pw\n")
+    pgpass.chmod(0o600)
+    untouched.write_text("10.9.0.2\n")
+    listing = tmp_path / "list"
+    listing.write_text(f"{hba}\n{pgpass}\n{tmp_path / 'gone'}\n")
+    # the new primary's address is the old secondary's: rewritten once, not twice
+    env = {
+        "PGREPL_READDRESS": "10.9.0.2=10.9.0.3 10.9.0.3=10.213.0.11",
+        "PGREPL_READDRESS_LIST": str(listing),
+        "PATH": "/usr/bin:/bin",
+    }
+    subprocess.run(["sh", str(ENTRYPOINT), "--readdress"], env=env, check=True)
+    assert hba.read_text() == (
+        "host replication replicator 10.213.0.11/32 scram-sha-256\nhost all all 10.9.0.35/32 trust\n"
+    )
+    assert pgpass.read_text() == "10.9.0.3:5432:replication:replicator:pw\n"
+    assert pgpass.stat().st_mode & 0o777 == 0o600
+    assert untouched.read_text() == "10.9.0.2\n" and not listing.exists()  # only the listed files, once

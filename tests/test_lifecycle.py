@@ -170,24 +170,6 @@ def test_cluster_group_is_the_module_on_one_target(nodeid, group):
     assert cluster_group(nodeid, targets) == group
 
 
-def test_a_setup_asked_for_once_is_not_saved_and_a_recurring_one_is_saved_at_once():
-    from harness.runstate import RunStates
-
-    states = RunStates()
-    assert states.claim("session-runbook", client=None, recurs=True) is None  # not opened: nothing kept
-    states.open()  # a test session, which removes the images at its end
-    assert states.claim("negative-control", client=None) is None  # its first request: set up, not saved
-    second = states.claim("negative-control", client=None)
-    assert second is not None and not second.images  # the second is saved, for a third
-    first = states.claim("session-runbook", client=None, recurs=True)
-    assert first is not None and not first.images
-    states.release(first)
-    first.images = {"primary": "p", "secondary": "s"}
-    assert states.claim("session-runbook", client=None, recurs=True) is first  # restored, same subnet
-    other = states.claim("session-runbook", client=None, recurs=True)  # while the first is in use
-    assert other is not first and other.subnet != first.subnet
-
-
 def test_a_worker_stays_on_its_target_then_takes_one_no_other_worker_runs():
     from harness.pytest.scheduling import next_unit
 

@@ -46,6 +46,7 @@ from harness.labels import (
     SESSION_LABEL,
     SETUP_STATE_KIND,
     SNAPSHOT_KIND,
+    alive,
     owner,
     resource_labels,
 )
@@ -331,6 +332,7 @@ class DockerLab:
         mounts: dict[str, str] | None = None,
         authorized_key: str | None = None,
         address: str | None = None,
+        environment: dict[str, str] | None = None,
     ) -> Machine:
         """A booting container on the pair's network (at `address`, if given); `authorized_key` is
         put in the login user's authorized_keys before boot, as an ECS key pair is (no `docker exec`)."""
@@ -352,6 +354,8 @@ class DockerLab:
             container.with_volume_mapping(volume, path, mode="rw")
         if publishes(self.engine, self.override):
             container.with_exposed_ports(*PORTS)
+        for key, value in (environment or {}).items():
+            container.with_env(key, value)
         if authorized_key:
             container.with_copy_into_container(
                 authorized_key.encode(), f"/home/{LOGIN_USER}/.ssh/authorized_keys", mode=0o644
@@ -593,7 +597,7 @@ def remove_resources(selector: dict[str, str] | None = None, *, client: docker.D
 def ended(resource: Listed) -> bool:
     """Whether the process that made `resource` (its PID label) is gone: a killed run's leftover."""
     pid = resource.labels.get(PID_LABEL, "")
-    return pid.isdigit() and not _alive(int(pid))
+    return pid.isdigit() and not alive(int(pid))
 
 
 def remove_set_up_states(client: docker.DockerClient, selector: str, *, only=lambda image: True) -> int:
@@ -635,13 +639,3 @@ def snapshot_ids(client: docker.DockerClient) -> set[str]:
 
 def remove_image(client: docker.DockerClient, image_id: str) -> int:
     return remove_listed(client, Listed("images", image_id, image_id, {}))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -1,8 +1,9 @@
 """The session's resources on the Docker engine: labelled with the session's id, removed at its end.
 
-The controller (or a run without xdist) makes the id and hands it to its workers; a process that
-used the engine removes its set-up state images at its end, and the controller whatever of the
-session is left, a crashed worker's included. Kept pairs (--keep-on-failure) stay.
+The controller (or a run without xdist) makes the id and hands it to its workers; at the session's
+end the controller removes the set-up states (images and registry, harness.runstate: they hold the
+session's passwords and serve every worker) and whatever else of the session is left, a crashed
+worker's included. Kept pairs (--keep-on-failure) stay.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 from harness.hosts.docker import answering_engine, remove_orphans, remove_session
 from harness.labels import join_session
-from harness.runstate import RUN_STATES
+from harness.runstate import RUN_STATES, remove_registry
 
 log = logging.getLogger("pgrepl")
 # workerinput key: the controller's session id; workeroutput key: the worker used the engine
@@ -36,7 +37,7 @@ class Session:
     def use_engine(self) -> None:
         """Called when a test first needs the engine: from then on the run keeps set-up states, and the
         session's end removes them and what else is left there."""
-        RUN_STATES.open()
+        RUN_STATES.open(self.id)
         self.engine_used = True
         if hasattr(self.config, "workeroutput"):  # reaches the controller with the worker's end
             self.config.workeroutput[ENGINE_USED_OUTPUT] = True
@@ -62,11 +63,9 @@ class Session:
     @pytest.hookimpl(tryfirst=True)  # on a worker: before xdist reports the worker finished
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Nothing holding a secret outlives the session."""
-        if not self.engine_used:
-            return
-        RUN_STATES.remove_images()
-        if hasattr(self.config, "workerinput"):
-            return
+        if not self.engine_used or hasattr(self.config, "workerinput"):
+            return  # a worker's set-up states may still serve the others: the controller removes them
+        remove_registry(self.id)
         client = answering_engine()
         if client is None:
             log.warning("the Docker engine does not answer: the session's resources are left to the next run's sweep")

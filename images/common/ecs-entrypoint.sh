@@ -17,6 +17,37 @@
 #   machines with apparmor=unconfined where the engine has AppArmor.
 #   v1-named   systemd older than 230 (EL7): the named systemd v1 hierarchy on a tmpfs (a v1 host only)
 set -e
+
+# A machine started from this run's set-up state at other addresses than the saved pair's
+# (harness.runstate): PGREPL_READDRESS="OLD=NEW ..." is written over each saved address, as a whole
+# word (10.0.0.2 is not in 10.0.0.25), in the files the harness listed when it saved them
+# (pg_hba.conf, primary_conninfo, .pgpass), before anything reads them. Through placeholders, so an
+# old address that is another's new one is not rewritten twice. `--readdress` does only this.
+readdress() {
+    list=${PGREPL_READDRESS_LIST:-/etc/pgrepl-harness-readdress}
+    [ -n "${PGREPL_READDRESS:-}" ] && [ -f "$list" ] || return 0
+    set --
+    n=0
+    for pair in $PGREPL_READDRESS; do
+        old=$(printf '%s' "${pair%%=*}" | sed 's/\./\\./g')
+        set -- "$@" -e "s/\\b$old\\b/@pgrepl-readdress-$n@/g"
+        n=$((n + 1))
+    done
+    n=0
+    for pair in $PGREPL_READDRESS; do
+        set -- "$@" -e "s/@pgrepl-readdress-$n@/${pair#*=}/g"
+        n=$((n + 1))
+    done
+    while read -r file; do
+        if [ -f "$file" ]; then sed -i "$@" "$file"; fi
+    done < "$list"
+    rm -f "$list"  # once: a restarted machine's files hold the new addresses already
+}
+if [ "${1:-}" = "--readdress" ]; then
+    readdress
+    exit 0
+fi
+
 mounts=${PGREPL_MOUNTS:-/proc/self/mounts}
 version=${PGREPL_SYSTEMD_VERSION:-$(/usr/lib/systemd/systemd --version 2>/dev/null | awk 'NR == 1 { print $2 }')}
 cgroup_fs=$(awk '$2 == "/sys/fs/cgroup" { fs = $3; split($4, o, ","); mode = o[1] } END { print fs " " mode }' "$mounts")
@@ -58,4 +89,5 @@ if [ -f /etc/pgrepl-harness-copy-up ]; then
     done < /etc/pgrepl-harness-copy-up
     rm -f /etc/pgrepl-harness-copy-up
 fi
+readdress
 exec /sbin/init

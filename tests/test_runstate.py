@@ -1,0 +1,107 @@
+"""Set-up states shared by a session's processes (harness.runstate): one real setup per key."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from harness import runstate
+from harness.runstate import Claim, RunStates, SetupState, readdress, subnet_addresses
+from harness.secrets import Secret
+
+
+@pytest.fixture
+def sessions(tmp_path, monkeypatch):
+    monkeypatch.setattr(runstate, "SESSIONS_ROOT", tmp_path)
+    return tmp_path
+
+
+STATE = SetupState(
+    {"primary": "img-p", "secondary": "img-s"},
+    {"gateway": "10.9.0.1", "primary": "10.9.0.2", "secondary": "10.9.0.3"},
+    (Secret("replication-pw-0123456789"), Secret("harness-pw-0123456789")),
+)
+
+
+def test_a_setup_asked_for_once_is_not_saved_and_a_recurring_one_is_saved_at_once(sessions):
+    states = RunStates()
+    assert states.claim("session-runbook", recurs=True) is None  # not opened: nothing kept
+    states.open("s1")
+    assert states.claim("negative-control") is None  # its first request: set up, not saved
+    assert states.claim("negative-control") == Claim("negative-control", saves=True)  # the second saves it
+    assert states.claim("session-runbook", recurs=True) == Claim("session-runbook", saves=True)
+    assert states.claim("session-runbook", recurs=True) is None  # being saved by this process: set up
+    states.saved("session-runbook", STATE)
+    restored = states.claim("session-runbook", recurs=True)
+    assert restored == Claim("session-runbook", STATE)
+    assert (sessions / "s1").stat().st_mode & 0o777 == 0o700
+    assert (sessions / "s1" / "states.json").stat().st_mode & 0o777 == 0o600  # it holds the passwords
+
+
+def test_another_process_waits_for_the_save_and_restores_the_same_state(sessions):
+    states = RunStates()
+    states.open("s2")
+    assert states.claim("k", recurs=True).saves
+    other = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+                import json
+                from pathlib import Path
+                from harness import runstate
+                runstate.SESSIONS_ROOT = Path({str(sessions)!r})
+                states = runstate.RunStates()
+                states.open("s2")
+                print("claiming", flush=True)
+                claim = states.claim("k", recurs=True)
+                print(json.dumps([claim.saves, claim.state.images, claim.state.addresses]))
+            """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert other.stdout.readline() == "claiming\n"
+    states.saved("k", STATE)  # the other process was waiting for this
+    saves, images, addresses = json.loads(other.stdout.readline())
+    assert other.wait(timeout=30) == 0
+    assert (saves, images, addresses) == (False, STATE.images, STATE.addresses)
+
+
+def test_a_dead_savers_claim_and_a_gone_image_are_taken_over(sessions):
+    states = RunStates()
+    states.open("s3")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (sessions / "s3" / "states.json").write_text(json.dumps({"k": {"owner": int(dead.stdout)}}))
+    assert states.claim("k", recurs=True) == Claim("k", saves=True)
+    states.saved("k", STATE)
+    assert states.claim("k", recurs=True, exists=lambda image: image != "img-s") == Claim("k", saves=True)
+
+
+def test_an_abandoned_claim_is_free_again(sessions):
+    states = RunStates()
+    states.open("s4")
+    claim = states.claim("k", recurs=True)
+    states.abandon(claim)
+    assert json.loads((sessions / "s4" / "states.json").read_text()) == {}
+
+
+def test_stale_registries_go_and_live_ones_stay(sessions):
+    live, killed = RunStates(), RunStates()
+    live.open("live")
+    killed.open("killed")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (sessions / "killed" / "processes").write_text(f"{runstate.owner()} {int(dead.stdout)}\n")
+    runstate.remove_stale_registries()
+    assert sorted(p.name for p in sessions.iterdir()) == ["live"]
+
+
+def test_a_restored_pair_gets_addresses_of_its_own_subnet_and_the_mapping_from_the_saved_ones():
+    new = subnet_addresses("10.213.0.8/29")
+    assert new == {"gateway": "10.213.0.9", "primary": "10.213.0.10", "secondary": "10.213.0.11"}
+    assert readdress(STATE.addresses, new) == "10.9.0.1=10.213.0.9 10.9.0.2=10.213.0.10 10.9.0.3=10.213.0.11"
+    assert readdress(new, new) == ""
