@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -218,6 +219,11 @@ def gate_answers(rev: str = "HEAD") -> str:
             wall = time.monotonic() - started
             last = next((line for line in reversed(done.stdout.splitlines()) if " in " in line), "?")
             rows[name] = [f"{wall:.1f}", str(done.returncode), last.strip("= ")]
+            if done.returncode:  # the evidence outlives the worktree
+                kept = Path(tempfile.mkdtemp(prefix="pgrepl-bench-gate-"))
+                shutil.move(tree / "artifacts", kept / "artifacts")
+                (kept / "gate.log").write_text(done.stdout + done.stderr)
+                rows[name][2] += f" (evidence: {kept})"
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
     return f"== the gate's answer to an edit (--base {rev}), seconds\n" + table(["wall", "exit", "pytest"], rows)
