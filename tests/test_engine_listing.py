@@ -99,7 +99,7 @@ def test_removing_what_another_worker_removed_meanwhile_is_not_an_error():
 
 
 def test_orphans_sweep_survives_images_and_networks_removed_meanwhile(monkeypatch):
-    monkeypatch.setattr("harness.hosts.docker._alive", lambda pid: pid != 999)
+    monkeypatch.setattr("harness.hosts.docker.alive", lambda pid: pid != 999)
     monkeypatch.setattr("harness.hosts.docker.owner", lambda: "me")
     state = _labels("dead", 999) | {LABEL: SETUP_STATE_KIND}
     api = FakeApi(

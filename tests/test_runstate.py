@@ -23,7 +23,7 @@ def sessions(tmp_path, monkeypatch):
 STATE = SetupState(
     {"primary": "img-p", "secondary": "img-s"},
     {"gateway": "10.9.0.1", "primary": "10.9.0.2", "secondary": "10.9.0.3"},
-    (Secret("replication-pw-0123456789"), Secret("harness-pw-0123456789")),
+    (Secret.generate(), Secret.generate()),
 )
 
 
