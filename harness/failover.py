@@ -227,7 +227,14 @@ def fail_over(pair: ReplicationPair, *, crash: bool = False) -> Failover:
             what=f"the writer to commit {ROWS_BEFORE_FAILURE} rows on the primary",
         )
         assert writer.is_alive(), f"the writer stopped before the failure: {writer.error!r}"
-        result.replayed_before = new.scalar(f"SELECT coalesce(max(id), 0) FROM {TABLE}")
+        # replay trails the commits (asynchronous replication on a loaded machine): the failure
+        # comes once the secondary has replayed some of them, so that RPO has rows to judge
+        result.replayed_before = wait_until(
+            lambda: new.scalar(f"SELECT coalesce(max(id), 0) FROM {TABLE}"),
+            timeout=60,
+            what=f"the secondary to replay some of the writer's rows ({len(writer.committed)} committed)",
+            hopeless=lambda: None if writer.is_alive() else f"the writer stopped: {writer.error!r}",
+        )
         if crash:
             old.kill9()
         around = _AroundFailover(old, new, writer, result)

@@ -38,6 +38,21 @@ LSN_FUNCTIONS = {
 __all__ = ["Node", "ReplicationPair", "SetupIncomplete", "on_each"]
 # The startup process's title (any cluster_name between); anchored, so the catcher's own shell is not matched
 STARTUP_PROCESS = shlex.quote("^postgres: .*startup")
+# Stops (SIGSTOP) the startup process the moment its title shows. Perl (in every Debian image as
+# perl-base, and on EL hosts) reads /proc without forking, so it wins the race against a short
+# crash recovery on a loaded machine, where a `pkill` loop (a fork and exec per look) once lost it;
+# the pkill loop remains for a host without perl.
+STARTUP_CATCHER_PERL = r"""
+while (1) {
+    opendir(my $proc, "/proc") or die "/proc: $!";
+    for my $pid (grep { /^[0-9]+$/ } readdir $proc) {
+        open(my $cmdline, "<", "/proc/$pid/cmdline") or next;
+        my $title = <$cmdline> // "";
+        if ($title =~ /^postgres: .*startup/) { kill("STOP", $pid); exit 0; }
+    }
+    closedir $proc;
+}
+"""
 STATEMENT_TIMEOUT_MS = 60_000  # no harness query may hang a test: a stuck server shows as an error
 
 
@@ -408,7 +423,10 @@ class Node:
         stops (SIGSTOP) the startup process the moment it exists, so whatever stops the server
         next meets it mid-recovery, every time; `release_crash_recovery` lets it go on.
         """
-        catcher = f"until pkill -STOP -f {STARTUP_PROCESS}; do :; done"
+        catcher = (
+            f"if command -v perl >/dev/null; then exec perl -e {shlex.quote(STARTUP_CATCHER_PERL)}; fi; "
+            f"until pkill -STOP -f {STARTUP_PROCESS}; do :; done"
+        )
         self.host.run(
             f"setsid -f timeout {int(timeout)} sh -c {shlex.quote(catcher)} </dev/null >/dev/null 2>&1", user="root"
         )
