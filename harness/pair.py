@@ -36,23 +36,27 @@ LSN_FUNCTIONS = {
 
 
 __all__ = ["Node", "ReplicationPair", "SetupIncomplete", "on_each"]
-# The startup process's title (any cluster_name between); anchored, so the catcher's own shell is not matched
-STARTUP_PROCESS = shlex.quote("^postgres: .*startup")
-# Stops (SIGSTOP) the startup process the moment its title shows. Perl (in every Debian image as
-# perl-base, and on EL hosts) reads /proc without forking, so it wins the race against a short
-# crash recovery on a loaded machine, where a `pkill` loop (a fork and exec per look) once lost it;
-# the pkill loop remains for a host without perl.
+# The startup process's title: "postgres: startup recovering ..." or, with a cluster_name (Debian),
+# "postgres: 15/main: startup ...". Anchored on both sides of the cluster name: a client backend
+# between authentication and ready says "postgres: 15/main: USER DB HOST startup", which a looser
+# pattern (".*startup") matched, and the catcher's own shell starts with "sh".
+STARTUP_TITLE = "^postgres: ([^ ]+: )?startup"
+STARTUP_PROCESS = shlex.quote(STARTUP_TITLE)
+# Stops (SIGSTOP) a startup process that did not exist when it began, the moment its title shows.
+# Perl (perl-base in every Debian image; on EL hosts as a rule) reads /proc without forking: many
+# looks per millisecond, where a `pkill` loop pays a fork and an exec per look and can lose a short
+# crash recovery on a loaded machine. The pkill loop remains for a host without perl.
 STARTUP_CATCHER_PERL = r"""
+sub pids { opendir(my $proc, "/proc") or die "/proc: $!"; return grep { /^[0-9]+$/ } readdir $proc; }
+my %before = map { $_ => 1 } pids();
 while (1) {
-    opendir(my $proc, "/proc") or die "/proc: $!";
-    for my $pid (grep { /^[0-9]+$/ } readdir $proc) {
+    for my $pid (grep { !$before{$_} } pids()) {
         open(my $cmdline, "<", "/proc/$pid/cmdline") or next;
         my $title = <$cmdline> // "";
-        if ($title =~ /^postgres: .*startup/) { kill("STOP", $pid); exit 0; }
+        if ($title =~ /STARTUP_TITLE/) { kill("STOP", $pid); exit 0; }
     }
-    closedir $proc;
 }
-"""
+""".replace("STARTUP_TITLE", STARTUP_TITLE)
 STATEMENT_TIMEOUT_MS = 60_000  # no harness query may hang a test: a stuck server shows as an error
 
 
