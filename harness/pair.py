@@ -448,8 +448,14 @@ class Node:
             lambda: self.host.run(held, check=False).stdout.startswith("T"),
             timeout=timeout,
             what=f"{self.name}'s server to start again and its crash recovery to be held",
-            seen=self.unit_status,
+            seen=self._catcher_status,
         )
+
+    def _catcher_status(self) -> str:
+        """The unit's status and every process with its state: whether the catcher still looks, what
+        it stopped, and how far the server got (shown when the hold is not seen in time)."""
+        processes = self.host.run("ps -eo pid,ppid,stat,etime,args", check=False).stdout
+        return f"{self.unit_status()}\nprocesses:\n{processes}"
 
     def unit_state(self) -> str:
         """What `systemctl is-active` says of the unit running this node's server (active, activating, ...)."""
