@@ -19,6 +19,10 @@ the runbook the way a careless edit would and shows the weakening is seen.
   membership, no grant or object after setup; after Step 8.2, on the new primary, exactly the four
   EXECUTE grants of the pg_rewind manual page. Controls: `SUPERUSER` added to 2.6's CREATE ROLE; a
   fifth grant (pg_read_server_files) added to 8.2.
+- After the failover, the same for the new primary's rule of 7.3 (the old primary's `/32`,
+  `scram-sha-256`): no rule of either node trusts, a third machine is refused with the password, the
+  old primary's host with a wrong one. Control: that rule opened to `/0 trust` is named by the trust
+  check and admits both (found by `mutate`: its method and address mutants survived).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from harness.runbook import edit_block
 from harness.secrets import Secret
 from harness.security import PG_REWIND_GRANTS, is_harness_rule, run_watched, trusting_rules, wider
 
-pytestmark = [pytest.mark.parts("setup", "verify", "failover", "rejoin"), pytest.mark.bringups(5)]
+pytestmark = [pytest.mark.parts("setup", "verify", "failover", "rejoin"), pytest.mark.bringups(6)]
 USER = "replica_user"
 REFUSED_ADDRESS = "no pg_hba.conf entry for replication connection from host"
 REFUSED_PASSWORD = f'password authentication failed for user "{USER}"'
@@ -260,3 +264,37 @@ def test_control_a_fifth_grant_in_8_2_is_seen(rejoined, runbook):
     weakened = edit_block(runbook, "rejoin-grant-rewind", last, f"{last} \\\n{EXTRA_GRANT}")
     rejoined.run_step("rejoin-grant-rewind", book=weakened)
     assert granted(rejoined.primary) - PG_REWIND_GRANTS == {"member of pg_read_server_files"}
+
+
+def test_after_the_failover_no_rule_of_either_node_trusts(rejoined):
+    for node in rejoined.nodes.values():
+        assert trusting_rules(node) == [], f"{node.name}'s pg_hba.conf admits without a password after Step 7"
+
+
+def test_after_the_failover_the_new_primary_admits_the_old_one_only_with_the_password(rejoined):
+    new, old = rejoined.primary, rejoined.secondary
+    done = new.replicate_from(old.host, user=USER, password=rejoined.replication_password)
+    assert done.ok, done.tail()
+    done = new.replicate_from(old.host, user=USER, password=Secret.generate())
+    assert not done.ok
+    assert REFUSED_PASSWORD in done.stderr, done.tail()
+    third = third_machine(rejoined)
+    done = new.replicate_from(third, user=USER, password=rejoined.replication_password)
+    assert not done.ok
+    assert f'{REFUSED_ADDRESS} "{third.address}"' in done.stderr, done.tail()
+
+
+def test_control_the_rule_of_7_3_opened_to_0_trust_is_seen(make_pair, runbook):
+    opened = edit_block(
+        runbook, "failover-allow-old-primary", "192.168.1.10/32         scram-sha-256", "192.168.1.10/0 trust"
+    )
+    weak = make_pair(opened)
+    weak.setup()
+    weak.run("failover")
+    new, old = weak.primary, weak.secondary
+    assert any(f"{USER} " in rule and rule.endswith(" trust") for rule in trusting_rules(new))
+    assert new.replicate_from(old.host, user=USER, password=Secret.generate()).ok, "a wrong password got no further"
+    third = third_machine(weak)
+    assert new.replicate_from(third, user=USER, password=weak.replication_password).ok, (
+        "the third machine got no further"
+    )
