@@ -64,6 +64,12 @@ def trusting_rules(node: Node) -> list[str]:
     ]
 
 
+def trusts_user(node: Node, user: str) -> bool:
+    """Whether a rule of `node`'s pg_hba.conf, other than the harness's own, admits `user` without a
+    password: what a control that opens a rule to `trust` must show the trust check sees."""
+    return any(f"{user} " in rule and rule.endswith(" trust") for rule in trusting_rules(node))
+
+
 @dataclass(frozen=True)
 class Seen:
     """One state of a watched path: its permission bits and owner, or absent."""

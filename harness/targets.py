@@ -69,6 +69,16 @@ class Target(Protocol):
         --keep-on-failure); `setup_recurs`: the same setup is asked for again (save its state at once)."""
 
 
+def known_major(target: Target) -> int | None:
+    """The PostgreSQL major of `target`'s hosts when it is known before any host starts (an image's
+    profile says it); None for real hosts, whose major is learned only once they are reached."""
+    if target.image is None:
+        return None
+    from harness.images import ImageProfile  # reads the image's profile: only when asked
+
+    return ImageProfile.load(target.image).pg_major
+
+
 @dataclass(frozen=True)
 class ContainerTarget:
     """Two container machines of image `image`, reached by `backend`; removed at the end unless `keep`.

@@ -5,6 +5,9 @@ A crash mid-copy is the server's own archive_command, run as the archiver runs i
 size limit after 1 MiB; the server has not recorded the segment as archived (archive_status .ready),
 so its archiver copies the segment again. The negative controls run the same with the source's
 `test ! -f ... && cp` in Step 5.
+
+5.1's directory is the postgres user's alone (mode 700) as both hosts see it; the control runs 5.1
+without `-m 700`.
 """
 
 from __future__ import annotations
@@ -94,6 +97,32 @@ def unblock(primary: Node, segment: str) -> None:
     primary.host.run(f"rm -f {ARCHIVE}/{segment}", user="root")
     primary.advance_wal(1)  # wakes the archiver
     primary.wait_for_archiver(f"archived_count >= {archived + 2}")
+
+
+# --- 5.1's directory: the postgres user's alone ------------------------------------------------
+
+
+def mode_and_owner(node: Node, path: str) -> tuple[int, str]:
+    mode, user = node.host.run(f"stat -c '%a %U' {path}", user="root").stdout.split()
+    return int(mode, 8), user
+
+
+def test_the_shared_archive_is_the_postgres_user_s_alone_on_both_hosts(archiving):
+    """5.1: mode 700, owned by postgres; the secondary sees the same directory (one shared mount)."""
+    for node in (archiving.primary, archiving.secondary):
+        assert mode_and_owner(node, ARCHIVE) == (0o700, "postgres"), node.name
+
+
+def test_control_5_1_without_m_700_leaves_the_archive_open(archiving, runbook):
+    """The same line without `-m 700`, into a directory beside the live archive (which keeps serving)."""
+    beside = f"{ARCHIVE}-control"
+    weakened = edit_block(runbook, "archive-shared-dir", f"-m 700 {ARCHIVE}", beside)
+    try:
+        archiving.run_step("archive-shared-dir", book=weakened)
+        mode, _ = mode_and_owner(archiving.primary, beside)
+        assert mode & 0o077, f"{beside}: {mode:04o}, which the check above would refuse"
+    finally:
+        archiving.primary.host.run(f"rm -rf {beside}", user="root")
 
 
 # --- the runbook's command --------------------------------------------------------------------

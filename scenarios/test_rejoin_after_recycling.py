@@ -17,10 +17,9 @@ from collections.abc import Callable
 import pytest
 
 from harness.failover import fail_over_after_a_split
-from harness.images import ImageProfile
 from harness.pair import ReplicationPair
 from harness.runbook import Runbook, StepFailed, edit_block
-from harness.targets import Target
+from harness.targets import Target, known_major
 
 pytestmark = [pytest.mark.parts("setup", "failover", "rejoin"), pytest.mark.bringups(2)]
 TABLE = "pgrepl_recycled"
@@ -63,9 +62,11 @@ def test_without_the_restore_command_the_old_primary_never_gets_there(
     make_pair: Callable[..., ReplicationPair], runbook: Runbook, target: Target
 ) -> None:
     edited = edit_block(runbook, "rejoin-conf", RESTORE, "")
-    # an image says its major before any container starts; a real host only once reached
-    pair = None if target.image else make_pair(edited)
-    major = ImageProfile.load(target.image).pg_major if target.image else pair.pg_major
+    pair = None
+    major = known_major(target)  # skip before any container starts, where the image says it
+    if major is None:
+        pair = make_pair(edited)
+        major = pair.pg_major
     if major > LAST_MAJOR_THAT_REMOVES:
         pytest.skip(
             f"PostgreSQL {major}'s pg_rewind leaves the old primary's own WAL from before the split "

@@ -32,7 +32,7 @@ import pytest
 from harness.hosts.docker import start_neighbour
 from harness.runbook import edit_block
 from harness.secrets import Secret
-from harness.security import PG_REWIND_GRANTS, is_harness_rule, run_watched, trusting_rules, wider
+from harness.security import PG_REWIND_GRANTS, is_harness_rule, run_watched, trusting_rules, trusts_user, wider
 
 pytestmark = [pytest.mark.parts("setup", "verify", "failover", "rejoin"), pytest.mark.bringups(6)]
 USER = "replica_user"
@@ -219,7 +219,7 @@ def probed(pair, step: str, book) -> int:
 def test_control_trust_admits_a_wrong_password_and_is_named(make_pair, runbook):
     weak = make_pair(edit_block(runbook, "primary-hba", "scram-sha-256", "trust"))
     weak.setup()
-    assert any(f"{USER} " in rule and rule.endswith(" trust") for rule in trusting_rules(weak.primary))
+    assert trusts_user(weak.primary, USER)
     done = weak.primary.replicate_from(weak.secondary.host, user=USER, password=Secret.generate())
     assert done.ok, "with trust, a wrong password should get in: the wrong-password check would see it"
 
@@ -292,7 +292,7 @@ def test_control_the_rule_of_7_3_opened_to_0_trust_is_seen(make_pair, runbook):
     weak.setup()
     weak.run("failover")
     new, old = weak.primary, weak.secondary
-    assert any(f"{USER} " in rule and rule.endswith(" trust") for rule in trusting_rules(new))
+    assert trusts_user(new, USER)
     assert new.replicate_from(old.host, user=USER, password=Secret.generate()).ok, "a wrong password got no further"
     third = third_machine(weak)
     assert new.replicate_from(third, user=USER, password=weak.replication_password).ok, (
