@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 
 LABEL = "io.pgrepl-harness"
 RUN_LABEL = f"{LABEL}.run"
@@ -44,13 +45,43 @@ def alive(pid: int) -> bool:
     return True
 
 
+# A session held by a process outside pytest (`pgrepl-harness mutate`, one pytest run per mutant):
+# "SESSION:PID" in the environment of the runs it starts. They join that session and leave its set-up
+# states, labelled with the holder's PID (alive as long as they serve), for the holder to remove.
+HELD_SESSION_ENV = "PGREPL_HELD_SESSION"
+
 _session: str | None = None
+_holder: int | None = None
 
 
-def join_session(session: str | None) -> None:
-    """Label what this process makes from now on as `session`'s (None: no session, e.g. `up`)."""
-    global _session
-    _session = session
+class BadHeldSession(ValueError):
+    """HELD_SESSION_ENV set to something else than SESSION:PID."""
+
+
+def held_session(environ: Mapping[str, str] = os.environ) -> tuple[str, int] | None:
+    """The session and its holder's PID that this process's environment hands it (None: no held session)."""
+    value = environ.get(HELD_SESSION_ENV)
+    if value is None:
+        return None
+    session, _, pid = value.partition(":")
+    if not session.isalnum() or not pid.isdigit():
+        raise BadHeldSession(
+            f"{HELD_SESSION_ENV}={value!r}: not SESSION:PID. pgrepl-harness mutate sets it for the pytest runs it "
+            f"starts; unset it (`unset {HELD_SESSION_ENV}`) to run on your own"
+        )
+    return session, int(pid)
+
+
+def join_session(session: str | None, *, holder: int | None = None) -> None:
+    """Label what this process makes from now on as `session`'s (None: no session, e.g. `up`);
+    `holder`: the PID of the process that holds the session (held_session), if not a test run's own."""
+    global _session, _holder
+    _session, _holder = session, holder
+
+
+def session_holder() -> int:
+    """The process whose end makes this session's set-up states orphans: the holder, or this one."""
+    return _holder or os.getpid()
 
 
 def resource_labels(run_id: str, *, kept: bool = False) -> dict[str, str]:

@@ -28,7 +28,8 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from pathlib import Path
 from harness import project
 from harness.errors import HarnessError
 from harness.gate import block_text, module_parts, scenario_markers
+from harness.labels import HELD_SESSION_ENV
 from harness.layout import FAMILIES
 from harness.mutations import VALUE_OPERATORS, changes, runbook_names
 from harness.runbook import Block, RunbookError, parse_runbook
@@ -425,14 +427,21 @@ class Scenarios:
         self._running: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
 
-    def run(self, argv: list[str], cwd: Path) -> tuple[int, str] | None:
+    def run(self, argv: list[str], cwd: Path, env: Mapping[str, str] | None = None) -> tuple[int, str] | None:
         """(exit code, output), or None when the run was stopped meanwhile. Only `stop()` makes an outcome no
         verdict: pytest's exit 2 is also a collection error, and a scenario killed by another's signal (the OOM
         killer) an error too; either is an `error` verdict, which the next run measures again."""
         with self._lock:
             if self.stopping.is_set():
                 return None
-            process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            process = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, **env} if env else None,
+            )
             self._running.add(process)
         try:
             output, _ = process.communicate()
@@ -474,6 +483,25 @@ class Mutation:
         argv = [sys.executable, "-m", "pytest", module, "-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
         argv += ["--image", self.image, "--backend", "docker", "--runbook", str(runbook)]
         return [*argv, f"--artifacts={artifacts}"]
+
+    @contextmanager
+    def held_session(self) -> Iterator[dict[str, str]]:
+        """One test session for the scenario runs of every mutant of a later part (the environment they
+        get): their setup is the runbook's own, so the first run saves it as the session's set-up state
+        (harness.runstate) and every later run starts from it instead of setting up again. This process
+        holds the session: its set-up states (they hold the session's passwords) go at its end."""
+        from harness.hosts.docker import answering_engine, remove_session
+        from harness.runstate import RUN_STATES, remove_registry
+
+        session = uuid.uuid4().hex[:12]
+        RUN_STATES.open(session)  # its registry lives as long as this process (remove_stale_registries)
+        try:
+            yield {HELD_SESSION_ENV: f"{session}:{os.getpid()}"}
+        finally:
+            remove_registry(session)
+            client = answering_engine()
+            if client is not None:  # else the next run's sweep: the images carry this process's PID
+                remove_session(client, session)
 
     @contextmanager
     def snapshots_removed(self) -> Iterator[None]:
@@ -570,7 +598,9 @@ class Mutation:
             clock = time.monotonic()
             try:
                 for module in sorted(chosen, key=lambda m: costs.get(m, 99)):
-                    done = scenarios.run(self.scenario_argv(module, path, self.workdir / key), root)
+                    # a setup mutant's setup is its own: it would save a state no other mutant uses
+                    env = held if mutant.part != "setup" else None
+                    done = scenarios.run(self.scenario_argv(module, path, self.workdir / key), root, env)
                     if done is None:
                         return  # interrupted: no verdict, the next run measures this mutant
                     code, output = done
@@ -590,7 +620,7 @@ class Mutation:
             verdicts.put(key, verdict)
             record(mutant, verdict)
 
-        with self.snapshots_removed():
+        with self.snapshots_removed(), self.held_session() as held:
             pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="mutant")
             futures = [pool.submit(one, m) for m in found]
             try:

@@ -19,6 +19,7 @@ from harness.conflicts import ROWS, vacuum_after_delete, vacuum_keeps
 from harness.pair import ReplicationPair
 from harness.runbook import Runbook, StepFailed, drop_step, edit_block
 from harness.secrets import Secret
+from harness.security import trusting_rules, trusts_user
 from harness.waiting import wait_until
 
 pytestmark = [pytest.mark.parts("setup", "read-offload"), pytest.mark.bringups(2)]
@@ -91,6 +92,14 @@ def test_the_rule_admits_that_address_only(offloaded):
     assert not answer.ok and "no pg_hba.conf entry for host" in answer.stderr, answer.tail()
 
 
+def test_the_rule_asks_for_the_password_and_nothing_trusts(offloaded):
+    pair = offloaded.pair
+    answer = pair.secondary.psql_from(pair.primary.host, "SELECT 1", user=READER, password=Secret.generate())
+    assert not answer.ok and f'password authentication failed for user "{READER}"' in answer.stderr, answer.tail()
+    for node in pair.nodes.values():
+        assert trusting_rules(node) == [], f"{node.name}'s pg_hba.conf admits without a password after Step 9"
+
+
 # --- what feedback costs while the secondary is down ---------------------------------------------
 
 
@@ -153,3 +162,20 @@ def test_without_the_feedback_line_the_check_fails_and_says_so(without_feedback_
     assert failure.value.block.step == "read-offload-check"
     assert "exit code 1" in str(failure.value), "the step must fail by its exit status, not only by its output"
     assert "no hot standby feedback on secondary_slot" in str(failure.value)
+
+
+def test_control_the_rule_with_trust_admits_a_wrong_password_and_is_named(without_feedback_nor_rule, runbook):
+    """Step 9's rule as `trust`, on the pair that lacks it (its pg_hba.conf restored afterwards)."""
+    pair = without_feedback_nor_rule.pair
+    secondary = pair.secondary
+    hba = f"{secondary.layout.conf_dir}/pg_hba.conf"
+    weakened = edit_block(runbook, "read-offload-hba", "scram-sha-256", "trust")
+    secondary.host.run(f"cp -p {hba} {hba}.pgrepl-saved", user="root")
+    try:
+        for step in ("read-offload-hba", "read-offload-reload"):
+            pair.run_step(step, book=weakened)
+        assert trusts_user(secondary, "all")
+        answer = secondary.psql_from(pair.primary.host, "SELECT 1", user=READER, password=Secret.generate())
+        assert answer.ok, "with trust a wrong password should get in: the password check would see it"
+    finally:
+        secondary.host.run(f"mv {hba}.pgrepl-saved {hba} && systemctl reload {secondary.layout.unit}", user="root")

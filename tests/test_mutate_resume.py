@@ -14,7 +14,9 @@ from pathlib import Path
 from harness import project
 from harness.gate import module_parts
 from harness.images import ImageProfile
+from harness.labels import HELD_SESSION_ENV
 from harness.mutate import mutants, part_modules
+from harness.runstate import SESSIONS_ROOT
 from harness.waiting import wait_until
 
 # The real Mutation.run on the runbook's `slot-limit` part (its deletions on debian-12, each through the scenario
@@ -35,6 +37,8 @@ RUNNER = textwrap.dedent(
     work, runbook = Path(sys.argv[1]), Path(sys.argv[2])
     with open(work / "calls.txt", "a") as calls:
         calls.write(runbook.name + "\\\\n")
+    with open(work / "held.txt", "a") as held:
+        held.write(os.environ.get("PGREPL_HELD_SESSION", "-") + "\\\\n")
     (work / "scenario.pid").write_text(str(os.getpid()))
     if sys.argv[3] == "kill-first-then-hang" and not (work / "first").exists():
         (work / "first").touch()
@@ -139,3 +143,31 @@ def test_a_scenario_that_exits_2_unasked_is_an_error_measured_again(tmp_path):
     again = start(tmp_path, "survive")
     output, _ = again.communicate(timeout=60)
     assert f"killed 0 survived {count} errors 0" in output, output
+
+
+def test_the_mutants_of_a_later_part_share_one_session_held_by_mutate(tmp_path):
+    """Every scenario run of a later part's mutants joins one session that `mutate` holds (its set-up state is
+    saved once and restored by the others, harness.runstate), labelled with mutate's PID; it goes at the end."""
+    run = start(tmp_path, "survive")
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == 0, output
+    held = set((tmp_path / "held.txt").read_text().splitlines())
+    assert len(held) == 1, held
+    session, pid = held.pop().split(":")
+    assert pid == str(run.pid)
+    assert not (SESSIONS_ROOT / session).exists(), "the held session's registry (its passwords) outlived mutate"
+
+
+def test_a_malformed_held_session_is_a_one_line_usage_error():
+    env = {**os.environ, HELD_SESSION_ENV: "not-a-session"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "scenarios/test_replication.py"],
+        cwd=project.current().root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert f"{HELD_SESSION_ENV}='not-a-session': not SESSION:PID" in done.stderr, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -105,3 +106,21 @@ def test_a_restored_pair_gets_addresses_of_its_own_subnet_and_the_mapping_from_t
     assert new == {"gateway": "10.213.0.9", "primary": "10.213.0.10", "secondary": "10.213.0.11"}
     assert readdress(STATE.addresses, new) == "10.9.0.1=10.213.0.9 10.9.0.2=10.213.0.10 10.9.0.3=10.213.0.11"
     assert readdress(new, new) == ""
+
+
+def test_a_held_session_names_its_holder_whose_end_orphans_the_set_up_states():
+    from harness import labels
+
+    assert labels.held_session({}) is None
+    assert labels.held_session({labels.HELD_SESSION_ENV: "abc123:4242"}) == ("abc123", 4242)
+    for bad in ("abc123", "abc123:", ":4242", "a/b:4242", "abc123:42x"):
+        with pytest.raises(labels.BadHeldSession, match=f"unset {labels.HELD_SESSION_ENV}"):
+            labels.held_session({labels.HELD_SESSION_ENV: bad})
+    before = labels._session, labels._holder  # this test run's own session, restored below
+    try:
+        labels.join_session("abc123", holder=4242)
+        assert labels.session_holder() == 4242
+        labels.join_session("own")
+        assert labels.session_holder() == os.getpid()
+    finally:
+        labels.join_session(before[0], holder=before[1])

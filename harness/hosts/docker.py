@@ -49,6 +49,7 @@ from harness.labels import (
     alive,
     owner,
     resource_labels,
+    session_holder,
 )
 from harness.waiting import wait_until
 
@@ -412,7 +413,10 @@ class DockerLab:
         wrapped = self.machines[name].container.get_wrapped_container()
         wrapped.exec_run(["sh", "-c", "cp /etc/machine-id /run/pgrepl-machine-id && : > /etc/machine-id"])
         try:
-            changes = [f"LABEL {LABEL}={kind}"] + [f"LABEL {k}={v}" for k, v in self.labels.items() if k != LABEL]
+            labels = {**self.labels, LABEL: kind}
+            if kind == SETUP_STATE_KIND:  # orphaned when its session's holder ends, not this process
+                labels[PID_LABEL] = str(session_holder())
+            changes = [f"LABEL {k}={v}" for k, v in labels.items()]
             wrapped.commit(repository=repository, tag=version, changes=changes)
         finally:
             wrapped.exec_run(["sh", "-c", "cat /run/pgrepl-machine-id > /etc/machine-id"])

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from harness.hosts.docker import answering_engine, remove_orphans, remove_session
-from harness.labels import join_session
+from harness.labels import BadHeldSession, held_session, join_session
 from harness.runstate import RUN_STATES, remove_registry
 
 log = logging.getLogger("pgrepl")
@@ -25,14 +25,25 @@ ENGINE_USED_OUTPUT = "pgrepl_engine_used"
 
 
 class Session:
-    """Registered as `pgrepl-session` in a run of the project."""
+    """Registered as `pgrepl-session` in a run of the project.
+
+    A run started by a process that holds a session for several runs (HELD_SESSION_ENV: `mutate`)
+    joins that one: its set-up states serve the holder's later runs, which remove them."""
 
     def __init__(self, config: pytest.Config):
         self.config = config
         workerinput = getattr(config, "workerinput", None)
-        self.id: str = workerinput[SESSION_INPUT] if workerinput else uuid.uuid4().hex[:12]
+        try:
+            held = held_session()
+        except BadHeldSession as exc:
+            raise pytest.UsageError(str(exc)) from None
+        self.held = held is not None
+        if workerinput:
+            self.id: str = workerinput[SESSION_INPUT]
+        else:
+            self.id = held[0] if held else uuid.uuid4().hex[:12]
         self.engine_used = False
-        join_session(self.id)
+        join_session(self.id, holder=held[1] if held else None)
 
     def use_engine(self) -> None:
         """Called when a test first needs the engine: from then on the run keeps set-up states, and the
@@ -63,8 +74,8 @@ class Session:
     @pytest.hookimpl(tryfirst=True)  # on a worker: before xdist reports the worker finished
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Nothing holding a secret outlives the session."""
-        if not self.engine_used or hasattr(self.config, "workerinput"):
-            return  # a worker's set-up states may still serve the others: the controller removes them
+        if not self.engine_used or hasattr(self.config, "workerinput") or self.held:
+            return  # set-up states may still serve other workers or runs: the controller or holder removes them
         remove_registry(self.id)
         client = answering_engine()
         if client is None:
