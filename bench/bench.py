@@ -8,6 +8,7 @@
     python bench/bench.py --commands 200           # only: one host command's cost, persistent shell vs per-command
     python bench/bench.py --gate                   # only: the gate's answer to four runbook edits (issue 23)
     python bench/bench.py --gate --compare REV     # the same for git revision REV, after this one
+    python bench/bench.py --mutate slot-limit      # only: mutate a part with a session per run, then one held session
 
 A bring-up is measured in-process (phases from harness.lifecycle and ReplicationPair.setup, each runbook
 step from the transcript); a revision to compare is checked out into a git worktree and measured
@@ -17,6 +18,7 @@ as a user would run it (`python -m harness up`, `pytest scenarios`), so any revi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -229,6 +231,54 @@ def gate_answers(rev: str = "HEAD") -> str:
     return f"== the gate's answer to an edit (--base {rev}), seconds\n" + table(["wall", "exit", "pytest"], rows)
 
 
+def mutate_costs(image: str, parts: list[str], operators: list[str], jobs: int) -> str:
+    """The mutants of `parts` measured twice, fresh each time (a scratch ledger, none of the committed verdicts):
+    with a test session per scenario run, as before the held session, and with the session `mutate` holds
+    (a later part's runs start from one saved set-up state). Wall seconds and per-mutant medians."""
+    import contextlib
+
+    from harness import project
+    from harness.mutate import Mutation
+
+    class PerRun(Mutation):
+        def held_session(self):
+            return contextlib.nullcontext({})
+
+    rows, verdicts = {}, {}
+    for name, kind in (("a session per scenario run", PerRun), ("one held session", Mutation)):
+        work = Path(tempfile.mkdtemp(prefix="pgrepl-bench-mutate-"))
+        try:
+            started = time.monotonic()
+            result = kind(
+                project.current().default_runbook,
+                image,
+                tuple(parts),
+                work / "mutate",
+                jobs=jobs,
+                classes=tuple(operators),
+                ledger=work / "ledger.json",
+                log=lambda line: None,
+            ).run()
+            wall = time.monotonic() - started
+            state = json.loads((work / "mutate" / "state.json").read_text())
+            seconds = [v["seconds"] for v in state.values() if "seconds" in v]
+            verdicts[name] = sorted((v["step"], v["text"], v["verdict"]) for v in state.values())
+            rows[name] = [
+                f"{wall:.0f}",
+                str(len(seconds)),
+                f"{statistics.median(seconds):.1f}" if seconds else "-",
+                f"{result['killed']} killed, {len(result['survived'])} survived, {len(result['errors'])} errors",
+            ]
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    same = len({tuple(v) for v in verdicts.values()}) == 1
+    return (
+        f"== mutate {' '.join(parts)} ({' '.join(operators)}) on {image}, --jobs {jobs}, seconds\n"
+        + table(["wall", "mutants run", "median per mutant", "verdicts"], rows)
+        + f"\nthe same verdict for every mutant both ways: {same}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", default=DEFAULT_IMAGE)
@@ -242,7 +292,13 @@ def main() -> None:
     parser.add_argument("--load", type=int, metavar="SECONDS", help="only: pgbench read offloading figures")
     parser.add_argument("--commands", type=int, metavar="N", help="only: a host command's cost, shell vs per-command")
     parser.add_argument("--gate", action="store_true", help="only: the gate's answer to four runbook edits")
+    parser.add_argument("--mutate", nargs="+", metavar="PART", help="only: mutate PARTs, per-run sessions vs held")
+    parser.add_argument("--operators", nargs="+", default=["delete", "value"], help="with --mutate")
+    parser.add_argument("--jobs", type=int, default=1, help="with --mutate")
     args = parser.parse_args()
+    if args.mutate:
+        print(mutate_costs(args.image, args.mutate, args.operators, args.jobs))
+        return
     if args.gate:
         for rev in ("HEAD", *([args.compare] if args.compare else [])):
             print(gate_answers(rev))

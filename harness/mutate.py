@@ -8,7 +8,9 @@ misspelt, an hba rule's method or address, one option of a command dropped). For
 scenario modules that run that part (their `parts` marker) run on the mutated runbook, cheapest
 first, until one fails: the mutant is killed. A mutant no module notices survives: a line the gate
 is blind to. A mutant that cannot be observed (a message, a setting equal to its default) is
-recorded with its reason in `<runbook>.explained.toml` and reported as explained, not run.
+recorded with its reason in `<runbook>.explained.toml` and reported as explained, not run. The scenario
+runs of a later part's mutants share one test session this process holds (`Mutation.held_session`): the
+runbook's setup is saved once as the session's set-up state and restored by every later run.
 
 Verdicts are kept under a key of what can change the mutant's outcome (`MutantKeys`), not of the whole runbook:
 a prose edit, or an edit of a block its scenarios never run, keeps them. They go to the committed
