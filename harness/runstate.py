@@ -4,11 +4,12 @@ later pair of the same key, in any of the session's processes (xdist workers).
 Per (image, backend, setup text), one process sets the pair up for real and, once it streams, has
 both machines stopped cleanly, committed and started again (a setup text asked for once only in a
 process, like a negative control's, is not saved: its key's first request sets up without saving,
-unless the caller says the setup recurs). Every later pair of that key, in whichever worker, starts
-from those images: on a network of its own, at addresses of its own, which the machines' entry
-wrapper writes over the saved ones in the files that hold them before anything boots (listed at the
-save: pg_hba.conf, primary_conninfo, .pgpass; images/common/ecs-entrypoint.sh), with the same
-generated passwords; its setup steps are marked `reused (this run's set-up state)`.
+unless the caller says the setup recurs; a state saved already is restored by any request of its
+key). Every later pair of that key, in whichever worker, starts from those images: on a network of
+its own, at addresses of its own, which the machines' entry wrapper writes over the saved ones in the
+files that hold them before anything boots (listed at the save: pg_hba.conf, primary_conninfo,
+.pgpass; images/common/ecs-entrypoint.sh), with the same generated passwords; its setup steps are
+marked `reused (this run's set-up state)`.
 
 The session's registry says which key is saved, being saved (the others wait for it: one real setup,
 whatever the worker count) or free to take: a JSON file under a lock (fcntl) in a private directory
@@ -90,11 +91,14 @@ class RunStates:
             ipaddress.ip_network((int(POOL.network_address) + 8 * ((start + i) % count), 29)) for i in range(count)
         )
         self.directory: Path | None = None  # the session's registry, once opened
+        self.recurring = False
 
-    def open(self, session: str) -> None:
+    def open(self, session: str, *, recurring: bool = False) -> None:
         """From now on states are kept, in session `session`'s registry (its controller removes it,
-        remove_registry, and the images at the session's end)."""
+        remove_registry, and the images at the session's end). `recurring`: every setup recurs (a held
+        session, whose holder runs the same modules again: each setup is saved at its first request)."""
         self.directory = SESSIONS_ROOT / session
+        self.recurring = recurring
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(self.directory / "processes", "a") as processes:
             processes.write(f"{owner()} {os.getpid()}\n")
@@ -118,16 +122,16 @@ class RunStates:
             temporary.replace(path)
 
     def claim(self, key: str, *, recurs: bool = False, exists=lambda image: True) -> Claim | None:
-        """How a pair of `key` starts. None: set up for real, save nothing (states not kept in this
-        run, or the key's first request in this process and its setup not known to recur). A state
-        being saved by another live process is waited for; `exists` says whether a saved image is
-        still there (a dead worker's may have been swept)."""
+        """How a pair of `key` starts. A saved state (whoever saved it) is restored; `exists` says whether its
+        images are still there (a dead worker's may have been swept). Else None: set up for real, save nothing
+        (states not kept in this run, or the key's first request in this process and its setup not known to
+        recur: a negative control's, or a later part's edit in a run that has not saved its setup yet). A
+        state being saved by another live process is waited for."""
         if self.directory is None:
             return None
         with self.lock:
             self.requests[key] = self.requests.get(key, 0) + 1
-            if self.requests[key] == 1 and not recurs:
-                return None
+            saves = recurs or self.recurring or self.requests[key] > 1
         outcome: Claim | None = None
 
         def decided() -> bool:
@@ -135,14 +139,17 @@ class RunStates:
             with self._registry() as data:
                 entry = data.get(key)
                 images = (entry or {}).get("images")
-                if entry is not None and not images and alive(entry["owner"]):
-                    return entry["owner"] == os.getpid()  # being saved: by another process (wait) or this one
                 if images and all(exists(image) for image in images.values()):
                     passwords = (Secret(entry["passwords"][0]), Secret(entry["passwords"][1]))
                     outcome = Claim(key, SetupState(images, entry["addresses"], passwords))
-                else:  # free, its saver died, or its images are gone (swept after it died): this process saves it
-                    data[key] = {"owner": os.getpid()}
-                    outcome = Claim(key, saves=True)
+                    return True
+                if not saves:
+                    return True
+                if entry is not None and not images and alive(entry["owner"]):
+                    return entry["owner"] == os.getpid()  # being saved: by another process (wait) or this one
+                # free, its saver died, or its images are gone (swept after it died): this process saves it
+                data[key] = {"owner": os.getpid()}
+                outcome = Claim(key, saves=True)
                 return True
 
         try:

@@ -43,6 +43,29 @@ def test_a_setup_asked_for_once_is_not_saved_and_a_recurring_one_is_saved_at_onc
     assert (sessions / "s1" / "states.json").stat().st_mode & 0o777 == 0o600  # it holds the passwords
 
 
+def test_a_saved_state_is_restored_even_by_a_first_request_that_would_not_save(sessions):
+    """A later part's edit (a mutant, a test's own runbook) has the setup of the runbook: once saved by anyone
+    its state is restored, not set up again; before that, such a request neither waits nor saves."""
+    saver, other = RunStates(), RunStates()
+    saver.open("s3")
+    other.open("s3")
+    assert other.claim("k") is None  # nothing saved yet: set up for real, no claim to save
+    assert saver.claim("k", recurs=True) == Claim("k", saves=True)
+    assert other.claim("k") is None  # being saved by another: this request does not wait for it
+    saver.saved("k", STATE)
+    assert RunStates().claim("k") is None  # a registry not opened: nothing kept
+    fresh = RunStates()
+    fresh.open("s3")
+    assert fresh.claim("k") == Claim("k", STATE)
+    assert fresh.claim("k", exists=lambda image: False) == Claim("k", saves=True)  # its images swept: saved anew
+
+
+def test_in_a_held_session_every_setup_is_saved_at_its_first_request(sessions):
+    states = RunStates()
+    states.open("s4", recurring=True)
+    assert states.claim("negative-control") == Claim("negative-control", saves=True)
+
+
 def test_another_process_waits_for_the_save_and_restores_the_same_state(sessions):
     states = RunStates()
     states.open("s2")

@@ -48,7 +48,7 @@ class Session:
     def use_engine(self) -> None:
         """Called when a test first needs the engine: from then on the run keeps set-up states, and the
         session's end removes them and what else is left there."""
-        RUN_STATES.open(self.id)
+        RUN_STATES.open(self.id, recurring=self.held)
         self.engine_used = True
         if hasattr(self.config, "workeroutput"):  # reaches the controller with the worker's end
             self.config.workeroutput[ENGINE_USED_OUTPUT] = True
