@@ -110,17 +110,18 @@ def _gate(args: argparse.Namespace) -> int:
 
 def _mutate(args: argparse.Namespace) -> int:
     from harness.images import ImageProfile
-    from harness.mutate import MutateError, Mutation, explanations, mutants, render
+    from harness.mutate import MutateError, Mutation, chosen_parts, explanations, mutants, render
 
     check_images([args.image])
     runbook = Path(args.runbook or project.current().default_runbook).resolve()
-    parts, classes, steps = tuple(args.parts), tuple(args.operators), tuple(args.steps or ())
+    classes, steps = tuple(args.operators), tuple(args.steps or ())
     if args.report:
         if not runbook.is_relative_to(project.current().root):
             raise MutateError(
                 f"--runbook {runbook}: the report is of a runbook of the project; copy it under runbooks/"
             )
         return _mutation_report(runbook, Path(args.artifacts), committed=True)
+    parts = chosen_parts(runbook, tuple(args.parts))
     if args.list:
         profile = ImageProfile.load(args.image)
         explained = explanations(runbook)
@@ -241,7 +242,9 @@ def parser() -> argparse.ArgumentParser:
     mutate.add_argument(
         "--image", default=DEFAULT_IMAGE, help=f"an image under the project's images/ ({DEFAULT_IMAGE})"
     )
-    mutate.add_argument("--parts", nargs="+", default=["setup", "verify"], help="runbook parts to mutate")
+    mutate.add_argument(
+        "--parts", nargs="+", default=["setup", "verify"], help="runbook parts to mutate (all: every part)"
+    )
     mutate.add_argument(
         "--runbook", help="the runbook (default: the project's runbooks/postgresql-primary-secondary.md)"
     )

@@ -115,6 +115,15 @@ def units(block: Block) -> list[tuple[int, int]]:
     return found
 
 
+ALL_PARTS = "all"
+
+
+def chosen_parts(runbook_path: Path, parts: tuple[str, ...]) -> tuple[str, ...]:
+    """`parts` as given, or every part of the runbook in its order for `all` (the nightly job's choice: a part
+    added to the runbook is measured without an edit to the workflow)."""
+    return tuple(parse_runbook(runbook_path).parts()) if ALL_PARTS in parts else parts
+
+
 def mutants(
     runbook_path: Path,
     family: str,
@@ -130,7 +139,10 @@ def mutants(
     book = parse_runbook(runbook_path)
     unknown = sorted(set(parts) - set(book.parts()))
     if unknown:
-        raise MutateError(f"--parts {' '.join(unknown)}: {runbook_path} has no such part; it has {book.parts()}")
+        raise MutateError(
+            f"--parts {' '.join(unknown)}: {runbook_path} has no such part; it has {book.parts()} "
+            f"({ALL_PARTS}: every part)"
+        )
     if bad := sorted(set(classes) - set(CLASSES)):
         raise MutateError(f"--operators {' '.join(bad)}: choose from {' '.join(CLASSES)}")
     text = runbook_path.read_text().splitlines()

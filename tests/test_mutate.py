@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness import project
-from harness.mutate import Mutant, MutateError, explanations, mutants
+from harness.mutate import Mutant, MutateError, chosen_parts, explanations, mutants
 from harness.mutations import (
     BOOT_VALUES,
     ENUM_VALUES,
@@ -244,6 +244,13 @@ def test_a_deletion_is_a_deletion_and_classes_and_steps_select():
     assert {m.step for m in only} == {"primary-hba"} and len(only) == 4
     with pytest.raises(MutateError, match="--operators"):
         mutants(RUNBOOK, "debian", ("setup",), "distro", classes=("swap",))
+
+
+def test_all_is_every_part_of_the_runbook_in_its_order_and_an_unknown_part_names_the_choices():
+    assert chosen_parts(RUNBOOK, ("all",)) == tuple(parse_runbook(RUNBOOK).parts())
+    assert chosen_parts(RUNBOOK, ("archive", "setup")) == ("archive", "setup")
+    with pytest.raises(MutateError, match=r"--parts nosuch: .* has no such part; it has .*\(all: every part\)"):
+        mutants(RUNBOOK, "debian", ("nosuch",), "distro")
 
 
 def test_an_explanation_names_a_deletion_or_one_value_mutation(tmp_path):

@@ -56,6 +56,21 @@ def test_the_workflow_runs_the_gate_on_pull_requests_and_the_matrix_nightly(work
     assert any(c[:2] == ["pgrepl-harness", "mutate"] for c in commands(workflow))
 
 
+def test_the_nightly_mutation_measures_every_part_of_every_family_and_fails_under_100(workflow):
+    """Issue 24's target per family: every part, both operator classes, every measured mutant killed."""
+    from harness.images import ImageProfile
+    from harness.runbook.parse import FAMILIES
+
+    job = workflow["jobs"]["mutate"]
+    images = job["strategy"]["matrix"]["image"]
+    assert sorted(ImageProfile.load(image).family for image in images) == sorted(FAMILIES)
+    (argv,) = [c for c in commands({"jobs": {"mutate": job}}) if c[:2] == ["pgrepl-harness", "mutate"]]
+    operators = argv[argv.index("--operators") + 1 : argv.index("--operators") + 3]
+    assert argv[argv.index("--parts") + 1] == "all" and sorted(operators) == ["delete", "value"]
+    assert float(argv[argv.index("--fail-under") + 1]) == 100
+    assert job["timeout-minutes"] <= 360  # GitHub's limit for a hosted runner's job
+
+
 def test_every_job_uploads_its_artifacts_even_on_failure(workflow):
     for name, job in workflow["jobs"].items():
         uploads = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact")]
