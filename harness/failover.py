@@ -254,7 +254,7 @@ def fail_over(pair: ReplicationPair, *, crash: bool = False) -> Failover:
     result.replay_lsn = new.lsn("replay")  # static after promotion: the last record recovery replayed
     result.old_state = old.control_state()
     result.restarts = int(old.host.run(f"systemctl show -p NRestarts --value {old.layout.unit}").stdout or 0)
-    result.old_enabled = old.host.run(f"systemctl is-enabled {old.layout.service}", check=False).stdout.strip()
+    result.old_enabled = old.service_enabled()
     result.old_wal_end, result.old_wal_records = wal_after(old, result.replay_lsn, result.timeline_before)
     if result.old_wal_end is not None:
         result.rpo_bytes = int(

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from harness.secrets import Secret, redact
 from harness.waiting import Stopwatch, WaitTimeout, wait_until
 
 HARNESS_ROLE = "pgrepl_harness"
+REFUSE_GRANT = "pgrepl_refuse_grant"  # Node.refusing_grants: its event trigger and function
 LSN_FUNCTIONS = {
     "insert": "pg_current_wal_insert_lsn()",
     "write": "pg_current_wal_lsn()",
@@ -205,6 +207,27 @@ class Node:
             {"role": name},
         )
         return {row[0] for row in rows}
+
+    @contextmanager
+    def refusing_grants(self, naming: str) -> Iterator[None]:
+        """While the body runs, a GRANT whose statement names `naming` fails on this node (an event trigger
+        raises), as one of a block's statements fails where what it names differs: to see whether the block
+        as a whole then fails. Dropped after, also on failure."""
+        if not re.fullmatch(r"\w+", naming):
+            raise ValueError(f"refusing_grants({naming!r}): a name (letters, digits, _) only")
+        self.psql(
+            f"CREATE FUNCTION {REFUSE_GRANT}() RETURNS event_trigger LANGUAGE plpgsql AS $f$ BEGIN\n"
+            f"  IF current_query() ~ '\\m{naming}\\M' THEN\n"
+            f"    RAISE EXCEPTION 'pgrepl-harness: a GRANT naming {naming} is refused here (Node.refusing_grants)';\n"
+            "  END IF;\n"
+            "END $f$;\n"
+            f"CREATE EVENT TRIGGER {REFUSE_GRANT} ON ddl_command_start WHEN TAG IN ('GRANT')"
+            f" EXECUTE FUNCTION {REFUSE_GRANT}();"
+        )
+        try:
+            yield
+        finally:
+            self.psql(f"DROP EVENT TRIGGER IF EXISTS {REFUSE_GRANT}; DROP FUNCTION IF EXISTS {REFUSE_GRANT}();")
 
     # --- state -----------------------------------------------------------------------------
     def lsn(self, kind: str) -> str | None:
@@ -407,6 +430,10 @@ class Node:
     def start(self) -> None:
         self._systemctl("start")
 
+    def service_enabled(self) -> str:
+        """`systemctl is-enabled` of the service the runbook enables: `enabled` when it starts at boot."""
+        return self.host.run(f"systemctl is-enabled {shlex.quote(self.layout.service)}", check=False).stdout.strip()
+
     def stop(self) -> None:
         self._systemctl("stop")
 
@@ -511,6 +538,19 @@ class Node:
             + reload_server,
             user="root",
         )
+
+    @contextmanager
+    def restoring_conf(self, filename: str) -> Iterator[None]:
+        """The body may change `filename` in the node's config directory (a control's weaker rule): it is
+        put back as it was, and the server reloaded, after the body, also on failure."""
+        path = shlex.quote(f"{self.layout.conf_dir}/{filename}")
+        self.host.run(f"cp -p {path} {path}.pgrepl-saved", user="root")
+        try:
+            yield
+        finally:
+            self.host.run(
+                f"mv {path}.pgrepl-saved {path} && systemctl reload {shlex.quote(self.layout.unit)}", user="root"
+            )
 
     def advance_wal(self, segments: int) -> None:
         """Write and switch away from `segments` WAL segments (as Cluster.pm's advance_wal)."""

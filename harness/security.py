@@ -2,6 +2,7 @@
 
 - `trusting_rules`: the pg_hba.conf rules of a node that let a client in without a password
   (`trust`), the harness's own access rule excluded by its exact fields.
+- `foreign_files`: what in a node's data directory postgres does not own.
 - `watched`: a runbook block run on its host while a watcher records every mode and owner the
   paths it creates have, from before the block until after it (a file is never unseen, even for the
   moment between a `touch` and a `chmod`).
@@ -62,6 +63,13 @@ def trusting_rules(node: Node) -> list[str]:
         for rule in node.hba_rules()
         if not is_harness_rule(rule, node) and (rule.auth_method == "trust" or rule.error)
     ]
+
+
+def foreign_files(node: Node) -> list[str]:
+    """The paths in `node`'s data directory that the postgres user does not own (a step run as root by
+    mistake): the server, pg_rewind or a backup, all running as postgres, could not change them."""
+    found = node.host.run(f"find {shlex.quote(node.layout.data_dir)} ! -user postgres", user="root")
+    return sorted(found.stdout.split())
 
 
 def trusts_user(node: Node, user: str) -> bool:

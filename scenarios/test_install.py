@@ -22,7 +22,7 @@ def test_the_expected_major_is_installed(pair, node):
 
 
 def test_the_service_is_enabled_and_active(node):
-    assert node.host.run(f"systemctl is-enabled {node.layout.service}").stdout.strip() == "enabled"
+    assert node.service_enabled() == "enabled"
     assert node.host.run(f"systemctl is-active {node.layout.unit}").stdout.strip() == "active"
 
 

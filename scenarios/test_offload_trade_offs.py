@@ -168,14 +168,10 @@ def test_control_the_rule_with_trust_admits_a_wrong_password_and_is_named(withou
     """Step 9's rule as `trust`, on the pair that lacks it (its pg_hba.conf restored afterwards)."""
     pair = without_feedback_nor_rule.pair
     secondary = pair.secondary
-    hba = f"{secondary.layout.conf_dir}/pg_hba.conf"
     weakened = edit_block(runbook, "read-offload-hba", "scram-sha-256", "trust")
-    secondary.host.run(f"cp -p {hba} {hba}.pgrepl-saved", user="root")
-    try:
+    with secondary.restoring_conf("pg_hba.conf"):
         for step in ("read-offload-hba", "read-offload-reload"):
             pair.run_step(step, book=weakened)
         assert trusts_user(secondary, "all")
         answer = secondary.psql_from(pair.primary.host, "SELECT 1", user=READER, password=Secret.generate())
         assert answer.ok, "with trust a wrong password should get in: the password check would see it"
-    finally:
-        secondary.host.run(f"mv {hba}.pgrepl-saved {hba} && systemctl reload {secondary.layout.unit}", user="root")

@@ -23,6 +23,14 @@ the runbook the way a careless edit would and shows the weakening is seen.
   `scram-sha-256`): no rule of either node trusts, a third machine is refused with the password, the
   old primary's host with a wrong one. Control: that rule opened to `/0 trust` is named by the trust
   check and admits both (found by `mutate`: its method and address mutants survived).
+- Step 8.2 fails when one of its grants fails (a grant refused by an event trigger,
+  Node.refusing_grants). Control: without `-v ON_ERROR_STOP=1` the step is green and the grant missing
+  (found by `mutate`: that option's mutant survived; psql exits with the last -c's status).
+- After Step 8.2, the new primary lets replica_user reach its databases (for pg_rewind) from the old
+  primary only: a third machine is refused with the password. Control: 8.2's rule widened to `/0`
+  admits it (found by `mutate`: that address mutant survived).
+- Every file of both data directories is postgres's, after setup and after Step 8. Control: 8.4's
+  `standby.signal` made as root is named (found by `mutate`: `sudo -u postgres` dropped survived).
 """
 
 from __future__ import annotations
@@ -30,9 +38,17 @@ from __future__ import annotations
 import pytest
 
 from harness.hosts.docker import start_neighbour
-from harness.runbook import edit_block
+from harness.runbook import StepFailed, edit_block
 from harness.secrets import Secret
-from harness.security import PG_REWIND_GRANTS, is_harness_rule, run_watched, trusting_rules, trusts_user, wider
+from harness.security import (
+    PG_REWIND_GRANTS,
+    foreign_files,
+    is_harness_rule,
+    run_watched,
+    trusting_rules,
+    trusts_user,
+    wider,
+)
 
 pytestmark = [pytest.mark.parts("setup", "verify", "failover", "rejoin"), pytest.mark.bringups(6)]
 USER = "replica_user"
@@ -45,6 +61,7 @@ OLD_ARCHIVE_DIR = (
 )
 PROBE = "/tmp/pgrepl-security-probe"  # world-writable /tmp: the block's user (postgres, or sudo) writes it
 EXTRA_GRANT = '  -c "GRANT pg_read_server_files TO replica_user;"'
+LS_DIR_GRANT = "EXECUTE on function pg_ls_dir(text,boolean,boolean)"
 
 
 def third_machine(pair):
@@ -118,6 +135,11 @@ def test_replica_user_may_replicate_and_log_in_and_nothing_else(pair):
 
 
 # --- files: .pgpass and the archive directory never open to others ---------------------------------
+
+
+def test_every_file_of_both_data_directories_is_postgres_s(pair):
+    for node in pair.nodes.values():
+        assert foreign_files(node) == [], f"{node.name}: not postgres's"
 
 
 def test_pgpass_is_never_seen_wider_than_600(pair):
@@ -252,6 +274,11 @@ def rejoined(make_pair):
     return pair
 
 
+@pytest.fixture(scope="module")
+def third_after_rejoin(rejoined):
+    return third_machine(rejoined)
+
+
 def test_after_8_2_replica_user_holds_exactly_the_pg_rewind_grants(rejoined):
     new_primary = rejoined.primary
     assert granted(new_primary) == PG_REWIND_GRANTS
@@ -266,22 +293,81 @@ def test_control_a_fifth_grant_in_8_2_is_seen(rejoined, runbook):
     assert granted(rejoined.primary) - PG_REWIND_GRANTS == {"member of pg_read_server_files"}
 
 
+def test_8_2_fails_when_one_of_its_grants_fails(rejoined):
+    """A step is green only if every line of it succeeded: psql runs its -c commands in turn and, without
+    ON_ERROR_STOP, exits with the last one's status, so a refused first grant would go unseen (and
+    pg_rewind fail later, in 8.3, for want of it)."""
+    with rejoined.primary.refusing_grants("pg_ls_dir"), pytest.raises(StepFailed, match="exit code"):
+        rejoined.run_step("rejoin-grant-rewind")
+
+
+def test_control_without_on_error_stop_8_2_is_green_with_a_grant_refused(rejoined, runbook):
+    lax = edit_block(runbook, "rejoin-grant-rewind", "psql -v ON_ERROR_STOP=1 \\", "psql \\")
+    new_primary = rejoined.primary
+    new_primary.psql(f"REVOKE EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) FROM {USER};")
+    try:
+        with new_primary.refusing_grants("pg_ls_dir"):
+            rejoined.run_step("rejoin-grant-rewind", book=lax)  # green...
+        assert LS_DIR_GRANT not in granted(new_primary)  # ...without the grant
+    finally:
+        rejoined.run_step("rejoin-grant-rewind")
+
+
+def test_after_8_4_every_file_of_both_data_directories_is_postgres_s(rejoined):
+    for node in rejoined.nodes.values():
+        assert foreign_files(node) == [], f"{node.name}: not postgres's"
+
+
+def test_control_8_4_s_standby_signal_made_as_root_is_named(rejoined, runbook):
+    old = rejoined.secondary  # the old primary, a standby again
+    signal = f"{old.layout.data_dir}/standby.signal"
+    as_root = edit_block(runbook, "rejoin-standby-signal", "sudo -u postgres touch", "sudo touch")
+    old.host.run(f"rm {signal}", user="root")
+    try:
+        rejoined.run_step("rejoin-standby-signal", book=as_root)
+        assert foreign_files(old) == [signal]
+    finally:
+        old.host.run(f"chown postgres: {signal}", user="root")
+
+
 def test_after_the_failover_no_rule_of_either_node_trusts(rejoined):
     for node in rejoined.nodes.values():
         assert trusting_rules(node) == [], f"{node.name}'s pg_hba.conf admits without a password after Step 7"
 
 
-def test_after_the_failover_the_new_primary_admits_the_old_one_only_with_the_password(rejoined):
+def test_after_the_failover_the_new_primary_admits_the_old_one_only_with_the_password(rejoined, third_after_rejoin):
     new, old = rejoined.primary, rejoined.secondary
     done = new.replicate_from(old.host, user=USER, password=rejoined.replication_password)
     assert done.ok, done.tail()
     done = new.replicate_from(old.host, user=USER, password=Secret.generate())
     assert not done.ok
     assert REFUSED_PASSWORD in done.stderr, done.tail()
-    third = third_machine(rejoined)
+    third = third_after_rejoin
     done = new.replicate_from(third, user=USER, password=rejoined.replication_password)
     assert not done.ok
     assert f'{REFUSED_ADDRESS} "{third.address}"' in done.stderr, done.tail()
+
+
+def test_after_8_2_replica_user_reaches_the_new_primary_s_databases_from_the_old_primary_only(
+    rejoined, third_after_rejoin
+):
+    new, old = rejoined.primary, rejoined.secondary
+    answer = new.psql_from(old.host, "SELECT 1", user=USER, password=rejoined.replication_password)
+    assert answer.ok, answer.tail()
+    third = third_after_rejoin
+    answer = new.psql_from(third, "SELECT 1", user=USER, password=rejoined.replication_password)
+    assert not answer.ok
+    assert f'no pg_hba.conf entry for host "{third.address}"' in answer.stderr, answer.tail()
+
+
+def test_control_the_rule_of_8_2_widened_to_0_admits_a_third_machine(rejoined, third_after_rejoin, runbook):
+    widened = edit_block(runbook, "rejoin-hba", "192.168.1.10/32", "192.168.1.10/0")
+    new = rejoined.primary
+    with new.restoring_conf("pg_hba.conf"):
+        for step in ("rejoin-hba", "rejoin-reload"):
+            rejoined.run_step(step, book=widened)
+        answer = new.psql_from(third_after_rejoin, "SELECT 1", user=USER, password=rejoined.replication_password)
+        assert answer.ok, "with /0 the third machine should get in: the address check would see it"
 
 
 def test_control_the_rule_of_7_3_opened_to_0_trust_is_seen(make_pair, runbook):
