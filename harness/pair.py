@@ -10,7 +10,7 @@ import re
 import shlex
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,8 @@ while (1) {
     }
 }
 """.replace("STARTUP_TITLE", STARTUP_TITLE)
+# libpq's words for a connection the server never answered (Node._answer_to tries again)
+NO_ANSWER = ("timeout expired", "Connection refused", "could not connect", "server closed the connection unexpectedly")
 STATEMENT_TIMEOUT_MS = 60_000  # no harness query may hang a test: a stuck server shows as an error
 
 
@@ -151,10 +153,10 @@ class Node:
         """`sql` sent by psql on `client` over the network to this node's address, as `user`: what an
         application on that host sees (the answer, or why it was refused). The password is in the
         script, which goes on stdin, never in an argv. A refused connection does not raise."""
-        return client.run(
+        return self._answer_to(
+            client,
             f"PGPASSWORD={shlex.quote(str(password))} PGCONNECT_TIMEOUT=5 psql -X -A -t -w"
             f" -h {shlex.quote(self.host.address)} -U {shlex.quote(user)} -d postgres -c {shlex.quote(sql)}\n",
-            check=False,
         )
 
     def replicate_from(self, client: Host, *, user: str, password: Secret) -> Result:
@@ -162,10 +164,25 @@ class Node:
         IDENTIFY_SYSTEM: what a standby on that host gets (the system identifier, or why it was refused).
         The password is in the script, which goes on stdin, never in an argv. A refusal does not raise."""
         conninfo = f"host={self.host.address} port=5432 user={user} replication=true connect_timeout=5"
-        return client.run(
+        return self._answer_to(
+            client,
             f"PGPASSWORD={shlex.quote(str(password))} psql -X -A -t -w -d {shlex.quote(conninfo)} -c IDENTIFY_SYSTEM\n",
-            check=False,
         )
+
+    def _answer_to(self, client: Host, script: str, *, timeout: float = 30) -> Result:
+        """`script` (one psql connecting to this node) run on `client` until this server answered it,
+        accepting or refusing: a connection that got no answer (libpq's "timeout expired", "could not
+        connect") says nothing about the rules under test, and a busy machine produces one now and
+        then. After `timeout` the last no-answer is returned, for the test to show."""
+        last: list[Result] = []
+
+        def answered() -> bool:
+            last[:] = [client.run(script, check=False)]
+            return last[0].ok or not any(marker in last[0].stderr for marker in NO_ANSWER)
+
+        with suppress(WaitTimeout):
+            wait_until(answered, timeout=timeout, what=f"an answer from {self.name}'s server", interval=0.5)
+        return last[0]
 
     def hba_rules(self) -> list[Any]:
         """The rules of this node's pg_hba.conf as the server reads the file now (pg_hba_file_rules:
