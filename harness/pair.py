@@ -439,6 +439,17 @@ class Node:
             seen=lambda: "\n".join(self.log_since(offset).splitlines()[-20:]),
         )
 
+    # --- files ---------------------------------------------------------------------------
+    def owners_and_modes(self, *paths: str) -> dict[str, str]:
+        """`user:group mode` of each path (e.g. `postgres:postgres 700`), as root sees it; `missing`
+        for a path that does not exist."""
+        quoted = " ".join(shlex.quote(p) for p in paths)
+        listing = self.host.run(
+            f"for p in {quoted}; do stat -c '%n\t%U:%G %a' \"$p\" 2>/dev/null || printf '%s\\tmissing\\n' \"$p\"; done",
+            user="root",
+        ).stdout
+        return dict(line.split("\t", 1) for line in listing.splitlines() if "\t" in line)
+
     # --- service ---------------------------------------------------------------------------
     def _systemctl(self, verb: str) -> None:
         self.close()

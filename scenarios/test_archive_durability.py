@@ -102,15 +102,10 @@ def unblock(primary: Node, segment: str) -> None:
 # --- 5.1's directory: the postgres user's alone ------------------------------------------------
 
 
-def mode_and_owner(node: Node, path: str) -> tuple[int, str]:
-    mode, user = node.host.run(f"stat -c '%a %U' {path}", user="root").stdout.split()
-    return int(mode, 8), user
-
-
 def test_the_shared_archive_is_the_postgres_user_s_alone_on_both_hosts(archiving):
     """5.1: mode 700, owned by postgres; the secondary sees the same directory (one shared mount)."""
     for node in (archiving.primary, archiving.secondary):
-        assert mode_and_owner(node, ARCHIVE) == (0o700, "postgres"), node.name
+        assert node.owners_and_modes(ARCHIVE) == {ARCHIVE: "postgres:postgres 700"}, node.name
 
 
 def test_control_5_1_without_m_700_leaves_the_archive_open(archiving, runbook):
@@ -119,8 +114,8 @@ def test_control_5_1_without_m_700_leaves_the_archive_open(archiving, runbook):
     weakened = edit_block(runbook, "archive-shared-dir", f"-m 700 {ARCHIVE}", beside)
     try:
         archiving.run_step("archive-shared-dir", book=weakened)
-        mode, _ = mode_and_owner(archiving.primary, beside)
-        assert mode & 0o077, f"{beside}: {mode:04o}, which the check above would refuse"
+        seen = archiving.primary.owners_and_modes(beside)[beside]
+        assert int(seen.split()[-1], 8) & 0o077, f"{beside}: {seen}, which the check above would refuse"
     finally:
         archiving.primary.host.run(f"rm -rf {beside}", user="root")
 

@@ -41,8 +41,8 @@ def test_data_checksums_reported_and_pg_rewind_possible(pair, node):
 
 def test_the_archive_directory_belongs_to_postgres_alone(pair):
     """Step 2.3: the WAL archive holds every change to the database: only postgres may read it."""
-    owner_and_mode = pair.primary.host.run("stat -c '%U:%G %a' /mnt/server/archivedir", user="root").stdout
-    assert owner_and_mode.strip() == "postgres:postgres 700"
+    archive = "/mnt/server/archivedir"
+    assert pair.primary.owners_and_modes(archive) == {archive: "postgres:postgres 700"}
 
 
 # The step that provides the server, and the first later step that cannot do without it.

@@ -6,7 +6,9 @@ mounted at /mnt/pgarchive on both hosts):
 - the secondary streams over TLS: its walsender's row in pg_stat_ssl on the primary says ssl, the
   walreceiver streams with sslmode=verify-full, and a row written on the primary arrives;
 - no pg_hba.conf rule of the primary lets replica_user replicate without TLS (pg_hba_file_rules);
-- each host's key is postgres's with mode 600, and the CA's key root's with mode 600 on the primary;
+- the files of 12.2 to 12.5 are postgres's with the modes their lines give (directories 700, keys
+  600, certificates 644), and the CA's key root's with mode 600 on the primary;
+- each certificate names its host's address (subjectAltName IP) and lasts 825 days;
 - the secondary serves its own certificate, which a verify-full client holding the CA's accepts.
 
 Negative controls, each refused for the reason the runbook gives:
@@ -17,14 +19,17 @@ Negative controls, each refused for the reason the runbook gives:
   (the secondary's address, a host name; libpq's `hostaddr` keeps the address) is refused by the
   client (`does not match host name`).
 
-And on the runbook's text: with 12.6's `hostssl` edited back to `host`, the runbook's own check of
-the rules fails, and a connection without TLS gets in, so the refusal above comes from that word.
+And on the runbook's text: with 12.2's certificate signed without -days and -extfile and installed
+without -m 644 and -g postgres, the two checks above name exactly those deviations; with 12.6's
+`hostssl` edited back to `host`, the runbook's own check of the rules fails, and a connection
+without TLS gets in, so the refusal above comes from that word.
 All connections are made as postgres on the secondary, with the password of its ~postgres/.pgpass
 (3.3), as the walreceiver makes them: no password in any argv or script.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 
 import pytest
@@ -42,6 +47,20 @@ NO_RULE = "no pg_hba.conf entry for replication connection from host"
 NO_ENCRYPTION = (", no encryption", ", SSL off")  # PostgreSQL 14 and later; 13
 WRONG_NAME = "does not match host name"
 HBA_STEP = "tls-primary-hba"
+TLS_DIR, SHARED_TLS_DIR = "/etc/postgresql-tls", "/mnt/pgarchive/tls"
+CERTIFICATE, KEY, DIRECTORY = "644", "600", "700"
+TLS_FILES = {
+    TLS_DIR: DIRECTORY,
+    f"{TLS_DIR}/server.key": KEY,
+    f"{TLS_DIR}/server.crt": CERTIFICATE,
+    f"{TLS_DIR}/root.crt": CERTIFICATE,
+}
+SHARED_TLS_FILES = {  # seen from the secondary, which made the directory; the request's mode is not promised
+    SHARED_TLS_DIR: DIRECTORY,
+    f"{SHARED_TLS_DIR}/secondary.csr": None,
+    f"{SHARED_TLS_DIR}/secondary.crt": CERTIFICATE,
+    f"{SHARED_TLS_DIR}/root.crt": CERTIFICATE,
+}
 
 
 def replicate(pair: ReplicationPair, options: str, *, host: str | None = None) -> Result:
@@ -56,6 +75,39 @@ def replicate(pair: ReplicationPair, options: str, *, host: str | None = None) -
     return pair.secondary.host.run(
         f"psql -X -A -t -w -d {shlex.quote(conninfo)} -c IDENTIFY_SYSTEM\n", user="postgres", check=False
     )
+
+
+def tls_files_deviations(pair: ReplicationPair) -> list[str]:
+    """Where 12.2 to 12.5's files differ from what their lines give them: every file in each host's
+    /etc/postgresql-tls and in the shared storage's tls directory is postgres's (owner and group), the
+    directories have mode 700, the keys 600 and the certificates 644 (install's default is 755)."""
+    expected = {pair.primary: TLS_FILES, pair.secondary: {**TLS_FILES, **SHARED_TLS_FILES}}
+    deviations = []
+    for node, modes in expected.items():
+        seen = node.owners_and_modes(*modes)
+        for path, mode in modes.items():
+            owner, _, actual = seen[path].partition(" ")
+            if owner != "postgres:postgres" or (mode is not None and actual != mode):
+                deviations.append(f"{node.name}: {path} is {seen[path]}, not postgres:postgres {mode or ''}".rstrip())
+    return deviations
+
+
+def certificate_deviations(pair: ReplicationPair) -> list[str]:
+    """Where each host's certificate differs from 12.2's and 12.4's promise: valid for 825 days (at
+    least 824 from now) and naming the host's address as subjectAltName IP."""
+    deviations = []
+    for node in pair.nodes.values():
+        certificate = f"{TLS_DIR}/server.crt"
+        lasting = node.host.run(
+            f"openssl x509 -noout -checkend {824 * 86400} -in {certificate}", user="root", check=False
+        )
+        if not lasting.ok:
+            deviations.append(f"{node.name}: {certificate} expires within 824 days")
+        listing = node.host.run(f"openssl x509 -noout -ext subjectAltName -in {certificate}", user="root").stdout
+        names = [name.strip() for name in re.split(r"[,\n]", listing)]  # "IP Address:10.0.0.2, DNS:x"
+        if f"IP Address:{node.host.address}" not in names:
+            deviations.append(f"{node.name}: {certificate} does not name IP Address:{node.host.address}")
+    return deviations
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +141,39 @@ def test_no_rule_lets_replica_user_replicate_without_tls(pair):
     assert rules and {r.type for r in rules} == {"hostssl"}, rules
 
 
-def test_the_keys_are_readable_by_their_owner_only(pair):
-    for node in pair.nodes.values():
-        mode = node.host.run("stat -c '%U %a' /etc/postgresql-tls/server.key", user="root").stdout.strip()
-        assert mode == "postgres 600", f"{node.name}: {mode}"
-    ca = pair.primary.host.run("stat -c '%U %a' /etc/postgresql-ca /etc/postgresql-ca/ca.key", user="root")
-    assert ca.stdout.split("\n")[:2] == ["root 700", "root 600"], ca.stdout
+def test_the_tls_files_have_the_owners_and_modes_the_runbook_gives_them(pair):
+    assert tls_files_deviations(pair) == []
+    ca = pair.primary.owners_and_modes("/etc/postgresql-ca", "/etc/postgresql-ca/ca.key")
+    assert list(ca.values()) == ["root:root 700", "root:root 600"], ca
+
+
+def test_each_certificate_names_its_host_address_and_lasts_825_days(pair):
+    assert certificate_deviations(pair) == []
+
+
+def test_control_signed_without_days_and_extfile_and_installed_without_modes(make_pair, runbook):
+    """The checks above fail when 12.2 signs the primary's certificate without -days (OpenSSL's 30)
+    and -extfile (no subjectAltName: verify-full falls back to the common name, and still
+    passes), and installs it without -m 644 and -g postgres (install's 755, root's group)."""
+    book = edit_block(runbook, "tls-primary-certificate", "-days 825 ", "")
+    book = edit_block(book, "tls-primary-certificate", "-extfile /etc/postgresql-ca/primary.ext ", "")
+    book = edit_block(
+        book,
+        "tls-primary-certificate",
+        "-o postgres -g postgres -m 644 /etc/postgresql-ca/primary.crt",
+        "-o postgres /etc/postgresql-ca/primary.crt",
+    )
+    weak = make_pair(book, volumes=SHARED_ARCHIVE)
+    weak.setup()
+    weak.run("tls")
+    assert tls_files_deviations(weak) == [
+        f"primary: {TLS_DIR}/server.crt is postgres:root 755, not postgres:postgres 644"
+    ]
+    address = weak.primary.host.address
+    assert certificate_deviations(weak) == [
+        f"primary: {TLS_DIR}/server.crt expires within 824 days",
+        f"primary: {TLS_DIR}/server.crt does not name IP Address:{address}",
+    ]
 
 
 def test_with_verify_full_the_secondary_gets_in(pair):
