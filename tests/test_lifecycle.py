@@ -233,3 +233,17 @@ def test_captured_output_and_junit_never_show_a_secret(harnessed):
     for text in (result.stdout.str(), junit):
         assert all(mark in text for mark in ("MARK-OUT", "MARK-ERR", "MARK-LOG")), text
         assert secret not in text and secret[:8] not in text
+
+
+@pytest.mark.parametrize("body", ["", "# only a comment\n", "\n\n"], ids=["empty", "comment", "blank"])
+def test_a_block_with_no_command_left_runs_as_nothing_and_succeeds(body):
+    """A mutant that deletes a block's only line: the step runs nothing, as in a terminal; what kills
+    the mutant must then be a scenario, not bash's syntax error on an empty `{ }` group."""
+    book = parse_text(f'```sh {{"step":"empty","host":"primary","os":["debian"]}}\n{body}```\n')
+    transcript = Executor(book, {"primary": LocalHost()}, {}).run(book.blocks)
+    assert [(record.step, record.outcome) for record in transcript.records] == [("empty", "ok")]
+
+
+@pytest.mark.parametrize("body", ["false\n", "true\nfalse\n"])
+def test_the_guard_keeps_the_status_of_the_block_s_last_command(body):
+    assert LocalHost().run(without_stdin(body), check=False).rc == 1

@@ -113,8 +113,12 @@ class StepFailed(HarnessError):
 def without_stdin(script: str) -> str:
     """`script` as one `{ ... } </dev/null` group: bash reads the whole group before running it,
     so a command of the block that reads stdin (cat, read, psql) cannot swallow the lines after it.
-    The script must be complete on its own (`standalone`): a stray `}` in it would end the group early."""
-    return f"{{\n{script.rstrip()}\n}} </dev/null\n"
+    The script must be complete on its own (`standalone`): a stray `}` in it would end the group early.
+    The group opens with `:`, so a block with no command left (every line deleted or a comment, as a
+    mutant makes it) runs as nothing and succeeds, as in a terminal, instead of failing on bash's
+    syntax (an empty group): its verdict is then the scenarios', not the harness's. The group's status
+    is still its last command's."""
+    return f"{{ :\n{script.rstrip()}\n}} </dev/null\n"
 
 
 def standalone(script: str, where: str) -> None:
