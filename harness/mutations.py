@@ -13,7 +13,9 @@ block (harness.mutate.units) these operators each make one changed copy:
 - `hba-address`: a pg_hba.conf rule's address widened to `/0`.
 - `drop-option`: one option of a command line removed, with its argument where the command takes
   one (OPTION_ARGUMENTS); each letter of a bundle such as `-Atc` on its own, except for commands
-  whose options are words (WORD_OPTIONS: `openssl ... -CAkey FILE`).
+  whose options are words (WORD_OPTIONS: `openssl ... -CAkey FILE`). One drop is not made, being
+  equivalent by construction: `-v ON_ERROR_STOP=1` from a psql that runs a single `-c` command and
+  reads no script, which exits 1 when its command fails either way (`_one_command_psql`).
 
 Nothing here runs anything: a mutant is a unit's text and its replacement.
 """
@@ -306,6 +308,8 @@ def _option_changes(unit: str) -> Iterator[Change]:
             if with_arg and following is not None:
                 end = following.end
             removed = text[word.start : end]
+            if removed == "-v ON_ERROR_STOP=1" and word.command == "psql" and _one_command_psql(found, index, text):
+                continue  # equivalent by construction (the module's docstring)
             yield Change("drop-option", f"{word.command}: drop {removed}", _cut(unit, text, word.start, end))
             continue
         for letter_at, letter in enumerate(option[1:], 1):  # a bundle: -Atc, -eo, -rf
@@ -318,6 +322,21 @@ def _option_changes(unit: str) -> Iterator[Change]:
                 removed = letter
             new = text[: word.start] + rest + text[end:]
             yield Change("drop-option", f"{word.command}: drop -{removed} from {option}", new + unit[len(text) :])
+
+
+def _one_command_psql(found: list[Word], index: int, text: str) -> bool:
+    """Whether the psql that word `index` belongs to runs exactly one `-c` command and reads no script
+    (no -f, no here-document): then psql exits 1 when that command fails, ON_ERROR_STOP or not (psql's
+    startup.c: ACT_SINGLE_QUERY sets EXIT_FAILURE from SendQuery; the variable only stops a script)."""
+    first = last = index
+    while first > 0 and found[first - 1].command == "psql":
+        first -= 1
+    while last + 1 < len(found) and found[last + 1].command == "psql":
+        last += 1
+    options = [w.text for w in found[first : last + 1] if w.text.startswith("-") and not w.text.startswith("--")]
+    commands = sum(1 for option in options if option.endswith("c") and option[1:].isalpha())
+    reads_script = any("f" in option[1:] for option in options if option[1:].isalpha()) or "<<" in text
+    return commands == 1 and not reads_script
 
 
 def _cut(unit: str, text: str, start: int, end: int) -> str:

@@ -171,6 +171,23 @@ def test_options_of_the_shell_and_of_a_here_document_s_body_are_left_alone():
     assert all(text.endswith("\nSELECT '-x -y';\nSQL") for text in found.values())
 
 
+@pytest.mark.parametrize(
+    ("unit", "dropped"),
+    [
+        ('sudo -u postgres psql -v ON_ERROR_STOP=1 -c "SELECT pg_reload_conf();"', False),
+        ('sudo -u postgres psql -v ON_ERROR_STOP=1 -Atc "SELECT pg_promote()"', False),
+        ("sudo -u postgres psql -v ON_ERROR_STOP=1 <<'SQL'\nSELECT 1;\nSQL", True),  # a script
+        ('sudo -u postgres psql -v ON_ERROR_STOP=1 \\\n  -c "GRANT a;" \\\n  -c "GRANT b;"', True),  # two commands
+        ("sudo -u postgres psql -v ON_ERROR_STOP=1 -f setup.sql", True),
+    ],
+    ids=["one-c", "one-bundled-c", "here-document", "two-c", "file"],
+)
+def test_on_error_stop_is_dropped_only_where_psql_runs_more_than_one_command(unit, dropped):
+    """With a single -c and no script psql exits 1 when the command fails, ON_ERROR_STOP or not: that
+    drop would be an equivalent mutant, so it is not made."""
+    assert ("psql: drop -v ON_ERROR_STOP=1" in changed(list(option_changes(unit)))) is dropped
+
+
 def test_openssl_s_options_are_words_dropped_whole_with_their_argument():
     unit = "sudo openssl x509 -req -days 825 -CAkey ca.key -CAcreateserial -out a.crt"
     found = changed(list(option_changes(unit)))
