@@ -59,7 +59,7 @@ while (1) {
     }
 }
 """.replace("STARTUP_TITLE", STARTUP_TITLE)
-# libpq's words for a connection the server never answered (Node._answer_to tries again)
+# libpq's words for a connection the server never answered (Node.answer_to tries again)
 NO_ANSWER = ("timeout expired", "Connection refused", "could not connect", "server closed the connection unexpectedly")
 STATEMENT_TIMEOUT_MS = 60_000  # no harness query may hang a test: a stuck server shows as an error
 
@@ -153,7 +153,7 @@ class Node:
         """`sql` sent by psql on `client` over the network to this node's address, as `user`: what an
         application on that host sees (the answer, or why it was refused). The password is in the
         script, which goes on stdin, never in an argv. A refused connection does not raise."""
-        return self._answer_to(
+        return self.answer_to(
             client,
             f"PGPASSWORD={shlex.quote(str(password))} PGCONNECT_TIMEOUT=5 psql -X -A -t -w"
             f" -h {shlex.quote(self.host.address)} -U {shlex.quote(user)} -d postgres -c {shlex.quote(sql)}\n",
@@ -164,20 +164,20 @@ class Node:
         IDENTIFY_SYSTEM: what a standby on that host gets (the system identifier, or why it was refused).
         The password is in the script, which goes on stdin, never in an argv. A refusal does not raise."""
         conninfo = f"host={self.host.address} port=5432 user={user} replication=true connect_timeout=5"
-        return self._answer_to(
+        return self.answer_to(
             client,
             f"PGPASSWORD={shlex.quote(str(password))} psql -X -A -t -w -d {shlex.quote(conninfo)} -c IDENTIFY_SYSTEM\n",
         )
 
-    def _answer_to(self, client: Host, script: str, *, timeout: float = 30) -> Result:
-        """`script` (one psql connecting to this node) run on `client` until this server answered it,
-        accepting or refusing: a connection that got no answer (libpq's "timeout expired", "could not
-        connect") says nothing about the rules under test, and a busy machine produces one now and
-        then. After `timeout` the last no-answer is returned, for the test to show."""
+    def answer_to(self, client: Host, script: str, *, user: str | None = None, timeout: float = 30) -> Result:
+        """`script` (one psql connecting to this node) run on `client` (as `user`) until this server
+        answered it, accepting or refusing: a connection that got no answer (libpq's "timeout expired",
+        "could not connect") says nothing about the rules under test, and a busy machine produces one
+        now and then. After `timeout` the last no-answer is returned, for the test to show."""
         last: list[Result] = []
 
         def answered() -> bool:
-            last[:] = [client.run(script, check=False)]
+            last[:] = [client.run(script, user=user, check=False)]
             return last[0].ok or not any(marker in last[0].stderr for marker in NO_ANSWER)
 
         with suppress(WaitTimeout):

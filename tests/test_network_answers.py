@@ -42,5 +42,5 @@ def test_a_refusal_is_the_answer_at_once():
 
 def test_after_the_deadline_the_last_non_answer_is_returned_for_the_test_to_show():
     client = Client(TIMED_OUT)
-    assert server()._answer_to(client, "psql\n", timeout=0.2) is TIMED_OUT
+    assert server().answer_to(client, "psql\n", timeout=0.2) is TIMED_OUT
     assert client.runs >= 1
