@@ -1,16 +1,18 @@
 """`pgrepl-harness mutate`: how much of the runbook the gate guards.
 
-Two operator classes make the mutants. `delete`: each functional line of the chosen parts' blocks
-for an image's OS family (a command of a shell block, with its continuation lines and
-here-document; a setting or rule of a conf block) is deleted in turn. `value`: one value of such a
-line is changed (harness.mutations: a setting to its default or another of its values, a name
-misspelt, an hba rule's method or address, one option of a command dropped). For each mutant the
-scenario modules that run that part (their `parts` marker) run on the mutated runbook, cheapest
-first, until one fails: the mutant is killed. A mutant no module notices survives: a line the gate
-is blind to. A mutant that cannot be observed (a message, a setting equal to its default) is
-recorded with its reason in `<runbook>.explained.toml` and reported as explained, not run. The scenario
-runs of a later part's mutants share one test session this process holds (`Mutation.held_session`): the
-runbook's setup is saved once as the session's set-up state and restored by every later run.
+Two operator classes make the mutants. `delete`: each functional line of the chosen parts' blocks for an
+image's OS family (a command of a shell block, with its continuation lines and here-document; a setting
+or rule of a conf block) is deleted in turn. `value`: one value of such a line is changed
+(harness.mutations: a setting to its default or another of its values, a name misspelt, an hba rule's
+method or address, one option of a command dropped). For each mutant the scenario modules that run that
+part (their `parts` marker) run on the mutated runbook until one fails: the mutant is killed. The
+modules that killed mutants of the same step before (the ledger, any family or operator: `run_order`)
+run first, then the cheapest; the order changes which module is named and how long a kill takes, never a
+verdict (a survivor has passed every module). A mutant no module notices survives: a line the gate is
+blind to. A mutant that cannot be observed (a message, a setting equal to its default) is recorded with
+its reason in `<runbook>.explained.toml` and reported as explained, not run. The scenario runs of a
+later part's mutants share one test session this process holds (`Mutation.held_session`): the runbook's
+setup is saved once as the session's set-up state and restored by every later run.
 
 Verdicts are kept under a key of what can change the mutant's outcome (`MutantKeys`), not of the whole runbook:
 a prose edit, or an edit of a block its scenarios never run, keeps them. They go to the committed
@@ -31,7 +33,8 @@ import threading
 import time
 import tomllib
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -205,6 +208,17 @@ def module_costs() -> dict[str, int]:
         for module, calls in scenario_markers().items()
         if "bringups" in calls and calls["bringups"].args
     }
+
+
+def run_order(chosen: Iterable[str], costs: Mapping[str, int], kills: Mapping[str, int]) -> list[str]:
+    """The modules to run on a mutant, in order: those that killed mutants of its step before (`kills`:
+    module -> how many), most first, then by cost (`module_costs`), then by name."""
+    return sorted(chosen, key=lambda module: (-kills.get(module, 0), costs.get(module, 99), module))
+
+
+def step_kills(verdicts: Iterable[dict], step: str) -> Counter[str]:
+    """How many mutants of `step` each module killed, in `verdicts` (the ledger's, any family or operator)."""
+    return Counter(v["by"] for v in verdicts if v.get("step") == step and v.get("verdict") == "killed" and v.get("by"))
 
 
 def block_identity(block: Block) -> tuple:
@@ -611,7 +625,7 @@ class Mutation:
             verdict: dict = {"verdict": "survived", "by": None}
             clock = time.monotonic()
             try:
-                for module in sorted(chosen, key=lambda m: costs.get(m, 99)):
+                for module in run_order(chosen, costs, step_kills(list(ledger.verdicts.values()), mutant.step)):
                     # a setup mutant's setup is its own: it would save a state no other mutant uses
                     env = held if mutant.part != "setup" else None
                     done = scenarios.run(self.scenario_argv(module, path, self.workdir / key), root, env)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness import project
-from harness.mutate import Mutant, MutateError, chosen_parts, explanations, mutants
+from harness.mutate import Mutant, MutateError, chosen_parts, explanations, mutants, run_order, step_kills
 from harness.mutations import (
     BOOT_VALUES,
     ENUM_VALUES,
@@ -312,3 +312,26 @@ def test_list_prints_the_value_mutants_with_their_change(capsys):
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 4 and all("primary-hba" in line for line in out)
     assert any("[hba-method: method scram-sha-256 -> trust]" in line for line in out)
+
+
+# --- the order modules run in on a mutant -------------------------------------------------------
+
+
+def test_modules_that_killed_mutants_of_the_same_step_run_first_then_the_cheapest():
+    ledger = [
+        {"step": "primary-configure", "verdict": "killed", "by": "scenarios/test_archive_durability.py"},
+        {"step": "primary-configure", "verdict": "killed", "by": "scenarios/test_archive_durability.py"},
+        {"step": "primary-configure", "verdict": "killed", "by": "scenarios/test_install.py"},
+        {"step": "primary-configure", "verdict": "survived", "by": None},
+        {"step": "primary-hba", "verdict": "killed", "by": "scenarios/test_security.py"},
+    ]
+    kills = step_kills(ledger, "primary-configure")
+    assert kills == {"scenarios/test_archive_durability.py": 2, "scenarios/test_install.py": 1}
+    chosen = ["scenarios/test_install.py", "scenarios/test_security.py", "scenarios/test_archive_durability.py"]
+    costs = {"scenarios/test_install.py": 1, "scenarios/test_security.py": 2, "scenarios/test_archive_durability.py": 3}
+    assert run_order(chosen, costs, kills) == [
+        "scenarios/test_archive_durability.py",
+        "scenarios/test_install.py",
+        "scenarios/test_security.py",
+    ]
+    assert run_order(chosen, costs, step_kills(ledger, "secondary-configure")) == sorted(chosen, key=costs.get)
