@@ -72,9 +72,8 @@ def replicate(pair: ReplicationPair, options: str, *, host: str | None = None) -
     target = f"host={address}" if host is None else f"host={host} hostaddr={address}"
     # dbname=replication: the database field of the .pgpass line, as pg_basebackup and the walreceiver use it
     conninfo = f"{target} port=5432 user={USER} dbname=replication replication=true connect_timeout=5 {options}"
-    return pair.secondary.host.run(
-        f"psql -X -A -t -w -d {shlex.quote(conninfo)} -c IDENTIFY_SYSTEM\n", user="postgres", check=False
-    )
+    script = f"psql -X -A -t -w -d {shlex.quote(conninfo)} -c IDENTIFY_SYSTEM\n"
+    return pair.primary.answer_to(pair.secondary.host, script, user="postgres")
 
 
 def tls_files_deviations(pair: ReplicationPair) -> list[str]:
@@ -197,7 +196,8 @@ def test_the_secondary_serves_its_own_certificate_to_verify_full_clients(pair):
     conninfo = (
         f"host={pair.secondary.host.address} port=5432 user={USER} dbname=postgres connect_timeout=5 {VERIFY_FULL}"
     )
-    done = pair.primary.host.run(f"psql -X -w -d {shlex.quote(conninfo)} -c 'SELECT 1'\n", user="postgres", check=False)
+    script = f"psql -X -w -d {shlex.quote(conninfo)} -c 'SELECT 1'\n"
+    done = pair.secondary.answer_to(pair.primary.host, script, user="postgres")
     over_tls = ("SSL encryption", "SSL on")  # PostgreSQL 14 and later; 13
     assert done.ok or ("no pg_hba.conf entry" in done.stderr and any(t in done.stderr for t in over_tls)), done.tail()
 
