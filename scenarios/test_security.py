@@ -342,10 +342,9 @@ def test_after_the_failover_the_new_primary_admits_the_old_one_only_with_the_pas
     done = new.replicate_from(old.host, user=USER, password=Secret.generate())
     assert not done.ok
     assert REFUSED_PASSWORD in done.stderr, done.tail()
-    third = third_after_rejoin
-    done = new.replicate_from(third, user=USER, password=rejoined.replication_password)
+    done = new.replicate_from(third_after_rejoin, user=USER, password=rejoined.replication_password)
     assert not done.ok
-    assert f'{REFUSED_ADDRESS} "{third.address}"' in done.stderr, done.tail()
+    assert f'{REFUSED_ADDRESS} "{third_after_rejoin.address}"' in done.stderr, done.tail()
 
 
 def test_after_8_2_replica_user_reaches_the_new_primary_s_databases_from_the_old_primary_only(
@@ -354,10 +353,9 @@ def test_after_8_2_replica_user_reaches_the_new_primary_s_databases_from_the_old
     new, old = rejoined.primary, rejoined.secondary
     answer = new.psql_from(old.host, "SELECT 1", user=USER, password=rejoined.replication_password)
     assert answer.ok, answer.tail()
-    third = third_after_rejoin
-    answer = new.psql_from(third, "SELECT 1", user=USER, password=rejoined.replication_password)
+    answer = new.psql_from(third_after_rejoin, "SELECT 1", user=USER, password=rejoined.replication_password)
     assert not answer.ok
-    assert f'no pg_hba.conf entry for host "{third.address}"' in answer.stderr, answer.tail()
+    assert f'no pg_hba.conf entry for host "{third_after_rejoin.address}"' in answer.stderr, answer.tail()
 
 
 def test_control_the_rule_of_8_2_widened_to_0_admits_a_third_machine(rejoined, third_after_rejoin, runbook):
