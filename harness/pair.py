@@ -278,6 +278,16 @@ class Node:
         """pg_stat_archiver: archived_count, last_archived_wal, failed_count, last_failed_wal."""
         return self.row("SELECT archived_count, last_archived_wal, failed_count, last_failed_wal FROM pg_stat_archiver")
 
+    def runs_archiver(self) -> bool:
+        """Whether this server runs an archiver: a primary with archive_mode on does, a standby only with
+        archive_mode = always (it then archives all it receives, a second copy of the primary's WAL).
+        pg_stat_activity lists the archiver from PostgreSQL 14; before, the postmaster's children are read."""
+        if int(self.scalar("SHOW server_version_num")) >= 140000:
+            return bool(self.scalar("SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'archiver'"))
+        postmaster = f'"$(head -1 {shlex.quote(self.layout.data_dir)}/postmaster.pid)"'
+        children = self.host.run(f"ps --ppid {postmaster} -o args=", user="postgres", check=False).stdout
+        return ": archiver" in children  # its title: "postgres: 13/main: archiver last was ..."
+
     def archive_backlog(self) -> int:
         """How many WAL files wait for the archiver (archive_status/*.ready): what piles up in pg_wal
         while archiving fails."""
