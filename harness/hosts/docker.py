@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -470,6 +471,9 @@ def _seen_from_runner(machine: Machine, endpoint: tuple[str, int]) -> str:
         return wait_until(peer, timeout=30, what=what, seen=lambda: f"peers of its sshd: {peers}")
 
 
+_NEIGHBOURS = itertools.count(1)
+
+
 def start_neighbour(host: Host, name: str = "third") -> DockerHost:
     """A third machine on the network of `host` (a container machine reached by `docker exec`), for
     connections from an address that is neither host's: started from the image `host` started from,
@@ -485,7 +489,7 @@ def start_neighbour(host: Host, name: str = "third") -> DockerHost:
     labels = {k: v for k, v in wrapped.labels.items() if not k.startswith("org.testcontainers")}  # its own
     container = (
         DockerContainer(wrapped.attrs["Config"]["Image"], docker_client_kw={"environment": client_environment()})
-        .with_name(f"{wrapped.name.rsplit('-', 1)[0]}-{name}")
+        .with_name(f"{wrapped.name.rsplit('-', 1)[0]}-{name}-{next(_NEIGHBOURS)}")  # a second one's name is free
         .with_kwargs(entrypoint=["sleep", "infinity"], hostname=name, labels=labels, network=network)
     )
     container.start()
