@@ -36,7 +36,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -519,10 +519,10 @@ class Mutation:
         (harness.runstate) and every later run starts from it instead of setting up again. This process
         holds the session: its set-up states (they hold the session's passwords) go at its end."""
         from harness.hosts.docker import answering_engine, remove_session
-        from harness.runstate import RUN_STATES, remove_registry
+        from harness.runstate import open_registry, remove_registry
 
         session = uuid.uuid4().hex[:12]
-        RUN_STATES.open(session)  # its registry lives as long as this process (remove_stale_registries)
+        open_registry(session)  # it lives as long as this process (remove_stale_registries)
         try:
             yield {HELD_SESSION_ENV: f"{session}:{os.getpid()}"}
         finally:
@@ -624,10 +624,16 @@ class Mutation:
             path.write_text(mutated)
             verdict: dict = {"verdict": "survived", "by": None}
             clock = time.monotonic()
+            own = ExitStack()  # a setup mutant's own held session
             try:
-                for module in run_order(chosen, costs, step_kills(list(ledger.verdicts.values()), mutant.step)):
-                    # a setup mutant's setup is its own: it would save a state no other mutant uses
-                    env = held if mutant.part != "setup" else None
+                env = held if mutant.part != "setup" else None
+                for number, module in enumerate(
+                    run_order(chosen, costs, step_kills(list(ledger.verdicts.values()), mutant.step))
+                ):
+                    if env is None and number == 1:
+                        # a setup mutant's setup is no other mutant's: held from its second module on, which
+                        # saves it for the later ones (the first does not: most mutants die there)
+                        env = own.enter_context(self.held_session())
                     done = scenarios.run(self.scenario_argv(module, path, self.workdir / key), root, env)
                     if done is None:
                         return  # interrupted: no verdict, the next run measures this mutant
@@ -639,6 +645,7 @@ class Mutation:
                         verdict = {"verdict": "error", "by": module, "output": output[-2000:]}
                         break
             finally:
+                own.close()
                 path.unlink(missing_ok=True)
             verdict["seconds"] = round(time.monotonic() - clock, 1)
             verdict.update(tests=tests, image=self.image, step=mutant.step, text=mutant.what)

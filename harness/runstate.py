@@ -97,11 +97,8 @@ class RunStates:
         """From now on states are kept, in session `session`'s registry (its controller removes it,
         remove_registry, and the images at the session's end). `recurring`: every setup recurs (a held
         session, whose holder runs the same modules again: each setup is saved at its first request)."""
-        self.directory = SESSIONS_ROOT / session
+        self.directory = open_registry(session)
         self.recurring = recurring
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(self.directory / "processes", "a") as processes:
-            processes.write(f"{owner()} {os.getpid()}\n")
 
     def next_subnet(self) -> str:
         with self.lock:
@@ -178,6 +175,16 @@ class RunStates:
 
 
 RUN_STATES = RunStates()
+
+
+def open_registry(session: str) -> Path:
+    """Session `session`'s registry, made if new, with this process among its users (it is not stale
+    while one of them lives: remove_stale_registries)."""
+    directory = SESSIONS_ROOT / session
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(directory / "processes", "a") as processes:
+        processes.write(f"{owner()} {os.getpid()}\n")
+    return directory
 
 
 def remove_registry(session: str) -> None:

@@ -24,7 +24,7 @@ from harness.waiting import wait_until
 # what BEHAVIOUR says.
 RUNNER = textwrap.dedent(
     """
-    import contextlib, sys
+    import contextlib, os, sys
     from pathlib import Path
     from harness import project
     from harness.mutate import Mutation
@@ -57,16 +57,23 @@ RUNNER = textwrap.dedent(
 
     unwind_on_sigterm()
     book = project.current().default_runbook
-    result = StandIn(book, "debian-12", ("slot-limit",), work / "mutate", jobs=1, ledger=work / "ledger.json").run()
+    narrowed = {
+        name: tuple(os.environ[variable].split(",")) for name, variable in (("steps", "STEPS"), ("modules", "MODULES"))
+        if os.environ.get(variable)
+    }
+    part = os.environ.get("PART", "slot-limit")
+    result = StandIn(book, "debian-12", (part,), work / "mutate", jobs=1, ledger=work / "ledger.json", **narrowed).run()
     print("killed", result["killed"], "survived", len(result["survived"]), "errors", len(result["errors"]))
     """
 )
 
 
-def start(work: Path, behaviour: str) -> subprocess.Popen:
+def start(work: Path, behaviour: str, **narrowed: str) -> subprocess.Popen:
+    """The runner on the slot-limit part, or on PART, STEPS and MODULES given in `narrowed`."""
     return subprocess.Popen(
         [sys.executable, "-c", RUNNER, str(work), behaviour],
         cwd=project.current().root,
+        env={**os.environ, **narrowed},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -156,6 +163,24 @@ def test_the_mutants_of_a_later_part_share_one_session_held_by_mutate(tmp_path):
     session, pid = held.pop().split(":")
     assert pid == str(run.pid)
     assert not (SESSIONS_ROOT / session).exists(), "the held session's registry (its passwords) outlived mutate"
+
+
+def test_a_setup_mutant_holds_a_session_of_its_own_from_its_second_module_on(tmp_path):
+    """A setup mutant's setup is no other mutant's: its first module runs on its own (most mutants die there, and
+    saving would cost them), the second saves its set-up state in a session held for this mutant alone, and the
+    later ones start from it; the session goes with the mutant's verdict."""
+    modules = "test_replication,test_install,test_security"
+    run = start(tmp_path, "survive", PART="setup", STEPS="primary-create-slot,primary-hba", MODULES=modules)
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, output
+    held = (tmp_path / "held.txt").read_text().splitlines()
+    mutants = [held[i : i + 3] for i in range(0, len(held), 3)]
+    assert len(mutants) >= 2 and len(held) == 3 * len(mutants), held
+    for first, second, third in mutants:
+        assert first == "-" and second == third != "-", held
+        assert second.endswith(f":{run.pid}")
+        assert not (SESSIONS_ROOT / second.split(":")[0]).exists(), "a mutant's session outlived its verdict"
+    assert len({second for _, second, _ in mutants}) == len(mutants), "two mutants shared a session"
 
 
 def test_a_malformed_held_session_is_a_one_line_usage_error():
