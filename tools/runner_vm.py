@@ -199,6 +199,20 @@ class Vm:
         )
 
 
+def kvm_refusal(modules: Path = Path("/sys/module"), cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """Why KVM cannot boot this VM here, or None. A host whose KVM is PVM (the `kvm_pvm` module, no vmx or svm
+    flag: a VM itself, as this project's machines are) runs only guests whose kernel is built as a PVM guest
+    (CONFIG_PVM_GUEST); Debian's linux-image-amd64 is not, and hangs right after its decompression."""
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
+    if (modules / "kvm_pvm").is_dir() and not flags & {"vmx", "svm"}:
+        return (
+            "this host's KVM is PVM (kvm_pvm loaded; no vmx or svm in /proc/cpuinfo): it boots only a guest kernel "
+            "built with CONFIG_PVM_GUEST, and Debian's linux-image-amd64 is not one (it hangs after decompression); "
+            "use TCG (unset PGREPL_VM_ACCEL) or a host with VT-x or AMD-V"
+        )
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -221,8 +235,11 @@ def remove_orphans() -> None:
 def booted(image: Path) -> Iterator[Vm]:
     """Boot a VM from `image`'s snapshot; yield once its sshd answers; kill it at the end."""
     need("qemu-system-x86_64", "ssh", "ssh-keygen")
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        raise VmError("/dev/kvm is not usable by this user (is KVM enabled, are you in the kvm group?)")
+    if ACCEL.startswith("kvm"):
+        if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+            raise VmError("/dev/kvm is not usable by this user (is KVM enabled, are you in the kvm group?)")
+        if refusal := kvm_refusal():
+            raise VmError(f"PGREPL_VM_ACCEL={ACCEL}: {refusal}")
     remove_orphans()
     with tempfile.TemporaryDirectory(prefix="pgrepl-runner-vm-run-") as tmp:
         run_dir = Path(tmp)
