@@ -472,6 +472,10 @@ class Node:
         """`systemctl is-enabled` of the service the runbook enables: `enabled` when it starts at boot."""
         return self.host.run(f"systemctl is-enabled {shlex.quote(self.layout.service)}", check=False).stdout.strip()
 
+    def set_enabled(self, enabled: bool) -> None:
+        """`systemctl enable` or `disable` of that service (a control's state; put it back afterwards)."""
+        self.host.run(f"systemctl {'enable' if enabled else 'disable'} {shlex.quote(self.layout.service)}", user="root")
+
     def stop(self) -> None:
         self._systemctl("stop")
 

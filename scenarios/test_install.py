@@ -23,7 +23,7 @@ def test_the_expected_major_is_installed(pair, node):
 
 def test_the_service_is_enabled_and_active(node):
     assert node.service_enabled() == "enabled"
-    assert node.host.run(f"systemctl is-active {node.layout.unit}").stdout.strip() == "active"
+    assert node.unit_state() == "active"
 
 
 def test_data_and_config_are_where_the_runbook_says(node):

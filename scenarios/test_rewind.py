@@ -76,12 +76,12 @@ def test_control_without_8_5_s_enable_the_old_primary_stays_disabled(rewound, ru
     pair, _, _ = rewound
     old = pair.secondary
     enable = next(line for line in pair.block_of("rejoin-start").body.splitlines() if "systemctl enable" in line)
-    old.host.run(f"systemctl disable {old.layout.service}", user="root")
+    old.set_enabled(False)
     try:
         pair.run_step("rejoin-start", book=edit_block(runbook, "rejoin-start", f"{enable}\n", ""))
         assert old.service_enabled() == "disabled"
     finally:
-        old.host.run(f"systemctl enable {old.layout.service}", user="root")
+        old.set_enabled(True)
 
 
 def test_when_the_old_primary_does_not_stream_8_5_s_check_fails_and_says_so(rewound, runbook):
