@@ -231,10 +231,18 @@ def gate_answers(rev: str = "HEAD") -> str:
     return f"== the gate's answer to an edit (--base {rev}), seconds\n" + table(["wall", "exit", "pytest"], rows)
 
 
-def mutate_costs(image: str, parts: list[str], operators: list[str], jobs: int) -> str:
-    """The mutants of `parts` measured twice, fresh each time (a scratch ledger, none of the committed verdicts):
-    with a test session per scenario run, as before the held session, and with the session `mutate` holds
-    (a later part's runs start from one saved set-up state). Wall seconds and per-mutant medians."""
+def mutate_costs(
+    image: str,
+    parts: list[str],
+    operators: list[str],
+    jobs: int,
+    steps: tuple[str, ...] = (),
+    modules: tuple[str, ...] = (),
+) -> str:
+    """The mutants of `parts` (of `steps`, judged by `modules`, if given) measured twice, fresh each time (a
+    scratch ledger, none of the committed verdicts): with a test session per scenario run, as before the held
+    session, and with the sessions `mutate` holds (a later part's runs start from one saved set-up state; a
+    setup mutant's from its own, saved by its second module). Wall seconds and per-mutant medians."""
     import contextlib
 
     from harness import project
@@ -256,6 +264,8 @@ def mutate_costs(image: str, parts: list[str], operators: list[str], jobs: int) 
                 work / "mutate",
                 jobs=jobs,
                 classes=tuple(operators),
+                steps=steps,
+                modules=modules,
                 ledger=work / "ledger.json",
                 log=lambda line: None,
             ).run()
@@ -273,7 +283,8 @@ def mutate_costs(image: str, parts: list[str], operators: list[str], jobs: int) 
             shutil.rmtree(work, ignore_errors=True)
     same = len({tuple(v) for v in verdicts.values()}) == 1
     return (
-        f"== mutate {' '.join(parts)} ({' '.join(operators)}) on {image}, --jobs {jobs}, seconds\n"
+        f"== mutate {' '.join(parts)} ({' '.join(operators)}{'; steps ' + ' '.join(steps) if steps else ''}"
+        f"{'; modules ' + ' '.join(modules) if modules else ''}) on {image}, --jobs {jobs}, seconds\n"
         + table(["wall", "mutants run", "median per mutant", "verdicts"], rows)
         + f"\nthe same verdict for every mutant both ways: {same}"
     )
@@ -295,9 +306,11 @@ def main() -> None:
     parser.add_argument("--mutate", nargs="+", metavar="PART", help="only: mutate PARTs, per-run sessions vs held")
     parser.add_argument("--operators", nargs="+", default=["delete", "value"], help="with --mutate")
     parser.add_argument("--jobs", type=int, default=1, help="with --mutate")
+    parser.add_argument("--steps", nargs="+", default=[], help="with --mutate: only these steps' mutants")
+    parser.add_argument("--modules", nargs="+", default=[], help="with --mutate: only these scenario modules judge")
     args = parser.parse_args()
     if args.mutate:
-        print(mutate_costs(args.image, args.mutate, args.operators, args.jobs))
+        print(mutate_costs(args.image, args.mutate, args.operators, args.jobs, tuple(args.steps), tuple(args.modules)))
         return
     if args.gate:
         for rev in ("HEAD", *([args.compare] if args.compare else [])):
