@@ -110,7 +110,7 @@ def _gate(args: argparse.Namespace) -> int:
 
 def _mutate(args: argparse.Namespace) -> int:
     from harness.images import ImageProfile
-    from harness.mutate import MutateError, Mutation, chosen_parts, explanations, mutants, render
+    from harness.mutate import NOT_RUN, MutateError, Mutation, chosen_parts, explanations, mutants, not_run_here, render
 
     check_images([args.image])
     runbook = Path(args.runbook or project.current().default_runbook).resolve()
@@ -136,9 +136,11 @@ def _mutate(args: argparse.Namespace) -> int:
         )
         for mutant in found:
             why = explained.get(mutant.key)
+            skipped = None if why else not_run_here(mutant, profile)
             print(
                 f"{runbook.name}:{mutant.first}  {mutant.step}: {mutant.what}"
                 + (f"  [explained: {why}]" if why else "")
+                + (f"  [{NOT_RUN}: {skipped}]" if skipped else "")
             )
         return 0
     result = Mutation(

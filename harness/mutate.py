@@ -10,7 +10,8 @@ modules that killed mutants of the same step before (the ledger, any family or o
 run first, then the cheapest; the order changes which module is named and how long a kill takes, never a
 verdict (a survivor has passed every module). A mutant no module notices survives: a line the gate is
 blind to. A mutant that cannot be observed (a message, a setting equal to its default) is recorded with
-its reason in `<runbook>.explained.toml` and reported as explained, not run. The scenario runs of a
+its reason in `<runbook>.explained.toml` and reported as explained, not run; one of a block the image never runs
+(the package steps of a preinstalled image: `not_run_here`) is reported as not run here. The scenario runs of a
 later part's mutants share one test session this process holds (`Mutation.held_session`): the runbook's
 setup is saved once as the session's set-up state and restored by every later run.
 
@@ -40,6 +41,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness import project
 from harness.errors import HarnessError
@@ -49,10 +51,14 @@ from harness.layout import FAMILIES
 from harness.mutations import VALUE_OPERATORS, changes, runbook_names
 from harness.runbook import Block, RunbookError, parse_runbook
 
+if TYPE_CHECKING:
+    from harness.images import ImageProfile
+
 STRUCTURE = re.compile(r"^\s*(?:if|elif|else|fi|then|for|while|until|do|done|case|esac|;;|[(){}])(?:\s|;|$)")
 HEREDOC = re.compile(r"<<-?\s*['\"]?(\w+)['\"]?")
 DEFAULT_PARTS = ("setup", "verify")
 CLASSES = {"delete": ("delete",), "value": VALUE_OPERATORS}
+NOT_RUN = "not run here"  # a mutant of a block the image never runs (not_run_here): neither measured nor explained
 
 
 class MutateError(HarnessError):
@@ -72,6 +78,7 @@ class Mutant:
     block: tuple = ()  # its block's identity (step, host, os families, variant): harness.gate.block_text
     offset: int = 0  # its first line's place in the block's body (1: the body's first line)
     family: str = ""  # the OS family it is measured on (a block may serve several)
+    action: str = ""  # its block's action ("packages": the package steps a preinstalled image skips)
 
     @property
     def headline(self) -> str:
@@ -156,7 +163,12 @@ def mutants(
             continue
         for first, last in units(block):
             unit = "\n".join(text[first - 1 : last])
-            where = {"block": block_identity(block), "offset": first - block.line, "family": family}
+            where = {
+                "block": block_identity(block),
+                "offset": first - block.line,
+                "family": family,
+                "action": block.action or "",
+            }
             if "delete" in classes:
                 found.append(Mutant(block.step, block.part, first, last, unit, **where))
             if "value" in classes:
@@ -199,6 +211,14 @@ def explanations(runbook_path: Path) -> dict[tuple[str, str, str, str], str]:
             f"{path}: {exc}; each [[line]] needs step, text (the line as in the runbook) and why, for a "
             "value mutant its change (as `mutate --list` prints it), and may name its families in os"
         ) from None
+
+
+def not_run_here(mutant: Mutant, profile: ImageProfile) -> str | None:
+    """Why `profile`'s image never runs the mutant's block, or None. A preinstalled image (el*-pgdg-layout: PGDG
+    cannot be reached) skips the runbook's package steps (harness.pair.PreinstalledPackages), so no scenario
+    there can see a mutant of theirs: it is neither measured nor explained, but not run here."""
+    note = profile.preinstalled_note
+    return f"{profile.name} skips the package steps: {note}" if note and mutant.action == "packages" else None
 
 
 def module_costs() -> dict[str, int]:
@@ -600,11 +620,11 @@ class Mutation:
                         "operator": mutant.operator,
                     }
                 )
-                counts = {v: sum(r["verdict"] == v for r in results) for v in ("killed", "survived", "explained")}
+                counts = Counter(r["verdict"] for r in results)
                 self.log(
                     f"[{len(results)}/{len(found)}] {verdict['verdict']:<9} {relative}:{mutant.first} "
                     f"{mutant.step}: {mutant.what[:110]}  ({counts['killed']} killed, "
-                    f"{counts['survived']} survived, {counts['explained']} explained; "
+                    f"{counts['survived']} survived, {counts['explained']} explained, {counts[NOT_RUN]} {NOT_RUN}; "
                     f"{time.monotonic() - started:.0f} s)"
                 )
 
@@ -612,6 +632,9 @@ class Mutation:
             why = explained.get(mutant.key)
             if why is not None:
                 record(mutant, {"verdict": "explained", "why": why})
+                return
+            if (why := not_run_here(mutant, profile)) is not None:
+                record(mutant, {"verdict": NOT_RUN, "why": why})
                 return
             mutated = mutant.apply(original)
             key = keys.key(self.image, mutant)
@@ -706,13 +729,15 @@ def head_commit(root: Path) -> str:
 def report(runbook: str, results: list[dict], seconds: float) -> dict:
     killed = sum(r["verdict"] == "killed" for r in results)
     explained = sum(r["verdict"] == "explained" for r in results)
-    judged = len(results) - explained
+    not_run = sum(r["verdict"] == NOT_RUN for r in results)
+    judged = len(results) - explained - not_run
     score = 100.0 * killed / judged if judged else 100.0
     return {
         "runbook": runbook,
         "mutants": len(results),
         "killed": killed,
         "explained": explained,
+        "not_run": not_run,
         "survived": [r for r in results if r["verdict"] == "survived"],
         "errors": [r for r in results if r["verdict"] == "error"],
         "score": round(score, 1),
@@ -724,8 +749,9 @@ def report(runbook: str, results: list[dict], seconds: float) -> dict:
 
 def render(result: dict) -> str:
     lines = [
-        f"mutation score {result['score']}%: {result['killed']} killed of {result['mutants'] - result['explained']} "
-        f"({result['explained']} explained, {len(result['survived'])} survived, {len(result['errors'])} errors) "
+        f"mutation score {result['score']}%: {result['killed']} killed of "
+        f"{result['mutants'] - result['explained'] - result.get('not_run', 0)} ({result['explained']} explained, "
+        f"{result.get('not_run', 0)} {NOT_RUN}, {len(result['survived'])} survived, {len(result['errors'])} errors) "
         f"in {result['seconds']:.0f} s"
         + (f" (only the modules {', '.join(result['modules'])})" if result.get("modules") else "")
     ]

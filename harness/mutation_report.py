@@ -20,8 +20,10 @@ from pathlib import Path
 
 from harness import project
 from harness.gate import module_parts
+from harness.images import ImageProfile
 from harness.mutate import (
     CLASSES,
+    NOT_RUN,
     Ledger,
     Mutant,
     MutantKeys,
@@ -29,6 +31,7 @@ from harness.mutate import (
     ledger_path,
     module_costs,
     mutants,
+    not_run_here,
     part_modules,
     scenario_digest,
     usable,
@@ -36,6 +39,7 @@ from harness.mutate import (
 from harness.runbook import RunbookError, parse_runbook
 
 # The image that measures each executed OS family (issue 24): the EL families on their PGDG-layout images.
+MEASURED = ("killed", "survived")  # the statuses a scenario run gave
 MEASURED_IMAGES = {"debian": "debian-12", "el8": "el8-pgdg-layout", "el7": "el7-pgdg-layout"}
 REGENERATE = "pgrepl-harness mutate --report"
 DIGESTS = re.compile(r"^<!-- mutant digests: (\{.*\}) -->$", re.MULTILINE)
@@ -49,7 +53,7 @@ def report_path(runbook: Path) -> Path:
 @dataclass
 class Row:
     mutant: Mutant
-    status: str  # killed, survived, explained, not measured
+    status: str  # killed, survived, explained, not measured, or NOT_RUN (the image never runs its block)
     by: str = ""  # the module that killed it
     why: str = ""  # an explanation's reason
     measured: dict = field(default_factory=dict)  # {"at": ..., "commit": ...}, when the verdict recorded them
@@ -71,8 +75,10 @@ class Cell:
     @property
     def score(self) -> str:
         """The share killed, always with the share of the cell it is measured on: never a bare percentage."""
-        return score(self.count("killed"), self.count("survived"), self.count("not measured")) + (
-            " (only some modules)" if any(r.modules for r in self.rows if r.status in ("killed", "survived")) else ""
+        return (
+            score(self.count("killed"), self.count("survived"), self.count("not measured"))
+            + (f"; {self.count(NOT_RUN)} {NOT_RUN}" if self.count(NOT_RUN) else "")
+            + (" (only some modules)" if any(r.modules for r in self.rows if r.status in MEASURED) else "")
         )
 
     @property
@@ -96,7 +102,9 @@ def cell_digest(found: list[Mutant], explained: set[tuple[str, str, str, str]]) 
     """A fingerprint of a cell's mutants as the report names them (step, operator, change, text, explained or not),
     in runbook order: adding, removing, changing or re-explaining one changes it; moving it to another line of the
     file (prose edited above it) does not, as the report shows no line numbers."""
-    text = "\n".join("\t".join((m.step, m.operator, m.change, m.text, str(m.key in explained))) for m in found)
+    text = "\n".join(
+        "\t".join((m.step, m.operator, m.change, m.text, str(m.key in explained), m.action)) for m in found
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -140,6 +148,7 @@ def cells(runbook: Path, ledger: Path) -> list[Cell]:
     }
     made = []
     for family, image in MEASURED_IMAGES.items():
+        profile = ImageProfile.load(image)
         for operators in CLASSES:
             for part, found in family_mutants(runbook, family, image, operators).items():
                 if not found:
@@ -148,6 +157,9 @@ def cells(runbook: Path, ledger: Path) -> list[Cell]:
                 for mutant in found:
                     if (why := explained.get(mutant.key)) is not None:
                         rows.append(Row(mutant, "explained", why=why))
+                        continue
+                    if (why := not_run_here(mutant, profile)) is not None:
+                        rows.append(Row(mutant, NOT_RUN, why=why))
                         continue
                     verdict = usable(verdicts.get(keys.key(image, mutant)), tests[part])
                     if verdict is None:
@@ -181,8 +193,10 @@ HOW_TO_READ = (
     "scenarios ran with the line broken and no test noticed; such a line is guarded by review alone. "
     "*Explained*: a reviewer-checkable reason why no test should notice (the line only prints a message, a value "
     "equals the default), given next to it below. *Not measured*: no verdict is kept for the line as it reads now "
-    "(never measured, or the line or a block its scenarios run changed since). A score counts only measured "
-    "mutants, and always says how many that is."
+    "(never measured, or the line or a block its scenarios run changed since). *Not run here*: the image that "
+    "measures the family never runs the line's block (the EL images, PostgreSQL preinstalled because PGDG cannot "
+    "be reached, skip the package steps), so no scenario can see it; it counts neither as measured nor as "
+    "explained. A score counts only measured mutants, and always says how many that is."
 )
 
 
@@ -201,7 +215,7 @@ def markdown(runbook: Path, root: Path, ledger: Path | None = None) -> str:
         )
         for part in dict.fromkeys(c.part for c in made)
     }
-    total = {s: sum(c.count(s) for c in made) for s in ("killed", "survived", "explained", "not measured")}
+    total = {s: sum(c.count(s) for c in made) for s in ("killed", "survived", "explained", "not measured", NOT_RUN)}
     dates = sorted({r.measured["at"] for c in made for r in c.rows if r.measured.get("at")})
     commits = sorted({r.measured["commit"] for c in made for r in c.rows if r.measured.get("commit")})
     undated = sum(1 for c in made for r in c.rows if r.status in ("killed", "survived") and not r.measured)
@@ -233,19 +247,21 @@ def markdown(runbook: Path, root: Path, ledger: Path | None = None) -> str:
         + ". A mutant runs the scenario modules of its part (below, cheapest first) until one fails.",
         "",
         f"In all: {sum(len(c.rows) for c in made)} mutants, {total['killed']} killed, {total['survived']} survived, "
-        f"{total['explained']} explained, {total['not measured']} not measured; score "
+        f"{total['explained']} explained, {total['not measured']} not measured, {total[NOT_RUN]} {NOT_RUN}; score "
         f"{score(total['killed'], total['survived'], total['not measured'])}.",
         "; ".join(measured) + "." if measured else "No verdict is kept for this runbook as it is now.",
         "",
         "## Score per family, part and class",
         "",
-        "| family (image) | part | class | mutants | killed | survived | explained | not measured | score |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| family (image) | part | class | mutants | killed | survived | explained | not measured "
+        f"| {NOT_RUN} | score |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in made:
         out.append(
             f"| {c.family} (`{c.image}`) | {c.part} | {c.operators} | {len(c.rows)} | {c.count('killed')} | "
-            f"{c.count('survived')} | {c.count('explained')} | {c.count('not measured')} | {c.score} |"
+            f"{c.count('survived')} | {c.count('explained')} | {c.count('not measured')} | {c.count(NOT_RUN)} | "
+            f"{c.score} |"
         )
     out += ["", "## Scenario modules per part", "", "| part | modules a mutant runs, cheapest first |", "|---|---|"]
     out += [f"| {part} | {', '.join(modules) or '(none)'} |" for part, modules in runs.items()]
@@ -267,6 +283,18 @@ def markdown(runbook: Path, root: Path, ledger: Path | None = None) -> str:
                 f"| {c.family} | {c.part} | {c.operators} | {r.mutant.step} | "
                 f"{code(r.mutant.what)} | {note.replace('|', '/')} |"
             )
+    skipped: dict[tuple[str, str, str], list[Row]] = {}
+    for c in made:
+        for r in c.rows:
+            if r.status == NOT_RUN:
+                skipped.setdefault((c.family, c.image, r.why), []).append(r)
+    out += ["", f"## {NOT_RUN.capitalize()} ({total[NOT_RUN]})", ""]
+    out += [
+        f"- {family} (`{image}`): {len(rows)} mutants of "
+        + ", ".join(f"`{step}`" for step in dict.fromkeys(r.mutant.step for r in rows))
+        + f". {why}."
+        for (family, image, why), rows in skipped.items()
+    ] or ["None."]
     digests = {f"{c.family}/{c.part}/{c.operators}": c.digest for c in made}
     out += ["", f"<!-- mutant digests: {json.dumps(digests, sort_keys=True)} -->", ""]
     return "\n".join(out)

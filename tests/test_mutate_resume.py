@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,14 +63,16 @@ RUNNER = textwrap.dedent(
         if os.environ.get(variable)
     }
     part = os.environ.get("PART", "slot-limit")
-    result = StandIn(book, "debian-12", (part,), work / "mutate", jobs=1, ledger=work / "ledger.json", **narrowed).run()
+    image = os.environ.get("IMAGE", "debian-12")
+    result = StandIn(book, image, (part,), work / "mutate", jobs=1, ledger=work / "ledger.json", **narrowed).run()
     print("killed", result["killed"], "survived", len(result["survived"]), "errors", len(result["errors"]))
+    print("not run here", result["not_run"], "of", result["mutants"])
     """
 )
 
 
 def start(work: Path, behaviour: str, **narrowed: str) -> subprocess.Popen:
-    """The runner on the slot-limit part, or on PART, STEPS and MODULES given in `narrowed`."""
+    """The runner on debian-12's slot-limit part, or on the IMAGE, PART, STEPS and MODULES given in `narrowed`."""
     return subprocess.Popen(
         [sys.executable, "-c", RUNNER, str(work), behaviour],
         cwd=project.current().root,
@@ -181,6 +184,18 @@ def test_a_setup_mutant_holds_a_session_of_its_own_from_its_second_module_on(tmp
         assert second.endswith(f":{run.pid}")
         assert not (SESSIONS_ROOT / second.split(":")[0]).exists(), "a mutant's session outlived its verdict"
     assert len({second for _, second, _ in mutants}) == len(mutants), "two mutants shared a session"
+
+
+def test_a_package_step_mutant_is_not_run_on_an_image_that_skips_the_package_steps(tmp_path):
+    """el8-pgdg-layout has PostgreSQL preinstalled and skips the runbook's package steps: no scenario there could see
+    a mutant of theirs, so none runs (each would pass every setup module), and none is recorded as a survivor."""
+    run = start(tmp_path, "survive", IMAGE="el8-pgdg-layout", PART="setup", STEPS="primary-install,secondary-install")
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, output
+    assert "killed 0 survived 0 errors 0" in output, output
+    assert re.search(r"^not run here ([1-9]\d*) of \1$", output, re.M), output
+    assert calls(tmp_path) == [], "a scenario ran on a mutant of a step the image skips"
+    assert not (tmp_path / "ledger.json").exists()
 
 
 def test_a_malformed_held_session_is_a_one_line_usage_error():

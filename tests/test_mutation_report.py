@@ -18,13 +18,14 @@ import pytest
 from harness import project
 from harness.gate import module_parts
 from harness.images import ImageProfile
-from harness.mutate import Ledger, Mutant, MutantKeys, ledger_path, mutants, part_modules, scenario_digest
+from harness.mutate import NOT_RUN, Ledger, Mutant, MutantKeys, ledger_path, mutants, part_modules, scenario_digest
 from harness.mutation_report import (
     REGENERATE,
     Cell,
     Row,
     cell_digest,
     cell_digests,
+    cells,
     code,
     family_mutants,
     markdown,
@@ -128,14 +129,33 @@ def test_the_report_shows_a_kept_verdict_in_its_cell_and_the_rest_as_not_measure
     ledger.put(keys.key("debian-12", found[2]), {"verdict": "survived", "tests": "other tests"})
     text = markdown(RUNBOOK, ROOT, tmp_path / "verdicts.json")
     assert (
-        "| debian (`debian-12`) | slot-limit | delete | 3 | 1 | 1 | 0 | 1 | 50.0% of 2 measured; 1 not measured |"
+        "| debian (`debian-12`) | slot-limit | delete | 3 | 1 | 1 | 0 | 1 | 0 | 50.0% of 2 measured; 1 not measured |"
         in text
     )
     assert f"| debian | slot-limit | delete | {survivor.step} | {code(survivor.what)} |" in text
     assert (
-        "| el8 (`el8-pgdg-layout`) | slot-limit | delete | 3 | 0 | 0 | 0 | 3 | none measured (3 not measured) |" in text
+        "| el8 (`el8-pgdg-layout`) | slot-limit | delete | 3 | 0 | 0 | 0 | 3 | 0 | none measured (3 not measured) |"
+        in text
     )
     assert "How to read this report" in text.split("## Score")[0]
+
+
+def test_a_package_step_of_an_image_that_skips_them_is_reported_as_not_run_here(tmp_path):
+    """el8-pgdg-layout skips the runbook's package steps: their mutants are neither measured nor explained, and
+    the report says so in their cell and names the steps and the reason once per family."""
+    text = markdown(RUNBOOK, ROOT, tmp_path / "verdicts.json")
+    el8 = [c for c in cells(RUNBOOK, tmp_path / "verdicts.json") if c.family == "el8" and c.part == "setup"]
+    skipped = [r for c in el8 for r in c.rows if r.status == NOT_RUN]
+    assert skipped and all(r.mutant.action == "packages" for r in skipped)
+    assert {r.mutant.step for r in skipped} == {
+        "primary-package-source",
+        "primary-install",
+        "secondary-package-source",
+        "secondary-install",
+    }
+    debian = [r for c in cells(RUNBOOK, tmp_path / "verdicts.json") if c.family == "debian" for r in c.rows]
+    assert not any(r.status == NOT_RUN for r in debian), "debian-12 runs its package steps"
+    assert "- el8 (`el8-pgdg-layout`): " in text.split(f"## {NOT_RUN.capitalize()}")[1]
 
 
 def test_report_of_a_runbook_outside_the_project_is_refused_in_one_line(tmp_path, capsys):
