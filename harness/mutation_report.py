@@ -38,8 +38,8 @@ from harness.mutate import (
 )
 from harness.runbook import RunbookError, parse_runbook
 
-# The image that measures each executed OS family (issue 24): the EL families on their PGDG-layout images.
 MEASURED = ("killed", "survived")  # the statuses a scenario run gave
+# The image that measures each executed OS family (issue 24): the EL families on their PGDG-layout images.
 MEASURED_IMAGES = {"debian": "debian-12", "el8": "el8-pgdg-layout", "el7": "el7-pgdg-layout"}
 REGENERATE = "pgrepl-harness mutate --report"
 DIGESTS = re.compile(r"^<!-- mutant digests: (\{.*\}) -->$", re.MULTILINE)
@@ -218,7 +218,7 @@ def markdown(runbook: Path, root: Path, ledger: Path | None = None) -> str:
     total = {s: sum(c.count(s) for c in made) for s in ("killed", "survived", "explained", "not measured", NOT_RUN)}
     dates = sorted({r.measured["at"] for c in made for r in c.rows if r.measured.get("at")})
     commits = sorted({r.measured["commit"] for c in made for r in c.rows if r.measured.get("commit")})
-    undated = sum(1 for c in made for r in c.rows if r.status in ("killed", "survived") and not r.measured)
+    undated = sum(1 for c in made for r in c.rows if r.status in MEASURED and not r.measured)
     timed = [r.seconds for c in made for r in c.rows if r.seconds]
     measured = [f"Measured from {dates[0]} to {dates[-1]} at commits {', '.join(commits)}"] if dates else []
     if undated:
