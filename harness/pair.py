@@ -712,15 +712,22 @@ class ReplicationPair:
         self,
         *parts: str,
         steps: Collection[str] | None = None,
+        until: str | None = None,
         before: Before | None = None,
         after: After | None = None,
     ) -> Transcript:
-        """Run the runbook's blocks of `parts` (only `steps`, if given) for this OS family, in order.
+        """Run the runbook's blocks of `parts` (only `steps`, if given; up to and with step `until`, if
+        given) for this OS family, in order.
 
         `before(block)` and `after(block, result)` let a scenario act around a step.
         """
         self.parts_run.update(parts)
         blocks = [b for b in self.blocks(*parts) if steps is None or b.step in steps]
+        if until is not None:
+            ends = [index for index, block in enumerate(blocks) if block.step == until]
+            if not ends:
+                raise ValueError(f"step {until!r} is not among the {self.family} blocks of {', '.join(parts)}")
+            blocks = blocks[: ends[-1] + 1]
         try:
             return self._executor.run(blocks, before=before, after=after)
         finally:

@@ -84,11 +84,6 @@ def with_a_failing_statement(book: Runbook) -> Runbook:
     return edit_block(book, CREATE_USER, "CREATE ROLE", "SELECT 1/0;\nCREATE ROLE")
 
 
-def run_up_to_2_6(pair: ReplicationPair) -> None:
-    steps = [b.step for b in pair.blocks("setup")]
-    pair.run("setup", steps=steps[: steps.index(CREATE_USER) + 1])
-
-
 def has_replica_user(pair: ReplicationPair) -> bool:
     return pair.primary.psql("SELECT count(*) FROM pg_roles WHERE rolname = 'replica_user'") == "1"
 
@@ -98,13 +93,13 @@ def test_a_statement_that_fails_fails_2_6_and_stops_its_script(make_pair, runboo
     step fails where it failed and no later statement runs, instead of reading green."""
     pair = make_pair(with_a_failing_statement(runbook))
     with pytest.raises(StepFailed) as failure:
-        run_up_to_2_6(pair)
+        pair.run("setup", until=CREATE_USER)
     assert failure.value.block.step == CREATE_USER
     assert not has_replica_user(pair), "the CREATE ROLE after the failing statement ran"
 
 
 def test_negative_control_without_on_error_stop_2_6_reads_green_past_its_failure(make_pair, runbook):
     pair = make_pair(with_a_failing_statement(edit_block(runbook, CREATE_USER, ON_ERROR_STOP, "")))
-    run_up_to_2_6(pair)  # no StepFailed: psql went on and exited 0
+    pair.run("setup", until=CREATE_USER)  # no StepFailed: psql went on and exited 0
     assert pair.transcript.records[-1].step == CREATE_USER and pair.transcript.records[-1].outcome == "ok"
     assert has_replica_user(pair), "the statement after the failing one did not run"

@@ -48,11 +48,8 @@ def diverged_and_stopped_mid_recovery(make_pair, runbook):
 def rejoin(pair, *, until: str | None = None) -> tuple[str, StepFailed | None]:
     """Run Step 8 (up to and with the step `until`): what pg_rewind said, and the step that failed."""
     said = RewindOutput()
-    steps = [b.step for b in pair.blocks("rejoin")]
-    if until is not None:
-        steps = steps[: steps.index(until) + 1]
     try:
-        pair.run("rejoin", steps=steps, after=said)
+        pair.run("rejoin", until=until, after=said)
     except StepFailed as failure:
         return str(said), failure
     return str(said), None

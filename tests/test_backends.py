@@ -130,3 +130,12 @@ def test_a_failed_promote_step_leaves_the_roles_as_they_were(local_backend):
         with pytest.raises(StepFailed):
             pair.run("failover")
         assert (pair.primary, pair.secondary) == before
+
+
+def test_a_part_runs_up_to_and_with_a_step_and_an_unknown_step_is_refused_by_name(local_backend):
+    with open_pair(LocalTarget(), parse_text(BOOK, "runbooks/local.md"), log=lambda line: None) as pair:
+        pair.run("failover", until="fence")
+        assert [r.step for r in pair.transcript.records] == ["fence"]
+        with pytest.raises(ValueError, match="'greet' is not among the debian blocks of failover"):
+            pair.run("failover", until="greet")
+        assert [r.step for r in pair.transcript.records] == ["fence"]
