@@ -355,12 +355,27 @@ LEDGER_FIELDS = ("verdict", "by", "tests", "image", "step", "text", "measured", 
 class Ledger:
     """The committed verdicts of a runbook (`ledger_path`): key -> verdict, as sorted, indented JSON (one field a
     line, so a diff shows which mutants a run measured). `put` merges one verdict into the file as it is on disk
-    (verdicts of other images or runs are kept); `prune` removes only the keys no mutant of the runbook has now."""
+    (verdicts of other images or runs are kept); `prune` removes only the keys no mutant of the runbook has now.
+    Both read and write under a lock of the ledger's directory, which other mutate processes take too: the file
+    itself is replaced on each write, so a lock of its own would not hold across writes."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
         self.verdicts = self._read()
+
+    @contextmanager
+    def _held(self) -> Iterator[None]:
+        """This thread's and this machine's other processes' turn at the file (flock of its directory)."""
+        import fcntl
+
+        with self._lock:
+            directory = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.flock(directory, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(directory)  # releases the flock
 
     def _read(self) -> dict[str, dict]:
         if not self.path.is_file():
@@ -380,13 +395,13 @@ class Ledger:
 
     def put(self, key: str, verdict: dict) -> None:
         entry = {f: verdict[f] for f in LEDGER_FIELDS if verdict.get(f) not in (None, "", [], {})}
-        with self._lock:
+        with self._held():
             self.verdicts = {**self._read(), key: entry}
             self._write()
 
     def prune(self, keep: set[str]) -> list[str]:
         """Drop the verdicts whose key is not in `keep` (every key the runbook's mutants have now); the dropped keys."""
-        with self._lock:
+        with self._held():
             current = self._read()
             gone = sorted(set(current) - keep)
             if gone:
@@ -395,7 +410,7 @@ class Ledger:
             return gone
 
     def _write(self) -> None:
-        temporary = self.path.with_suffix(".json.tmp")
+        temporary = self.path.with_suffix(f".json.{os.getpid()}.tmp")
         temporary.write_text(
             json.dumps({"about": LEDGER_ABOUT, "verdicts": self.verdicts}, indent=1, sort_keys=True) + "\n"
         )

@@ -278,6 +278,18 @@ def test_the_ledger_merges_what_is_on_disk_keeps_the_fields_the_report_needs_and
     assert mine.prune({"a1", "b2"}) == [] and path.read_text() == before
 
 
+def test_processes_writing_one_ledger_at_once_lose_no_verdict(tmp_path):
+    path = tmp_path / "verdicts.json"
+    write = (
+        "import sys; from pathlib import Path; from harness.mutate import Ledger; ledger = Ledger(Path(sys.argv[1]))\n"
+        "for n in range(40): ledger.put(f'{sys.argv[2]}{n}', {'verdict': 'killed', 'image': 'debian-12'})"
+    )
+    writers = [subprocess.Popen([sys.executable, "-c", write, str(path), name]) for name in "abc"]
+    assert [writer.wait(timeout=60) for writer in writers] == [0, 0, 0]
+    assert len(json.loads(path.read_text())["verdicts"]) == 120
+    assert [p.name for p in tmp_path.iterdir()] == ["verdicts.json"]  # no temporary file left
+
+
 def test_the_committed_ledger_holds_the_report_fields_only_in_its_stable_form():
     from harness.mutate import LEDGER_FIELDS
 
