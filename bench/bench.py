@@ -8,6 +8,7 @@
     python bench/bench.py --commands 200           # only: one host command's cost, persistent shell vs per-command
     python bench/bench.py --gate                   # only: the gate's answer to four runbook edits (issue 23)
     python bench/bench.py --gate --compare REV     # the same for git revision REV, after this one
+    python bench/bench.py --tap                    # only: PostgreSQL's own TAP set, our suite, the TAP set again
     python bench/bench.py --mutate slot-limit      # only: mutate a part with a session per run, then one held session
 
 A bring-up is measured in-process (phases from harness.lifecycle and ReplicationPair.setup, each runbook
@@ -85,14 +86,17 @@ def up_wall_time(tree: Path, image: str) -> float:
     return time.monotonic() - started
 
 
-def suite(tree: Path, image: str, workers: int) -> tuple[float, dict[str, tuple[float, int, int, int]]]:
-    """`pytest scenarios -n WORKERS` in `tree`: wall time, and per module (summed test time, bring-ups,
-    of them restored from the run's set-up state, and set-up states saved)."""
+def suite(
+    tree: Path, image: str, workers: int, modules: tuple[str, ...] = ()
+) -> tuple[float, dict[str, tuple[float, int, int, int]]]:
+    """`pytest scenarios -n WORKERS` in `tree` (only `modules`, if given): wall time, and per module
+    (summed test time, bring-ups, of them restored from the run's set-up state, and set-up states saved)."""
     from harness.runstate import RESTORED_NOTE, SAVED_NOTE
 
     with tempfile.TemporaryDirectory() as out:
         junit = Path(out) / "junit.xml"
-        argv = [sys.executable, "-m", "pytest", "-q", "-n", str(workers), "--dist", "loadgroup", "scenarios"]
+        selected = [f"scenarios/{m}.py" for m in modules] or ["scenarios"]
+        argv = [sys.executable, "-m", "pytest", "-q", "-n", str(workers), "--dist", "loadgroup", *selected]
         argv += ["--image", image, f"--junit-xml={junit}", "-o", "junit_logging=all"]
         argv += ["-p", "no:pgrepl-harness"]  # an environment installed from an entry-point era tree loads it
         if "pytest_plugins" not in (tree / "conftest.py").read_text():  # that era's tree: its plugin by name
@@ -111,6 +115,101 @@ def suite(tree: Path, image: str, workers: int) -> tuple[float, dict[str, tuple[
         m: (t, n // 2, restored, saved)
         for m, (t, n, restored, saved) in sorted(modules.items(), key=lambda kv: -kv[1][0])
     }
+
+
+# PostgreSQL's own TAP tests of the behaviours the scenarios check (streaming, archiving, a timeline
+# switch, synchronous replication, slot limits, pg_rewind), as issue 23 ran them side by side; and our
+# modules that check the same behaviours (like for like).
+TAP_TESTS = {
+    "src/test/recovery": "t/001_stream_rep.pl t/002_archiving.pl t/004_timeline_switch.pl t/007_sync_rep.pl "
+    "t/019_replslot_limit.pl",
+    "src/bin/pg_rewind": "t/001_basic.pl",
+}
+TAP_LIKE_MODULES = (
+    "test_replication",
+    "test_archive_recovery",
+    "test_promotion",
+    "test_synchronous_commit",
+    "test_slot_retention",
+    "test_rewind",
+)
+
+
+def tap_image(image: str) -> str:
+    """bench/tap/Dockerfile built on `image`'s base for its PostgreSQL major (once: the tag hashes the
+    Dockerfile, the base and the major). It holds no secret, so it is kept for the next bench run."""
+    import hashlib
+    import io
+    import tarfile
+
+    from harness.hosts.docker import docker_client
+    from harness.images import ImageProfile, ensure_base
+    from harness.labels import LABEL
+
+    profile, client = ImageProfile.load(image), docker_client()
+    dockerfile = (ROOT / "bench" / "tap" / "Dockerfile").read_bytes()
+    base_id = ensure_base(profile, client)
+    digest = hashlib.sha256(dockerfile + f"\0{base_id}\0{profile.pg_major}".encode()).hexdigest()[:12]
+    tag = f"pgrepl-bench/tap-{image}:{digest}"
+    if not client.images.list(name=tag):
+        print(f"building {tag}: PostgreSQL {profile.pg_major} from Debian's source package (about 15 min)")
+        context = io.BytesIO()
+        with tarfile.open(fileobj=context, mode="w") as tar:
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(dockerfile)
+            tar.addfile(info, io.BytesIO(dockerfile))
+        context.seek(0)
+        client.images.build(
+            fileobj=context,
+            custom_context=True,
+            tag=tag,
+            buildargs={"BASE": profile.base, "PG_MAJOR": str(profile.pg_major)},
+            labels={LABEL: "bench-tap"},
+            rm=True,
+            forcerm=True,
+            pull=False,
+        )
+    return tag
+
+
+def tap_seconds(tag: str) -> float:
+    """Wall seconds of TAP_TESTS in a container of `tag` (labelled as the harness's, removed after)."""
+    from harness.hosts.docker import docker_client
+    from harness.labels import resource_labels
+
+    script = " && ".join(f"make -s -C {d} check NO_TEMP_INSTALL=1 PROVE_TESTS='{t}'" for d, t in TAP_TESTS.items())
+    container = docker_client().containers.run(
+        tag, ["bash", "-c", script], detach=True, labels=resource_labels(f"bench-tap-{os.getpid()}")
+    )
+    try:
+        started = time.monotonic()
+        status = container.wait(timeout=1800)["StatusCode"]
+        seconds = time.monotonic() - started
+        if status:
+            tail = container.logs().decode(errors="replace")[-2000:]
+            raise SystemExit(f"PostgreSQL's TAP tests failed in {tag} (exit {status}):\n{tail}")
+    finally:
+        container.remove(force=True)
+    return seconds
+
+
+def side_by_side(image: str, workers: int) -> str:
+    """The TAP set, our scenarios on `image` (all, then the modules of the same behaviours), the TAP set
+    again: one run, so the machine's drift shows in the two TAP figures."""
+    tag = tap_image(image)
+    before = tap_seconds(tag)
+    whole, _ = suite(ROOT, image, workers)
+    like, _ = suite(ROOT, image, workers, TAP_LIKE_MODULES)
+    after = tap_seconds(tag)
+    tap = (before + after) / 2
+    rows = {
+        "PostgreSQL's TAP set (before)": [f"{before:.1f}", "-"],
+        f"our scenarios on {image}, all": [f"{whole:.1f}", f"{whole / tap:.2f}x"],
+        "our modules of the same behaviours": [f"{like:.1f}", f"{like / tap:.2f}x"],
+        "PostgreSQL's TAP set (after)": [f"{after:.1f}", "-"],
+    }
+    title = f"== side by side (-n {workers} for ours; TAP: {'; '.join(f'{d} {t}' for d, t in TAP_TESTS.items())})"
+    return f"{title}\n" + table(["wall s", "vs TAP"], rows)
 
 
 def worktree(rev: str) -> Path:
@@ -303,6 +402,7 @@ def main() -> None:
     parser.add_argument("--load", type=int, metavar="SECONDS", help="only: pgbench read offloading figures")
     parser.add_argument("--commands", type=int, metavar="N", help="only: a host command's cost, shell vs per-command")
     parser.add_argument("--gate", action="store_true", help="only: the gate's answer to four runbook edits")
+    parser.add_argument("--tap", action="store_true", help="only: PostgreSQL's TAP set side by side with ours")
     parser.add_argument("--mutate", nargs="+", metavar="PART", help="only: mutate PARTs, per-run sessions vs held")
     parser.add_argument("--operators", nargs="+", default=["delete", "value"], help="with --mutate")
     parser.add_argument("--jobs", type=int, default=1, help="with --mutate")
@@ -311,6 +411,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.mutate:
         print(mutate_costs(args.image, args.mutate, args.operators, args.jobs, tuple(args.steps), tuple(args.modules)))
+        return
+    if args.tap:
+        print(side_by_side(args.image, args.workers))
         return
     if args.gate:
         for rev in ("HEAD", *([args.compare] if args.compare else [])):
