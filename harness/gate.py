@@ -266,11 +266,18 @@ TEST_INSTALL = "pip install -e '.[test]'"
 README_TEST_COMMAND = f"{TEST_INSTALL} && python -m pytest {' '.join(EVERYTHING)}"
 
 
+# For a pytest run of the static gate and scenario modules only (the gate's, mutate's): no hypothesis plugin,
+# which none of them uses and which imports hypothesis at every session's end, 1.5-2 s on our machines
+# (tests/test_properties.py, in the README's command, keeps it).
+WITHOUT_HYPOTHESIS = ("-p", "no:hypothesispytest")
+
+
 def pytest_argv(chosen: Plan, *, artifacts: str) -> list[str]:
     """pytest's arguments for the plan: JUnit (xunit2) and the summary into `artifacts`."""
     report = [f"--junit-xml={artifacts}/junit.xml", "-o", "junit_family=xunit2", f"--artifacts={artifacts}"]
     if chosen.everything:
         return [*EVERYTHING, *report]
+    report += WITHOUT_HYPOTHESIS
     if not chosen.pairs:
         return [STATIC_GATE, *report]
     images = [arg for image in chosen.images for arg in ("--image", image)]

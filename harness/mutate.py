@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 
 from harness import project
 from harness.errors import HarnessError
-from harness.gate import block_text, module_parts, scenario_markers
+from harness.gate import WITHOUT_HYPOTHESIS, block_text, module_parts, scenario_markers
 from harness.labels import HELD_SESSION_ENV
 from harness.layout import FAMILIES
 from harness.mutations import VALUE_OPERATORS, changes, runbook_names
@@ -544,6 +544,7 @@ class Mutation:
     def scenario_argv(self, module: str, runbook: Path, artifacts: Path) -> list[str]:
         """The command that runs one scenario module on a mutated runbook (exit 1: a test failed)."""
         argv = [sys.executable, "-m", "pytest", module, "-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
+        argv += WITHOUT_HYPOTHESIS
         argv += ["--image", self.image, "--backend", "docker", "--runbook", str(runbook)]
         return [*argv, f"--artifacts={artifacts}"]
 

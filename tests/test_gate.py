@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -88,6 +89,27 @@ def test_a_change_to_the_harness_runs_everything_and_prose_runs_the_static_gate_
     assert prose.pairs == {} and prose.prose == ["README.md"]
     assert pytest_argv(prose, artifacts="a")[0] == STATIC_GATE and "-n" not in pytest_argv(prose, artifacts="a")
     assert "static gate" in prose.render()
+
+
+def test_the_gate_runs_without_the_hypothesis_plugin_which_none_of_what_it_runs_uses():
+    """The plugin costs every session 1.5-2 s; what the gate and mutate run never needs it."""
+    from pathlib import Path
+
+    from harness.gate import WITHOUT_HYPOTHESIS
+
+    prose = pytest_argv(plan("HEAD", files=["README.md"]), artifacts="a")
+    assert " ".join(WITHOUT_HYPOTHESIS) in " ".join(prose)
+    everything = pytest_argv(plan("HEAD", files=["harness/pair.py"]), artifacts="a")
+    assert " ".join(WITHOUT_HYPOTHESIS) not in " ".join(everything)  # tests/test_properties.py needs it
+    root = project.current().root
+    run = [
+        root / STATIC_GATE,
+        root / "conftest.py",
+        *(root / "scenarios").rglob("*.py"),
+        *(root / "harness").rglob("*.py"),
+    ]
+    imports = re.compile(r"^\s*(from|import) hypothesis\b", re.M)
+    assert [str(p.relative_to(root)) for p in run if imports.search(Path(p).read_text())] == []
 
 
 def test_every_scenario_module_declares_the_parts_it_runs():
