@@ -754,6 +754,7 @@ def report(runbook: str, results: list[dict], seconds: float) -> dict:
         "killed": killed,
         "explained": explained,
         "not_run": not_run,
+        "judged": judged,
         "survived": [r for r in results if r["verdict"] == "survived"],
         "errors": [r for r in results if r["verdict"] == "error"],
         "score": round(score, 1),
@@ -765,9 +766,9 @@ def report(runbook: str, results: list[dict], seconds: float) -> dict:
 
 def render(result: dict) -> str:
     lines = [
-        f"mutation score {result['score']}%: {result['killed']} killed of "
-        f"{result['mutants'] - result['explained'] - result.get('not_run', 0)} ({result['explained']} explained, "
-        f"{result.get('not_run', 0)} {NOT_RUN}, {len(result['survived'])} survived, {len(result['errors'])} errors) "
+        f"mutation score {result['score']}%: {result['killed']} killed of {result['judged']} "
+        f"({result['explained']} explained, {result['not_run']} {NOT_RUN}, {len(result['survived'])} survived, "
+        f"{len(result['errors'])} errors) "
         f"in {result['seconds']:.0f} s"
         + (f" (only the modules {', '.join(result['modules'])})" if result.get("modules") else "")
     ]
