@@ -170,7 +170,9 @@ def test_a_hung_transport_is_stopped_at_the_local_deadline(monkeypatch):
     started = time.monotonic()
     with pytest.raises(CommandTimeout, match="no answer within 3 s"):
         LocalHost(wrapper="sleep 30").run("true", timeout=1)  # the transport ignores the host's deadline
-    assert time.monotonic() - started < 6
+    # stopped at the local deadline (3 s, then 1 s of grace), far from the transport's own 30 s; the margin is for
+    # a loaded machine: 7.2 s under the README's -n 6 beside the scenarios (a CI run failed at the old bound of 6 s)
+    assert time.monotonic() - started < 15
 
 
 def test_transport_failure_raises_host_unreachable():
