@@ -70,10 +70,16 @@ class StartPlan:
         self.profile, self.tag, self.log = profile, tag, log
         setup_blocks = book.select(family=profile.family, parts=("setup",), variant=profile.package_source)
         self.claim: Claim | None = None
-        if target.reuse and not target.volumes and not target.keep:
+        # shared storage (a volume) is left out of a commit: a setup that names its mount path sets up for real
+        mounted_in_setup = any(path in block.body for block in setup_blocks for path in target.volumes.values())
+        if target.reuse and not target.keep and not mounted_in_setup:
             key = state_key(profile.name, target.backend, tag, setup_blocks)
             self.claim = RUN_STATES.claim(
-                key, recurs=target.setup_recurs, exists=lambda image: image_exists(client, image)
+                key,
+                recurs=target.setup_recurs,
+                # a pair with shared storage starts from the state with its own empty volume, and saves none
+                may_save=not target.volumes,
+                exists=lambda image: image_exists(client, image),
             )
         self.state = self.claim.state if self.claim else None
         self.subnet = RUN_STATES.next_subnet() if self.state else None

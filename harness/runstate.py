@@ -118,12 +118,16 @@ class RunStates:
                 json.dump(data, out)
             temporary.replace(path)
 
-    def claim(self, key: str, *, recurs: bool = False, exists=lambda image: True) -> Claim | None:
+    def claim(
+        self, key: str, *, recurs: bool = False, may_save: bool = True, exists=lambda image: True
+    ) -> Claim | None:
         """How a pair of `key` starts. A saved state (whoever saved it) is restored; `exists` says whether its
         images are still there (a dead worker's may have been swept). Else None: set up for real, save nothing
         (states not kept in this run, or the key's first request in this process and its setup not known to
         recur: a negative control's, or a later part's edit in a run that has not saved its setup yet). A
-        state being saved by another live process is waited for."""
+        state being saved by another live process is waited for. `may_save=False`: this pair's machines
+        must not become the state (they have shared storage mounted, which a commit leaves out), yet they
+        may start from it and wait for it."""
         if self.directory is None:
             return None
         with self.lock:
@@ -144,6 +148,8 @@ class RunStates:
                     return True
                 if entry is not None and not images and alive(entry["owner"]):
                     return entry["owner"] == os.getpid()  # being saved: by another process (wait) or this one
+                if not may_save:
+                    return True  # nobody saves it: set up for real
                 # free, its saver died, or its images are gone (swept after it died): this process saves it
                 data[key] = {"owner": os.getpid()}
                 outcome = Claim(key, saves=True)

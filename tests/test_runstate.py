@@ -66,6 +66,16 @@ def test_in_a_held_session_every_setup_is_saved_at_its_first_request(sessions):
     assert states.claim("negative-control") == Claim("negative-control", saves=True)
 
 
+def test_a_pair_with_shared_storage_restores_a_saved_state_but_never_saves_one(sessions):
+    """A commit leaves a mounted volume out: such a pair may start from the state, not become it."""
+    states = RunStates()
+    states.open("s5", recurring=True)
+    assert states.claim("k", recurs=True, may_save=False) is None  # nothing saved: set up for real
+    assert json.loads((sessions / "s5" / "states.json").read_text()) == {}  # and no claim left to wait for
+    states.saved("k", STATE)
+    assert states.claim("k", recurs=True, may_save=False) == Claim("k", STATE)
+
+
 def test_another_process_waits_for_the_save_and_restores_the_same_state(sessions):
     states = RunStates()
     states.open("s2")
