@@ -41,6 +41,7 @@ from harness.runstate import (
     SetupState,
     readdress,
     remove_stale_registries,
+    restorable_with,
     state_key,
     state_tag,
     subnet_addresses,
@@ -70,9 +71,7 @@ class StartPlan:
         self.profile, self.tag, self.log = profile, tag, log
         setup_blocks = book.select(family=profile.family, parts=("setup",), variant=profile.package_source)
         self.claim: Claim | None = None
-        # shared storage (a volume) is left out of a commit: a setup that names its mount path sets up for real
-        mounted_in_setup = any(path in block.body for block in setup_blocks for path in target.volumes.values())
-        if target.reuse and not target.keep and not mounted_in_setup:
+        if target.reuse and not target.keep and restorable_with(target.volumes.values(), setup_blocks):
             key = state_key(profile.name, target.backend, tag, setup_blocks)
             self.claim = RUN_STATES.claim(
                 key,

@@ -29,7 +29,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,6 +210,12 @@ def remove_stale_registries() -> None:
             continue
         if opened and all(who == owner() and not alive(int(pid)) for who, pid in opened):
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def restorable_with(mounts: Iterable[str], setup_blocks: list[Block]) -> bool:
+    """Whether a pair with shared storage mounted at `mounts` may start from a set-up state: a commit
+    leaves a volume out, so not when a setup block names one of its paths (and may have written there)."""
+    return not any(path in block.body for block in setup_blocks for path in mounts)
 
 
 def state_key(image: str, backend: str, base_tag: str, setup_blocks: list[Block]) -> str:

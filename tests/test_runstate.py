@@ -10,8 +10,9 @@ import textwrap
 
 import pytest
 
-from harness import runstate
-from harness.runstate import Claim, RunStates, SetupState, readdress, subnet_addresses
+from harness import project, runstate
+from harness.runbook import parse_runbook
+from harness.runstate import Claim, RunStates, SetupState, readdress, restorable_with, subnet_addresses
 from harness.secrets import Secret
 
 
@@ -74,6 +75,13 @@ def test_a_pair_with_shared_storage_restores_a_saved_state_but_never_saves_one(s
     assert json.loads((sessions / "s5" / "states.json").read_text()) == {}  # and no claim left to wait for
     states.saved("k", STATE)
     assert states.claim("k", recurs=True, may_save=False) == Claim("k", STATE)
+
+
+def test_a_setup_that_names_a_mount_path_is_not_restored_with_that_mount():
+    setup = parse_runbook(project.current().default_runbook).select(family="debian")
+    assert restorable_with([], setup)
+    assert restorable_with(["/mnt/pgarchive"], setup)  # Step 5's shared storage: the setup never goes there
+    assert not restorable_with(["/mnt/server/archivedir"], setup)  # 2.3 makes that directory
 
 
 def test_another_process_waits_for_the_save_and_restores_the_same_state(sessions):
