@@ -8,6 +8,7 @@
     python bench/bench.py --commands 200           # only: one host command's cost, persistent shell vs per-command
     python bench/bench.py --gate                   # only: the gate's answer to four runbook edits (issue 23)
     python bench/bench.py --gate --compare REV     # the same for git revision REV, after this one
+    python bench/bench.py --gate --cases 'setup, a real change'   # only that edit (names: GATE_EDITS)
     python bench/bench.py --tap                    # only: PostgreSQL's own TAP set, our suite, the TAP set again
     python bench/bench.py --mutate slot-limit      # only: mutate a part with a session per run, then one held session
 
@@ -90,9 +91,7 @@ def suite(
     tree: Path, image: str, workers: int, modules: tuple[str, ...] = ()
 ) -> tuple[float, dict[str, tuple[float, int, int, int]]]:
     """`pytest scenarios -n WORKERS` in `tree` (only `modules`, if given): wall time, and per module
-    (summed test time, bring-ups, of them restored from the run's set-up state, and set-up states saved)."""
-    from harness.runstate import RESTORED_NOTE, SAVED_NOTE
-
+    (bring_ups)."""
     with tempfile.TemporaryDirectory() as out:
         junit = Path(out) / "junit.xml"
         selected = [f"scenarios/{m}.py" for m in modules] or ["scenarios"]
@@ -104,14 +103,22 @@ def suite(
         started = time.monotonic()
         subprocess.run(argv, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, stdout=subprocess.DEVNULL)
         wall = time.monotonic() - started
-        modules: dict[str, list[float]] = defaultdict(lambda: [0.0, 0, 0, 0])
-        for case in ET.parse(junit).iter("testcase"):
-            module = case.get("classname", "?").rsplit(".", 1)[-1]
-            logged = "".join(e.text or "" for e in case.iter() if e.tag in ("system-out", "system-err"))
-            counts = (logged.count("Container started"), logged.count(RESTORED_NOTE), logged.count(SAVED_NOTE))
-            for index, value in enumerate((float(case.get("time", 0)), *counts)):
-                modules[module][index] += value
-    return wall, {
+        return wall, bring_ups(junit)
+
+
+def bring_ups(junit: Path) -> dict[str, tuple[float, int, int, int]]:
+    """Per scenario module of a JUnit file written with `-o junit_logging=all`, most costly first: summed
+    test time, bring-ups, of them restored from the run's set-up state, and set-up states saved."""
+    from harness.runstate import RESTORED_NOTE, SAVED_NOTE
+
+    modules: dict[str, list[float]] = defaultdict(lambda: [0.0, 0, 0, 0])
+    for case in ET.parse(junit).iter("testcase"):
+        module = case.get("classname", "?").rsplit(".", 1)[-1]
+        logged = "".join(e.text or "" for e in case.iter() if e.tag in ("system-out", "system-err"))
+        counts = (logged.count("Container started"), logged.count(RESTORED_NOTE), logged.count(SAVED_NOTE))
+        for index, value in enumerate((float(case.get("time", 0)), *counts)):
+            modules[module][index] += value
+    return {
         m: (t, n // 2, restored, saved)
         for m, (t, n, restored, saved) in sorted(modules.items(), key=lambda kv: -kv[1][0])
     }
@@ -296,11 +303,14 @@ GATE_EDITS = {
 }
 
 
-def gate_answers(rev: str = "HEAD") -> str:
-    """`pgrepl-harness gate --base REV` after each edit of GATE_EDITS, in a worktree of REV (warm
-    images): wall seconds, exit status and pytest's last line."""
-    rows = {}
+def gate_answers(rev: str = "HEAD", cases: tuple[str, ...] = ()) -> str:
+    """`pgrepl-harness gate --base REV` after each edit of GATE_EDITS (or those named in `cases`), in a
+    worktree of REV (warm images): wall seconds, exit status and pytest's last line; then, for the
+    edits that ran scenarios, where their bring-ups went (bring_ups)."""
+    rows, costs = {}, {}
     for name, (old, new) in GATE_EDITS.items():
+        if cases and name not in cases:
+            continue
         tree = worktree(rev)
         try:
             runbook = tree / RUNBOOK
@@ -310,8 +320,11 @@ def gate_answers(rev: str = "HEAD") -> str:
                 continue
             runbook.write_text(text.replace(old, new, 1))
             started = time.monotonic()
+            artifacts = tree / "artifacts"
+            junit = artifacts / "junit.xml"  # the gate's own, here with the captured logs (bring_ups counts them)
+            gate = [sys.executable, "-m", "harness", "gate", "--base", rev, "--artifacts", str(artifacts)]
             done = subprocess.run(
-                [sys.executable, "-m", "harness", "gate", "--base", rev, "--artifacts", str(tree / "artifacts")],
+                [*gate, "--", f"--junit-xml={junit}", "-o", "junit_logging=all"],
                 cwd=tree,
                 env={**os.environ, "PYTHONPATH": str(tree)},
                 capture_output=True,
@@ -320,6 +333,9 @@ def gate_answers(rev: str = "HEAD") -> str:
             wall = time.monotonic() - started
             last = next((line for line in reversed(done.stdout.splitlines()) if " in " in line), "?")
             rows[name] = [f"{wall:.1f}", str(done.returncode), last.strip("= ")]
+            modules = bring_ups(junit) if junit.is_file() else {}
+            if any(n for _, n, _, _ in modules.values()):
+                costs[name] = modules
             if done.returncode:  # the evidence outlives the worktree
                 kept = Path(tempfile.mkdtemp(prefix="pgrepl-bench-gate-"))
                 shutil.move(tree / "artifacts", kept / "artifacts")
@@ -327,7 +343,15 @@ def gate_answers(rev: str = "HEAD") -> str:
                 rows[name][2] += f" (evidence: {kept})"
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
-    return f"== the gate's answer to an edit (--base {rev}), seconds\n" + table(["wall", "exit", "pytest"], rows)
+    out = f"== the gate's answer to an edit (--base {rev}), seconds\n" + table(["wall", "exit", "pytest"], rows)
+    for name, modules in costs.items():
+        total = [sum(column) for column in zip(*modules.values(), strict=True)]
+        out += f"\n\n== {name}: per module, summed test seconds and bring-ups (of them restored, saved)\n"
+        out += table(
+            ["test s", "bring-ups", "restored", "saved"],
+            {m: [f"{t:.0f}", str(n), str(r), str(v)] for m, (t, n, r, v) in {**modules, "all": total}.items() if n},
+        )
+    return out
 
 
 def mutate_costs(
@@ -402,6 +426,7 @@ def main() -> None:
     parser.add_argument("--load", type=int, metavar="SECONDS", help="only: pgbench read offloading figures")
     parser.add_argument("--commands", type=int, metavar="N", help="only: a host command's cost, shell vs per-command")
     parser.add_argument("--gate", action="store_true", help="only: the gate's answer to four runbook edits")
+    parser.add_argument("--cases", nargs="+", default=[], choices=list(GATE_EDITS), help="with --gate: only these")
     parser.add_argument("--tap", action="store_true", help="only: PostgreSQL's TAP set side by side with ours")
     parser.add_argument("--mutate", nargs="+", metavar="PART", help="only: mutate PARTs, per-run sessions vs held")
     parser.add_argument("--operators", nargs="+", default=["delete", "value"], help="with --mutate")
@@ -417,7 +442,7 @@ def main() -> None:
         return
     if args.gate:
         for rev in ("HEAD", *([args.compare] if args.compare else [])):
-            print(gate_answers(rev))
+            print(gate_answers(rev, tuple(args.cases)))
         return
     if args.commands:
         print(command_costs(args.image, args.commands))
