@@ -36,7 +36,7 @@ from pathlib import Path
 from harness import CACHE_ROOT, ROLES
 from harness.images import snapshot_repository
 from harness.labels import SETUP_STATE_KIND, alive, owner
-from harness.runbook import Block, Skip, StepHook
+from harness.runbook import Block, Runbook, Skip, StepHook
 from harness.secrets import Secret
 from harness.waiting import WaitTimeout, wait_until
 
@@ -216,6 +216,19 @@ def restorable_with(mounts: Iterable[str], setup_blocks: list[Block]) -> bool:
     """Whether a pair with shared storage mounted at `mounts` may start from a set-up state: a commit
     leaves a volume out, so not when a setup block names one of its paths (and may have written there)."""
     return not any(path in block.body for block in setup_blocks for path in mounts)
+
+
+def same_setup(book: Runbook, other: Runbook) -> bool:
+    """Whether two runbooks set a pair up alike (their setup blocks and bindings): an edit of a later part
+    (a test's, a negative control's) has the session runbook's setup, which therefore recurs."""
+
+    def setup(runbook: Runbook) -> tuple:
+        blocks = tuple(
+            (b.step, b.host, b.os, b.kind, b.variant, b.file, b.body) for b in runbook.blocks if b.part == "setup"
+        )
+        return blocks, runbook.bindings
+
+    return setup(book) == setup(other)
 
 
 def state_key(image: str, backend: str, base_tag: str, setup_blocks: list[Block]) -> str:

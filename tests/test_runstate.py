@@ -11,8 +11,16 @@ import textwrap
 import pytest
 
 from harness import project, runstate
-from harness.runbook import parse_runbook
-from harness.runstate import Claim, RunStates, SetupState, readdress, restorable_with, subnet_addresses
+from harness.runbook import drop_step, edit_block, parse_runbook
+from harness.runstate import (
+    Claim,
+    RunStates,
+    SetupState,
+    readdress,
+    restorable_with,
+    same_setup,
+    subnet_addresses,
+)
 from harness.secrets import Secret
 
 
@@ -82,6 +90,14 @@ def test_a_setup_that_names_a_mount_path_is_not_restored_with_that_mount():
     assert restorable_with([], setup)
     assert restorable_with(["/mnt/pgarchive"], setup)  # Step 5's shared storage: the setup never goes there
     assert not restorable_with(["/mnt/server/archivedir"], setup)  # 2.3 makes that directory
+
+
+def test_an_edit_of_a_later_part_keeps_the_setup_and_one_of_the_setup_does_not():
+    book = parse_runbook(project.current().default_runbook)
+    assert same_setup(book, book)
+    assert same_setup(edit_block(book, "sync-commit-check", "SECONDS + 30", "SECONDS + 3"), book)
+    assert not same_setup(edit_block(book, "primary-hba", "scram-sha-256", "trust"), book)
+    assert not same_setup(drop_step(book, "primary-archive-dir"), book)
 
 
 def test_another_process_waits_for_the_save_and_restores_the_same_state(sessions):

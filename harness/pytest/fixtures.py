@@ -22,6 +22,7 @@ from harness.pair import ReplicationPair
 from harness.pytest import options
 from harness.pytest.session import Session
 from harness.runbook import Runbook, parse_runbook
+from harness.runstate import same_setup
 from harness.targets import Target
 
 log = logging.getLogger("pgrepl")
@@ -78,8 +79,10 @@ class PairFactory:
         chosen = chosen.with_shared_archive(volumes) if volumes else chosen
         if chosen is None:
             pytest.skip(f"{target.label}: the hosts share no archive (inventory: shared_archive = true)")
-        # an unmodified runbook: every module asks for its setup, which is saved at once
-        chosen = chosen.for_session(keep_if=self.keep_if, setup_recurs=book is None)
+        # the session runbook's setup (unmodified, or a later part edited): every module asks for it, so it
+        # is saved at once, and a save in progress elsewhere is waited for
+        recurs = book is None or same_setup(book, self.runbook)
+        chosen = chosen.for_session(keep_if=self.keep_if, setup_recurs=recurs)
         if chosen.shared_hosts or replacing:
             self.module.close()
             if self.test is not None:
