@@ -124,7 +124,7 @@ class RunStates:
         """How a pair of `key` starts. A saved state (whoever saved it) is restored; `exists` says whether its
         images are still there (a dead worker's may have been swept). Else None: set up for real, save nothing
         (states not kept in this run, or the key's first request in this process and its setup not known to
-        recur: a negative control's, or a later part's edit in a run that has not saved its setup yet). A
+        recur: a negative control's edit of the setup; the fixtures say a later part's edit recurs). A
         state being saved by another live process is waited for. `may_save=False`: this pair's machines
         must not become the state (they have shared storage mounted, which a commit leaves out), yet they
         may start from it and wait for it."""
