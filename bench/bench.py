@@ -338,7 +338,7 @@ def gate_answers(rev: str = "HEAD", cases: tuple[str, ...] = ()) -> str:
                 costs[name] = modules
             if done.returncode:  # the evidence outlives the worktree
                 kept = Path(tempfile.mkdtemp(prefix="pgrepl-bench-gate-"))
-                shutil.move(tree / "artifacts", kept / "artifacts")
+                shutil.move(artifacts, kept / "artifacts")
                 (kept / "gate.log").write_text(done.stdout + done.stderr)
                 rows[name][2] += f" (evidence: {kept})"
         finally:

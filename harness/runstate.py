@@ -214,8 +214,9 @@ def remove_stale_registries() -> None:
 
 def restorable_with(mounts: Iterable[str], setup_blocks: list[Block]) -> bool:
     """Whether a pair with shared storage mounted at `mounts` may start from a set-up state: a commit
-    leaves a volume out, so not when a setup block names one of its paths (and may have written there)."""
-    return not any(path in block.body for block in setup_blocks for path in mounts)
+    leaves a volume out, so not when a setup block names one of its paths in its text or as the file it
+    writes (and may have written there)."""
+    return not any(path in block.body + (block.file or "") for block in setup_blocks for path in mounts)
 
 
 def same_setup(book: Runbook, other: Runbook) -> bool:

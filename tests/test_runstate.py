@@ -90,6 +90,8 @@ def test_a_setup_that_names_a_mount_path_is_not_restored_with_that_mount():
     assert restorable_with([], setup)
     assert restorable_with(["/mnt/pgarchive"], setup)  # Step 5's shared storage: the setup never goes there
     assert not restorable_with(["/mnt/server/archivedir"], setup)  # 2.3 makes that directory
+    written = [block for block in setup if block.file]  # a conf block: the path it writes is not in its text
+    assert written and not restorable_with([written[0].file.rsplit("/", 1)[0]], written)
 
 
 def test_an_edit_of_a_later_part_keeps_the_setup_and_one_of_the_setup_does_not():
