@@ -181,7 +181,8 @@ def summary(
     lines += [
         "",
         "ok: every line ran and succeeded in this run; reused: restored from a snapshot of the same text "
-        "(it ran when the snapshot was made); static gate only: rendered and checked, not executed here.",
+        "(it ran when the snapshot was made); static gate only: rendered and checked, not executed here"
+        + (" (by the gate: a block changed since the base; the others are as at the base)." if plan else "."),
         "",
         "## Tests per target",
         "",

@@ -79,8 +79,25 @@ class Plan:
     def selects(self, module: str, image: str) -> bool:
         return bool(self.everything) or (module, image) in self.pairs
 
+    def static_steps(self) -> frozenset[str] | None:
+        """The steps of the default runbook whose blocks the static gate checks: the changed ones (a
+        block's checks read only its text, the binding table and the image's profile, so an unchanged
+        block's answer is the base's); None: every block (everything runs, or the bindings changed)."""
+        if self.everything:
+            return None
+        default = str(project.current().default_runbook.relative_to(project.current().root))
+        changed = [c for c in self.changes if c.runbook == default and c.how != "removed"]
+        if any(c.how == "bindings" for c in changed):
+            return None
+        return frozenset(c.step for c in changed)
+
+    def checks_statically(self, step: str | None) -> bool:
+        """Whether the static gate runs a test of `step`'s blocks (None: a runbook-wide test, always)."""
+        steps = self.static_steps()
+        return step is None or steps is None or step in steps
+
     def render(self) -> str:
-        lines = [f"gate plan against {self.base}:", f"  always: the static gate ({STATIC_GATE})"]
+        lines = [f"gate plan against {self.base}:", f"  always: the static gate ({STATIC_GATE}){self._static_scope()}"]
         if self.everything:
             lines.append("  everything (every test, image and backend), because these changed:")
             lines += [f"    {path}" for path in self.everything]
@@ -101,6 +118,15 @@ class Plan:
         for module, (images, why) in by_module.items():
             lines.append(f"  run {module} on {', '.join(images)} (docker): {'; '.join(sorted(why))}")
         return "\n".join(lines)
+
+    def _static_scope(self) -> str:
+        steps = self.static_steps()
+        if steps is None:
+            return ""
+        checked = (
+            f"the changed blocks' checks on every image ({', '.join(sorted(steps))})" if steps else "no block changed"
+        )
+        return f": its runbook-wide tests; {checked}; the other blocks' are as at the base"
 
 
 def _git(*args: str) -> str:
@@ -280,7 +306,7 @@ def pytest_argv(chosen: Plan, *, artifacts: str) -> list[str]:
         return [*EVERYTHING, *report]
     report += WITHOUT_HYPOTHESIS
     if not chosen.pairs:
-        return [STATIC_GATE, *report]
+        return [STATIC_GATE, f"--gate-base={chosen.base}", *report]
     images = [arg for image in chosen.images for arg in ("--image", image)]
     selection = [STATIC_GATE, *chosen.modules, f"--gate-base={chosen.base}"]
     return [*selection, "-n", WORKERS, "--dist", "loadgroup", "--backend", "docker", *images, *report]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -238,3 +239,51 @@ def test_a_shell_blocks_comment_runs_nothing_and_its_here_document_runs_again(pr
     project.edit("primary-create-user", "debian", "SET password_encryption", "SET  password_encryption")
     chosen = plan("HEAD")
     assert [c.how for c in chosen.changes] == ["changed"] and chosen.pairs
+
+
+# --- the static gate checks the changed blocks, and the runbook-wide tests -----------------------
+
+
+def test_the_static_gate_checks_only_the_changed_blocks_unless_everything_or_the_bindings_changed(project):
+    assert plan("HEAD", files=["README.md"]).static_steps() == frozenset()
+    assert plan("HEAD", files=["harness/pair.py"]).static_steps() is None
+    project.edit("primary-configure", "debian", "# Write enough WAL for a streaming standby.", "# Streams.")
+    chosen = plan("HEAD")
+    assert chosen.static_steps() == {"primary-configure"}
+    assert chosen.checks_statically("primary-configure") and chosen.checks_statically(None)
+    assert not chosen.checks_statically("primary-install")
+    assert "--gate-base=HEAD" in pytest_argv(chosen, artifacts="a")
+    assert "changed blocks' checks on every image (primary-configure)" in chosen.render()
+    table = project.runbook.read_text()
+    project.runbook.write_text(table.replace("`192.168.1.20`", "`192.168.1.21`", 1))
+    assert plan("HEAD").static_steps() is None, "a binding table change touches every block"
+
+
+def collected(root: Path, *options: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:randomly", STATIC_GATE, *options],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return [line for line in done.stdout.splitlines() if "::" in line]
+
+
+def test_a_comment_edit_runs_every_images_checks_of_its_block_and_no_other_blocks(project):
+    """Through pytest, as the gate runs it: the selection of a copy of the project with one edited block."""
+    root = project.root
+    (root / "tests").mkdir()
+    shutil.copy(Path(__file__).parent / "test_static_gate.py", root / STATIC_GATE)
+    (root / "conftest.py").write_text('pytest_plugins = ["harness.pytest.plugin"]\n')
+    for args in (("add", "."), ("commit", "-q", "-m", "the static gate")):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e.invalid", *args], cwd=root, check=True)
+    project.edit("primary-configure", "debian", "# Write enough WAL for a streaming standby.", "# Streams.")
+    everything = collected(root)
+    narrowed = collected(root, "--gate-base=HEAD")
+    per_block = [test for test in everything if "[" in test and "-primary-configure" in test]
+    runbook_wide = [test for test in everything if "[" not in test or "test_image_family" in test]
+    assert per_block and set(per_block) | set(runbook_wide) <= set(narrowed)
+    others = set(narrowed) - set(per_block) - set(runbook_wide)
+    assert all("checker" in test for test in others), sorted(others)[:5]  # the checkers' own cases
+    assert len(narrowed) < len(everything) / 10, (len(narrowed), len(everything))

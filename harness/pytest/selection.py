@@ -20,6 +20,13 @@ def item_target(item: pytest.Item) -> Target | None:
     return params.params.get("target") if params else None
 
 
+def item_step(item: pytest.Item) -> str | None:
+    """The runbook step a static gate test checks (its `block` parameter), if any."""
+    params = getattr(item, "callspec", None)
+    block = params.params.get("block") if params else None
+    return getattr(block, "step", None)
+
+
 def reversed_within_modules(items: list[pytest.Item]) -> list[pytest.Item]:
     """The modules in the same order, the tests of each in reverse."""
     modules: dict[str, list[pytest.Item]] = {}
@@ -64,7 +71,7 @@ class Selection:
         module = item.nodeid.split("::")[0]
         target = item_target(item)
         if target is None:
-            return module == STATIC_GATE
+            return module == STATIC_GATE and self.gate.checks_statically(item_step(item))
         return self.gate.selects(module, target.image or "")
 
     def pytest_report_header(self) -> list[str]:
