@@ -51,7 +51,7 @@ def remove_images(image: str) -> None:
     client.images.prune(filters={"dangling": True})  # old snapshot layers that lost their tag
     prefixes = (*(snapshot_repository(image, role) for role in ROLES), image_repository(image))
     for prefix in (*(f"{p}:" for p in prefixes), base):  # children before parents
-        for found in client.images.list():
+        for found in sorted(client.images.list(), key=lambda image: image.attrs["Created"], reverse=True):
             if any(t.startswith(prefix) for t in found.tags):
                 client.images.remove(found.id, force=True)
 
@@ -300,6 +300,9 @@ GATE_EDITS = {
     # A superset of replica: harmless to every scenario (raising max_wal_senders is not: a hot standby
     # refuses to start with a value lower than its primary's).
     "setup, a real change": ("wal_level = replica\n", "wal_level = logical\n"),
+    # The same change as a runbook author's new edit: a text no earlier run saved a step snapshot of
+    # ({unique}: new for each gate run), so the prefix steps after the packages run again.
+    "setup, a real change never gated before": ("wal_level = replica\n", "wal_level = logical  # {unique}\n"),
 }
 
 
@@ -318,7 +321,7 @@ def gate_answers(rev: str = "HEAD", cases: tuple[str, ...] = ()) -> str:
             if text.count(old) < 1:
                 rows[name] = ["-", "-", f"edit not applicable: {old.strip()!r} not in {RUNBOOK}"]
                 continue
-            runbook.write_text(text.replace(old, new, 1))
+            runbook.write_text(text.replace(old, new.replace("{unique}", f"edit {time.time_ns()}"), 1))
             started = time.monotonic()
             artifacts = tree / "artifacts"
             junit = artifacts / "junit.xml"  # the gate's own, here with the captured logs (bring_ups counts them)

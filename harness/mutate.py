@@ -570,14 +570,14 @@ class Mutation:
     @contextmanager
     def snapshots_removed(self) -> Iterator[None]:
         """A mutant of a snapshotted step leaves a snapshot of mutated steps: not a cache to keep."""
-        from harness.hosts.docker import docker_client, remove_image, snapshot_ids
+        from harness.hosts.docker import docker_client, newest_first, remove_image, snapshot_ids
 
         client = docker_client()
         before = snapshot_ids(client)
         try:
             yield
         finally:
-            for image_id in snapshot_ids(client) - before:
+            for image_id in newest_first(client, snapshot_ids(client) - before):
                 try:
                     remove_image(client, image_id)
                 except Exception as exc:  # best effort: say so, go on

@@ -645,5 +645,17 @@ def snapshot_ids(client: docker.DockerClient) -> set[str]:
     return {image.id for image in listed(client, "images", label_filter(f"{LABEL}={SNAPSHOT_KIND}"))}
 
 
+def newest_first(client: docker.DockerClient, image_ids: set[str]) -> list[str]:
+    """`image_ids` (those still there) in an order they can be removed in: a snapshot started from another
+    (a prefix's later level, harness.snapshots) was made after it, and the engine keeps an image with children."""
+    created = {}
+    for image_id in image_ids:
+        try:
+            created[image_id] = client.api.inspect_image(image_id)["Created"]
+        except docker.errors.NotFound:
+            continue
+    return sorted(created, key=created.__getitem__, reverse=True)
+
+
 def remove_image(client: docker.DockerClient, image_id: str) -> int:
     return remove_listed(client, Listed("images", image_id, image_id, {}))
