@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import CACHE_ROOT, ROLES
+from harness.gate import block_text
 from harness.images import snapshot_repository
 from harness.labels import SETUP_STATE_KIND, alive, owner
 from harness.runbook import Block, Runbook, Skip, StepHook
@@ -224,10 +225,7 @@ def same_setup(book: Runbook, other: Runbook) -> bool:
     (a test's, a negative control's) has the session runbook's setup, which therefore recurs."""
 
     def setup(runbook: Runbook) -> tuple:
-        blocks = tuple(
-            (b.step, b.host, b.os, b.kind, b.variant, b.file, b.body) for b in runbook.blocks if b.part == "setup"
-        )
-        return blocks, runbook.bindings
+        return tuple(block_text(b) for b in runbook.blocks if b.part == "setup"), runbook.bindings
 
     return setup(book) == setup(other)
 
