@@ -52,13 +52,17 @@ def _say(args: argparse.Namespace, *, to_stderr: bool = False) -> Callable[[str]
 
 
 def _up(args: argparse.Namespace) -> int:
+    from harness.hosts.docker import docker_client
     from harness.lifecycle import open_pair
     from harness.report import connection, render
+    from harness.snapshots import budget as snapshot_budget
+    from harness.snapshots import remove_unused_snapshots
 
     started = time.monotonic()
     say = _say(args, to_stderr=args.json)
     if args.inventory is None:
         check_images([args.image])
+        snapshot_budget()  # a bad setting fails now, not after the run
     target = make_target(
         image=args.image,
         backend=args.backend,
@@ -74,6 +78,8 @@ def _up(args: argparse.Namespace) -> int:
             print(redact(json.dumps(connection(pair, kept=target.kept), indent=2)), flush=True)
         else:
             print("\n" + render(pair, kept=target.kept), flush=True)
+    if args.inventory is None:
+        remove_unused_snapshots(docker_client(), log=say)
     removed = "" if target.kept else ", hosts removed"
     say(f"\nup: {time.monotonic() - started:.1f} s wall time{removed}")
     return 0

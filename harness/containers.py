@@ -24,7 +24,15 @@ import docker.errors
 
 from harness import CACHE_ROOT, ROLES
 from harness.hosts import Access, Host, backend
-from harness.hosts.docker import DockerLab, docker_client, label_filter, listed, remove_orphans, remove_resources
+from harness.hosts.docker import (
+    DockerLab,
+    docker_client,
+    label_filter,
+    listed,
+    remove_orphans,
+    remove_resources,
+    touch_image,
+)
 from harness.images import ImageProfile, ensure_image, image_exists
 from harness.labels import LABEL, RUN_LABEL, SETUP_STATE_KIND
 from harness.pair import Node, ReplicationPair, on_each, wait_accepting
@@ -46,7 +54,7 @@ from harness.runstate import (
     state_tag,
     subnet_addresses,
 )
-from harness.snapshots import SnapshotPlan
+from harness.snapshots import SnapshotPlan, remove_unused_snapshots
 from harness.waiting import Stopwatch
 
 if TYPE_CHECKING:  # the targets open these modules: no import back at run time
@@ -99,6 +107,9 @@ class StartPlan:
                 pg_major=profile.pg_major,
                 exists=lambda candidate: image_exists(client, candidate),
             )
+            if self.state is None:  # the snapshots it starts from are used now: the last a budget evicts
+                for level in self.snapshots.start.values():
+                    touch_image(client, level.tag)
 
     def release(self) -> None:
         """The pair is gone: a state it was to save and did not is free for another process."""
@@ -326,6 +337,7 @@ def remove_containers(*, everyone: bool, log: Log) -> None:
     removed = remove_resources(client=client) if everyone else remove_orphans(client, kept_too=True)
     remove_stale_state(client)
     log(f"removed {removed} containers, networks and volumes of pgrepl-harness ({'all' if everyone else 'yours'})")
+    remove_unused_snapshots(client, log=log)
 
 
 def remove_stale_state(client: docker.DockerClient) -> None:

@@ -13,15 +13,24 @@ package again and adds tens of megabytes, not the packages' hundreds, to the eng
 
 `SnapshotPlan` decides, before any host exists, which image each host starts from; its
 `hook` (a StepHook) then marks restored steps `reused` and saves the next level after it ran.
+
+Snapshots are a cache with a bound: a host that starts from one marks it used (the engine's
+last tag time), and at the end of a run (`up`, a test session, `down`) this owner's snapshots
+beyond the budget (BUDGET_VAR) go, least recently used first - never one used within the last
+hour (a run may be about to start from it), nor a level under one that stays.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
+from harness.errors import HarnessError
 from harness.hosts.base import Host, Result
 from harness.images import snapshot_repository
 from harness.runbook import Block, Runbook, Skip, StepHook, script
@@ -134,3 +143,104 @@ class SnapshotHook(StepHook):
         if active:
             host.run(f"systemctl start {' '.join(active)}", user="root")
         self.log(f"snapshot {tag} saved after step {block.step} on {block.host}")
+
+
+# The bytes of snapshots (their own layers) an owner keeps on the engine beyond those used recently.
+BUDGET_VAR = "PGREPL_SNAPSHOT_BUDGET"
+DEFAULT_BUDGET = "4G"
+# A snapshot used within this many seconds stays whatever the budget: a run chose it and may not have started yet.
+RECENTLY_USED = 3600.0
+UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+class BadBudget(HarnessError, ValueError):
+    """BUDGET_VAR holds no size."""
+
+
+def budget(environ: Mapping[str, str] = os.environ) -> int:
+    """The snapshot budget in bytes, from BUDGET_VAR ("4G", "500M", "0": keep only the recently used)."""
+    text = environ.get(BUDGET_VAR, "").strip() or DEFAULT_BUDGET
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", text, re.IGNORECASE)
+    if match is None:
+        raise BadBudget(
+            f"{BUDGET_VAR}={text!r} is not a size: set it to a number of bytes with an optional unit "
+            f"(K, M, G, T), e.g. {BUDGET_VAR}=4G, or unset it for the default ({DEFAULT_BUDGET})"
+        )
+    return int(float(match[1]) * UNITS[match[2].upper()])
+
+
+@dataclass(frozen=True)
+class Cached:
+    """A snapshot on the engine: `size` is what its own layer adds; times are epoch seconds."""
+
+    id: str
+    parent: str
+    size: int
+    used: float
+    created: float
+
+
+def evictions(cached: Iterable[Cached], *, budget: int, now: float) -> list[str]:
+    """The snapshots to remove, in an order the engine allows (a later level before the one under it):
+    the least recently used beyond `budget`, none used within RECENTLY_USED of `now`. A level counts as
+    used when any level over it is, so it never goes while one over it stays."""
+    by_id = {c.id: c for c in cached}
+    newest_first = sorted(by_id.values(), key=lambda c: c.created, reverse=True)
+    used = {c.id: c.used for c in newest_first}
+    for c in newest_first:  # a level over another was made after it: the use reaches every level under it
+        if c.parent in used:
+            used[c.parent] = max(used[c.parent], used[c.id])
+    kept_bytes, evicted = 0, set()
+    for c in sorted(by_id.values(), key=lambda c: (used[c.id], -c.created), reverse=True):
+        kept_bytes += c.size
+        if used[c.id] < now - RECENTLY_USED and kept_bytes > budget:
+            evicted.add(c.id)
+    return [c.id for c in newest_first if c.id in evicted]
+
+
+def cached(client, owner_id: str | None = None) -> list[Cached]:
+    """This owner's (or `owner_id`'s) snapshots on the engine."""
+    from harness.hosts.docker import inspected_images, snapshot_ids
+    from harness.labels import owner
+
+    found = inspected_images(client, snapshot_ids(client, owner_id or owner()))
+    sizes = {
+        parent: image["Size"]
+        for parent, image in inspected_images(client, {i["Parent"] for i in found.values() if i["Parent"]}).items()
+    }
+    return [
+        Cached(
+            id=image_id,
+            parent=image["Parent"],
+            size=image["Size"] - sizes.get(image["Parent"], 0),
+            used=max(epoch(image["Created"]), epoch(image["Metadata"].get("LastTagTime", ""))),
+            created=epoch(image["Created"]),
+        )
+        for image_id, image in found.items()
+    ]
+
+
+def epoch(rfc3339: str) -> float:
+    """Seconds since the epoch of the engine's RFC 3339 time (nanoseconds; the zero time, or none: 0)."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", rfc3339)
+    if match is None:
+        return 0.0
+    moment = datetime.fromisoformat(match[1] + ("+00:00" if match[3] == "Z" else match[3]))
+    return max(moment.timestamp(), 0.0) + float(f"0.{match[2] or 0}")
+
+
+def remove_unused_snapshots(client, *, owner_id: str | None = None, log=print) -> int:
+    """Remove this owner's snapshots beyond the budget (see `evictions`); how many went. One that a
+    container still uses, or that another run removes meanwhile, is left."""
+    from harness.hosts.docker import remove_image  # the Docker SDK only when used
+
+    snapshots = {c.id: c for c in cached(client, owner_id)}
+    removed = [
+        i
+        for i in evictions(snapshots.values(), budget=budget(), now=time.time())
+        if remove_image(client, i, force=False)
+    ]
+    if removed:
+        freed = sum(snapshots[i].size for i in removed) / 2**20
+        log(f"removed {len(removed)} step snapshots used least recently ({freed:.0f} MiB beyond {BUDGET_VAR})")
+    return len(removed)

@@ -99,3 +99,65 @@ def test_a_crashed_worker_leaves_nothing_once_its_session_ends(client, harnessed
     result.stdout.fnmatch_lines(["*crashed while running*test_makes_a_network*", "*1 failed, * passed*"])
     assert not [n.name for n in listed(client, "networks", label_filter(RUN_LABEL)) if n.name.endswith(tag)]
     assert not [i.name for i in listed(client, "images", label_filter(LABEL)) if f"pgrepl-test-crash:{tag}" in i.name]
+
+
+def test_step_snapshots_beyond_the_budget_go_least_recently_used_first(client, monkeypatch):
+    """The bound on step snapshots (harness.snapshots): beyond the budget the least recently used go,
+    and a host starting from one (touch_image) makes it the most recently used. Negative control: the
+    same snapshots untouched, and the newest made stays instead. Another owner's, and one a container
+    still uses, always stay."""
+    import io
+    import tarfile
+
+    from harness import snapshots
+    from harness.hosts.docker import inspected_images, remove_image, touch_image
+    from harness.labels import SNAPSHOT_KIND
+
+    tag = uuid.uuid4().hex[:6]
+    me, other = f"test-{tag}/0/pid:[0]", f"other-{tag}/0/pid:[0]"
+    repository = f"pgrepl-test-snapshot-{tag}"
+    monkeypatch.setattr(snapshots, "RECENTLY_USED", 0.0)  # else nothing made just now may go
+    made: list[str] = []
+
+    def make(name: str, owner: str = me) -> str:
+        data = io.BytesIO()
+        with tarfile.open(fileobj=data, mode="w") as tar:
+            info = tarfile.TarInfo("payload")
+            info.size = 1000
+            tar.addfile(info, io.BytesIO(b"x" * 1000))
+        labels = [f"LABEL {LABEL}={SNAPSHOT_KIND}", f"LABEL {OWNER_LABEL}={owner}"]
+        client.api.import_image_from_data(data.getvalue(), repository=repository, tag=name, changes=labels)
+        made.append(f"{repository}:{name}")
+        return made[-1]
+
+    def left() -> set[str]:
+        return {t.rpartition(":")[2] for i in inspected_images(client, made).values() for t in i["RepoTags"]}
+
+    def one_fits() -> None:
+        monkeypatch.setenv(snapshots.BUDGET_VAR, str(client.api.inspect_image(made[0])["Size"] + 100))
+
+    containers = []
+    try:
+        for name in ("a", "b", "c"):
+            make(name)
+        make("theirs", owner=other)
+        one_fits()
+        assert snapshots.remove_unused_snapshots(client, owner_id=me, log=lambda line: None) == 2
+        assert left() == {"c", "theirs"}, "untouched, the newest made is the most recently used"
+
+        first = make("restored")
+        for name in ("d", "e"):
+            make(name)
+        touch_image(client, first)  # a host starts from it
+        assert snapshots.remove_unused_snapshots(client, owner_id=me, log=lambda line: None) == 3  # c, d, e
+        assert left() == {"restored", "theirs"}
+
+        containers.append(client.api.create_container(make("in-use"), command="true", labels={LABEL: "test"}))
+        monkeypatch.setenv(snapshots.BUDGET_VAR, "0")
+        snapshots.remove_unused_snapshots(client, owner_id=me, log=lambda line: None)
+        assert left() == {"in-use", "theirs"}, "one a container uses stays (the engine refuses), the others go"
+    finally:
+        for container in containers:
+            client.api.remove_container(container["Id"], force=True)
+        for image in made:
+            remove_image(client, image)

@@ -10,7 +10,7 @@ import pytest
 from harness import project
 from harness.images import ImageProfile
 from harness.runbook import edit_block, parse_runbook
-from harness.snapshots import SnapshotPlan, levels_of
+from harness.snapshots import BUDGET_VAR, BadBudget, Cached, SnapshotPlan, budget, epoch, evictions, levels_of
 
 RUNBOOK = parse_runbook(project.current().default_runbook)
 
@@ -100,3 +100,59 @@ def test_the_hook_saves_one_level_per_host_and_skips_the_steps_of_the_level_it_s
     third = Recorder()
     assert run_prefix(plan_for("debian-12", saved), third) == steps(plan, "primary", whole.blocks)
     assert third.commits == []
+
+
+HOUR = 3600.0
+NOW = 1_800_000_000.0
+
+
+def snapshot(name: str, *, size: int = 100, used_hours_ago: float, created: float, parent: str = "") -> Cached:
+    return Cached(id=name, parent=parent, size=size, used=NOW - used_hours_ago * HOUR, created=created)
+
+
+def test_beyond_the_budget_the_least_recently_used_go_and_within_it_nothing_does():
+    cache = [
+        snapshot("old", used_hours_ago=50, created=1),
+        snapshot("mid", used_hours_ago=20, created=2),
+        snapshot("new", used_hours_ago=2, created=3),
+    ]
+    assert evictions(cache, budget=300, now=NOW) == []
+    assert evictions(cache, budget=250, now=NOW) == ["old"]
+    assert evictions(cache, budget=0, now=NOW) == ["new", "mid", "old"], "newest first, as the engine allows"
+
+
+def test_a_snapshot_used_within_the_last_hour_stays_whatever_the_budget():
+    cache = [
+        snapshot("chosen", size=10**12, used_hours_ago=0.5, created=1),
+        snapshot("idle", used_hours_ago=3, created=2),
+    ]
+    assert evictions(cache, budget=0, now=NOW) == ["idle"]
+
+
+def test_a_packages_level_stays_while_a_level_over_it_stays_and_goes_after_it():
+    cache = [
+        snapshot("packages", size=600, used_hours_ago=40, created=1),
+        snapshot("configured", size=30, used_hours_ago=2, created=2, parent="packages"),
+        snapshot("other", size=30, used_hours_ago=10, created=3),
+    ]
+    # the packages level was last used with the level over it (2 h ago), not 40 h ago: "other" goes first
+    assert evictions(cache, budget=630, now=NOW) == ["other"]
+    assert evictions(cache, budget=0, now=NOW) == ["other", "configured", "packages"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"), [("", 4 * 2**30), ("0", 0), ("500M", 500 * 2**20), ("1.5GiB", 3 * 2**29), ("2048", 2048)]
+)
+def test_the_budget_is_a_size_with_an_optional_unit(setting, expected):
+    assert budget({BUDGET_VAR: setting}) == expected
+
+
+def test_a_budget_that_is_no_size_names_the_setting_and_the_fix():
+    with pytest.raises(BadBudget, match=rf"{BUDGET_VAR}='lots' is not a size: set it to .* e\.g\. {BUDGET_VAR}=4G"):
+        budget({BUDGET_VAR: "lots"})
+
+
+def test_the_engines_times_are_read_to_the_microsecond_and_its_zero_time_is_never():
+    assert epoch("2026-12-07T19:51:20.167733803Z") == pytest.approx(1796673080.167734)
+    assert epoch("2026-12-07T20:51:20+01:00") == 1796673080.0
+    assert epoch("0001-01-01T00:00:00Z") == epoch("") == 0.0

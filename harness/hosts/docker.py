@@ -543,9 +543,9 @@ def listed(client: docker.DockerClient, kind: str, filters: dict | None = None) 
     return [Listed(kind, rid, name, dict(labels or {})) for rid, name, labels in rows]
 
 
-def remove_listed(client: docker.DockerClient, resource: Listed) -> int:
+def remove_listed(client: docker.DockerClient, resource: Listed, *, force: bool = True) -> int:
     """Remove one listed resource (1), or leave it (0): gone already (404), being removed by another
-    run (409), or a network still in use by a container being started (403), left to its run."""
+    run or still in use (409), or a network still in use by a container being started (403), left to its run."""
     api = client.api
     try:
         if resource.kind == "containers":
@@ -555,7 +555,7 @@ def remove_listed(client: docker.DockerClient, resource: Listed) -> int:
         elif resource.kind == "volumes":
             api.remove_volume(resource.id)
         else:
-            api.remove_image(resource.id, force=True)
+            api.remove_image(resource.id, force=force)
         return 1
     except docker.errors.APIError as exc:
         if exc.status_code in (403, 404, 409):
@@ -640,22 +640,40 @@ def remove_session(client: docker.DockerClient, session: str) -> int:
     return removed + remove_resources({SESSION_LABEL: session, KEPT_LABEL: "false"}, client=client)
 
 
-def snapshot_ids(client: docker.DockerClient) -> set[str]:
-    """The step snapshots on this engine (DockerLab.commit labels them SNAPSHOT_KIND)."""
-    return {image.id for image in listed(client, "images", label_filter(f"{LABEL}={SNAPSHOT_KIND}"))}
+def snapshot_ids(client: docker.DockerClient, owner_id: str | None = None) -> set[str]:
+    """The step snapshots on this engine (DockerLab.commit labels them SNAPSHOT_KIND), or `owner_id`'s."""
+    labels = [f"{LABEL}={SNAPSHOT_KIND}", *([f"{OWNER_LABEL}={owner_id}"] if owner_id else [])]
+    return {image.id for image in listed(client, "images", label_filter(*labels))}
+
+
+def inspected_images(client: docker.DockerClient, image_ids: Iterable[str]) -> dict[str, dict]:
+    """The engine's inspection of each of `image_ids` still there (another run may remove one meanwhile)."""
+    found = {}
+    for image_id in image_ids:
+        try:
+            found[image_id] = client.api.inspect_image(image_id)
+        except docker.errors.NotFound:
+            continue
+    return found
 
 
 def newest_first(client: docker.DockerClient, image_ids: set[str]) -> list[str]:
     """`image_ids` (those still there) in an order they can be removed in: a snapshot started from another
     (a prefix's later level, harness.snapshots) was made after it, and the engine keeps an image with children."""
-    created = {}
-    for image_id in image_ids:
-        try:
-            created[image_id] = client.api.inspect_image(image_id)["Created"]
-        except docker.errors.NotFound:
-            continue
+    created = {image_id: found["Created"] for image_id, found in inspected_images(client, image_ids).items()}
     return sorted(created, key=created.__getitem__, reverse=True)
 
 
-def remove_image(client: docker.DockerClient, image_id: str) -> int:
-    return remove_listed(client, Listed("images", image_id, image_id, {}))
+def touch_image(client: docker.DockerClient, tag: str) -> None:
+    """Mark image `tag` used now: tagged again as itself, the engine sets its last tag time."""
+    repository, _, version = tag.partition(":")
+    try:
+        client.api.tag(tag, repository, version)
+    except docker.errors.NotFound:
+        logging.getLogger(__name__).warning("image %s is gone (removed meanwhile)", tag)
+
+
+def remove_image(client: docker.DockerClient, image_id: str, *, force: bool = True) -> int:
+    """Remove image `image_id` (1) or leave it (0, see remove_listed); unforced, also one that tags of
+    another repository or a container (a stopped one too) still use."""
+    return remove_listed(client, Listed("images", image_id, image_id, {}), force=force)

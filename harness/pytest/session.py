@@ -17,6 +17,7 @@ import pytest
 from harness.hosts.docker import answering_engine, remove_orphans, remove_session
 from harness.labels import BadHeldSession, held_session, join_session
 from harness.runstate import RUN_STATES, remove_registry
+from harness.snapshots import BadBudget, budget, remove_unused_snapshots
 
 log = logging.getLogger("pgrepl")
 # workerinput key: the controller's session id; workeroutput key: the worker used the engine
@@ -35,7 +36,8 @@ class Session:
         workerinput = getattr(config, "workerinput", None)
         try:
             held = held_session()
-        except BadHeldSession as exc:
+            budget()  # checked now, not first at the session's end
+        except (BadHeldSession, BadBudget) as exc:
             raise pytest.UsageError(str(exc)) from None
         self.held = held is not None
         if workerinput:
@@ -82,3 +84,4 @@ class Session:
             log.warning("the Docker engine does not answer: the session's resources are left to the next run's sweep")
             return
         remove_session(client, self.id)
+        remove_unused_snapshots(client, log=log.info)
