@@ -146,11 +146,9 @@ def tap_image(image: str) -> str:
     """bench/tap/Dockerfile built on `image`'s base for its PostgreSQL major (once: the tag hashes the
     Dockerfile, the base and the major). It holds no secret, so it is kept for the next bench run."""
     import hashlib
-    import io
-    import tarfile
 
     from harness.hosts.docker import docker_client
-    from harness.images import ImageProfile, ensure_base
+    from harness.images import ImageProfile, ensure_base, tar_context
     from harness.labels import LABEL
 
     profile, client = ImageProfile.load(image), docker_client()
@@ -160,14 +158,8 @@ def tap_image(image: str) -> str:
     tag = f"pgrepl-bench/tap-{image}:{digest}"
     if not client.images.list(name=tag):
         print(f"building {tag}: PostgreSQL {profile.pg_major} from Debian's source package (about 15 min)")
-        context = io.BytesIO()
-        with tarfile.open(fileobj=context, mode="w") as tar:
-            info = tarfile.TarInfo("Dockerfile")
-            info.size = len(dockerfile)
-            tar.addfile(info, io.BytesIO(dockerfile))
-        context.seek(0)
         client.images.build(
-            fileobj=context,
+            fileobj=tar_context({"Dockerfile": dockerfile}),
             custom_context=True,
             tag=tag,
             buildargs={"BASE": profile.base, "PG_MAJOR": str(profile.pg_major)},

@@ -20,7 +20,7 @@ import subprocess
 import tarfile
 import tempfile
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +155,18 @@ def _build_lock(name: str) -> Iterator[None]:
         yield
 
 
+def tar_context(files: Mapping[str, bytes]) -> io.BytesIO:
+    """A tar archive of `files` (name: content; a `.sh` executable), read from its start: a build context."""
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755 if name.endswith(".sh") else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    return context
+
+
 def ensure_image(profile: ImageProfile, *, log=print) -> str:
     """Return the tag of the built image, building it (and its base) only when needed."""
     client = _client()
@@ -172,16 +184,9 @@ def ensure_image(profile: ImageProfile, *, log=print) -> str:
             return tag
         dockerfile = "Dockerfile" if "Dockerfile" in files else "common/Dockerfile"
         log(f"building image {tag} for images/{profile.name} with {dockerfile}")
-        context = io.BytesIO()
-        with tarfile.open(fileobj=context, mode="w") as tar:
-            for name, data in files.items():
-                info = tarfile.TarInfo(name)
-                info.size, info.mode = len(data), 0o755 if name.endswith(".sh") else 0o644
-                tar.addfile(info, io.BytesIO(data))
-        context.seek(0)
         try:
             client.images.build(
-                fileobj=context,
+                fileobj=tar_context(files),
                 custom_context=True,
                 dockerfile=dockerfile,
                 tag=tag,

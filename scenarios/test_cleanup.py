@@ -106,11 +106,9 @@ def test_step_snapshots_beyond_the_budget_go_least_recently_used_first(client, m
     and a host starting from one (touch_image) makes it the most recently used. Negative control: the
     same snapshots untouched, and the newest made stays instead. Another owner's, and one a container
     still uses, always stay."""
-    import io
-    import tarfile
-
     from harness import snapshots
     from harness.hosts.docker import inspected_images, remove_image, touch_image
+    from harness.images import tar_context
     from harness.labels import SNAPSHOT_KIND
 
     tag = uuid.uuid4().hex[:6]
@@ -120,13 +118,9 @@ def test_step_snapshots_beyond_the_budget_go_least_recently_used_first(client, m
     made: list[str] = []
 
     def make(name: str, owner: str = me) -> str:
-        data = io.BytesIO()
-        with tarfile.open(fileobj=data, mode="w") as tar:
-            info = tarfile.TarInfo("payload")
-            info.size = 1000
-            tar.addfile(info, io.BytesIO(b"x" * 1000))
         labels = [f"LABEL {LABEL}={SNAPSHOT_KIND}", f"LABEL {OWNER_LABEL}={owner}"]
-        client.api.import_image_from_data(data.getvalue(), repository=repository, tag=name, changes=labels)
+        root = tar_context({"payload": b"x" * 1000}).getvalue()
+        client.api.import_image_from_data(root, repository=repository, tag=name, changes=labels)
         made.append(f"{repository}:{name}")
         return made[-1]
 
