@@ -199,7 +199,8 @@ def evictions(cached: Iterable[Cached], *, budget: int, now: float) -> list[str]
 
 
 def cached(client, owner_id: str | None = None) -> list[Cached]:
-    """This owner's (or `owner_id`'s) snapshots on the engine."""
+    """This owner's (or `owner_id`'s) snapshots on the engine. An engine that keeps no last tag time
+    (an API other than Docker's) has each counted as used when it was made."""
     from harness.hosts.docker import inspected_images, snapshot_ids
     from harness.labels import owner
 
@@ -213,7 +214,7 @@ def cached(client, owner_id: str | None = None) -> list[Cached]:
             id=image_id,
             parent=image["Parent"],
             size=image["Size"] - sizes.get(image["Parent"], 0),
-            used=max(epoch(image["Created"]), epoch(image["Metadata"].get("LastTagTime", ""))),
+            used=max(epoch(image["Created"]), epoch((image.get("Metadata") or {}).get("LastTagTime", ""))),
             created=epoch(image["Created"]),
         )
         for image_id, image in found.items()
