@@ -11,17 +11,15 @@ from harness.secrets import redact
 
 class Figures:
     """Figures a scenario measured (RTO, RPO, rates): printed (`pytest -s` shows them) and appended to
-    /tmp/pgrepl-NAME-figures.txt, which this process's first record empties (a file per run)."""
+    `path`, which every process of a run shares (the pytest fixture `figures`: the run's artifacts
+    folder, emptied as the run starts; never a fixed path in /tmp that another user's run may own)."""
 
-    def __init__(self, name: str):
-        self.path = Path(f"/tmp/pgrepl-{name}-figures.txt")
-        self._started = False
+    def __init__(self, path: Path):
+        self.path = path
 
     def record(self, text: str) -> None:
         print("\n" + text)
-        if not self._started:
-            self.path.unlink(missing_ok=True)
-            self._started = True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as out:
             out.write(redact(text.rstrip("\n")) + "\n")
 

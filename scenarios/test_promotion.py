@@ -1,7 +1,7 @@
 """Steps 7 and 8 of the runbook as tests: fail over to the secondary while a client writes, then rejoin.
 
 The mechanics (writer, probe, RTO/RPO) are in harness/failover.py. Figures are printed
-(`pytest -s`) and written to /tmp/pgrepl-promotion-figures.txt.
+(`pytest -s`) and written to the artifacts folder's figures/promotion.txt.
 
 After Step 7 the pair's roles are the new ones: `pair.primary` is the promoted node, `pair.secondary`
 the old primary.
@@ -14,25 +14,28 @@ import pytest
 
 from harness.failover import PROBE_ID, TABLE, Failover, fail_over
 from harness.pair import ReplicationPair
-from harness.report import Figures
 from harness.runbook import StepFailed, drop_step
 
 pytestmark = [pytest.mark.parts("setup", "failover", "rejoin"), pytest.mark.bringups(3)]
-FIGURES = Figures("promotion")
 
 
 @pytest.fixture(scope="module")
-def promoted(make_pair) -> tuple[ReplicationPair, Failover]:
+def record(figures):
+    return figures("promotion").record
+
+
+@pytest.fixture(scope="module")
+def promoted(make_pair, record) -> tuple[ReplicationPair, Failover]:
     """A pair set up by the runbook, failed over under write load by its Step 7."""
     pair = make_pair()
     pair.setup()
     failover = fail_over(pair)
-    FIGURES.record(failover.render())
+    record(failover.render())
     return pair, failover
 
 
 @pytest.fixture(scope="module")
-def rejoined(promoted) -> tuple[ReplicationPair, str]:
+def rejoined(promoted, record) -> tuple[ReplicationPair, str]:
     """The same pair after Step 8: the old primary rewound and streaming from the new one; what
     pg_rewind said."""
     pair, _ = promoted
@@ -41,7 +44,7 @@ def rejoined(promoted) -> tuple[ReplicationPair, str]:
     def show_rewind(block, result):
         if block.action == "rewind":
             said.append(result.stdout + result.stderr)
-            FIGURES.record(f"== rejoin ==\npg_rewind said:\n{result.tail(4)}\n")
+            record(f"== rejoin ==\npg_rewind said:\n{result.tail(4)}\n")
 
     pair.run("rejoin", after=show_rewind)
     return pair, "".join(said)
@@ -157,12 +160,12 @@ def test_without_the_secondary_s_archive_directory_the_new_primary_cannot_archiv
 # --- the crash variant ---------------------------------------------------------------------------
 
 
-def test_after_a_crash_of_the_primary_every_replayed_commit_survives(make_pair):
+def test_after_a_crash_of_the_primary_every_replayed_commit_survives(make_pair, record):
     """SIGKILL instead of a clean stop: what the secondary had replayed survives; RPO is measured, not asserted."""
     pair = make_pair()
     pair.setup()
     failover = fail_over(pair, crash=True)
-    FIGURES.record(failover.render())
+    record(failover.render())
     assert not pair.primary.in_recovery()
     assert failover.timeline_after == failover.timeline_before + 1
     assert failover.rto is not None, "no write was accepted after the promotion"

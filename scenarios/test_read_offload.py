@@ -1,7 +1,7 @@
 """Read offloading under load: pgbench writes on the primary while pgbench -S reads on the secondary,
 then the two servers hold the same data and amcheck finds nothing (the source's first promise).
 
-Figures (`pytest -s`) go to /tmp/pgrepl-load-figures.txt; bench/bench.py --load prints the same.
+Figures (`pytest -s`) go to the artifacts folder's figures/load.txt; bench/bench.py --load prints the same.
 """
 
 from __future__ import annotations
@@ -9,25 +9,23 @@ from __future__ import annotations
 import pytest
 
 from harness.load import SCALE, amcheck, init_pgbench, read_offload, table_checksums
-from harness.report import Figures
 
 pytestmark = [pytest.mark.parts("setup", "verify"), pytest.mark.bringups(1)]
-FIGURES = Figures("load")
 
 
 @pytest.fixture(scope="module")
-def loaded(pair):
+def loaded(pair, figures):
     init_pgbench(pair.primary)
-    figures = read_offload(pair.primary, pair.secondary)
+    measured = read_offload(pair.primary, pair.secondary)
     pair.primary.wait_for_catchup(pair.secondary)
-    FIGURES.record(f"{pair.family} PostgreSQL {pair.pg_major}\n{figures.render()}")
-    return pair, figures
+    figures("load").record(f"{pair.family} PostgreSQL {pair.pg_major}\n{measured.render()}")
+    return pair, measured
 
 
 def test_the_secondary_serves_reads_while_the_primary_takes_writes(loaded):
-    _, figures = loaded
-    assert figures.write_tps > 0 and figures.read_tps > 0
-    assert figures.samples > 0, "the secondary was never seen in pg_stat_replication during the load"
+    _, measured = loaded
+    assert measured.write_tps > 0 and measured.read_tps > 0
+    assert measured.samples > 0, "the secondary was never seen in pg_stat_replication during the load"
 
 
 def test_after_catch_up_every_table_is_equal_on_both(loaded):

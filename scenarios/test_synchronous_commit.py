@@ -13,16 +13,14 @@ import threading
 import pytest
 
 from harness.failover import fail_over
-from harness.report import Figures
 from harness.runbook import StepFailed, edit_block
 
 pytestmark = [pytest.mark.parts("setup", "sync-commit", "sync-commit-off", "failover"), pytest.mark.bringups(7)]
 RUNS = 5
-FIGURES = Figures("sync")
 
 
 @pytest.fixture(scope="module")
-def kills(make_pair):
+def kills(make_pair, figures):
     """RUNS times: a new pair, Step 10, write load, kill -9 of the primary, Step 7."""
     failovers = []
     for run in range(1, RUNS + 1):
@@ -30,18 +28,20 @@ def kills(make_pair):
         pair.setup()
         pair.run("sync-commit")
         failover = fail_over(pair, crash=True)
-        FIGURES.record(f"run {run}/{RUNS} with synchronous commit:\n{failover.render()}")
+        figures("sync").record(f"run {run}/{RUNS} with synchronous commit:\n{failover.render()}")
         failovers.append(failover)
     return failovers
 
 
-def test_no_kill_loses_an_acknowledged_transaction(kills):
+def test_no_kill_loses_an_acknowledged_transaction(kills, figures):
     assert len(kills) == RUNS
     for failover in kills:
         assert failover.unanswered is not None, f"the writes were not going on at the kill ({failover.writer_error})"
         assert failover.lost == [], failover.render()
     acknowledged = sum(len(f.committed) for f in kills)
-    FIGURES.record(f"RPO over {RUNS} kills with synchronous commit: 0 of {acknowledged} acknowledged transactions lost")
+    figures("sync").record(
+        f"RPO over {RUNS} kills with synchronous commit: 0 of {acknowledged} acknowledged transactions lost"
+    )
 
 
 def commit_while_replay_is_paused(pair) -> None:

@@ -128,3 +128,25 @@ def test_hosts_lost_come_first_in_the_report_which_stays_pytests_repr(style):
     assert str(longrepr).startswith("hosts lost during the test:\nprimary: container exited (137)\n")
     assert "assert 1 == 2" in str(longrepr)
     assert longrepr.reprcrash.message.startswith("hosts lost during the test: primary: container exited (137); ")
+
+
+FIGURES_TESTS = """
+def test_one(figures):
+    figures("sync").record("run 1: 0 lost")
+
+
+def test_two(figures):
+    figures("sync").record("run 2: 0 lost")
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "two workers"])
+def test_figures_of_every_process_go_to_the_run_s_artifacts_and_a_run_starts_them_afresh(harnessed, workers):
+    """Figures are the run's, in its artifacts folder: every worker appends to one file, and the last
+    run's lines go. Never a fixed /tmp path: another user's file there (sticky /tmp) failed the test."""
+    stale = harnessed.path / "artifacts" / "figures" / "sync.txt"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("a line of the last run\n")
+    harnessed.makepyfile(test_figures=FIGURES_TESTS)
+    harnessed.runpytest_subprocess(*workers, "-p", "no:cacheprovider").assert_outcomes(passed=2)
+    assert sorted(stale.read_text().splitlines()) == ["run 1: 0 lost", "run 2: 0 lost"]

@@ -21,6 +21,7 @@ from harness.lifecycle import open_pair
 from harness.pair import ReplicationPair
 from harness.pytest import options
 from harness.pytest.session import Session
+from harness.report import Figures
 from harness.runbook import Runbook, parse_runbook
 from harness.runstate import same_setup
 from harness.targets import Target
@@ -195,6 +196,14 @@ def _pairs_of_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
     key = module_key(request.node)
     with factory.test_scope(kept=lambda: key in request.config.stash[PAIRS].kept):
         yield
+
+
+@pytest.fixture(scope="session")
+def figures(request: pytest.FixtureRequest) -> Callable[[str], Figures]:
+    """`figures(NAME)`: where a scenario records what it measured, the run's figures/NAME.txt in the
+    artifacts folder (every worker appends to it; the run's start empties the folder)."""
+    folder = options.figures_dir(request.config)
+    return lambda name: Figures(folder / f"{name}.txt")
 
 
 @pytest.fixture(scope="module")

@@ -71,3 +71,8 @@ def targets(config: pytest.Config, gate: Plan | None) -> list[Target]:
 
 def artifacts_dir(config: pytest.Config) -> Path:
     return config.rootpath / (value(config, "--artifacts") or "artifacts")
+
+
+def figures_dir(config: pytest.Config) -> Path:
+    """Where the run's scenarios record what they measured (harness.report.Figures), one file per name."""
+    return artifacts_dir(config) / "figures"

@@ -1,8 +1,9 @@
-"""The end of a run: the gate's plan again, which targets ran and which did not (and why), and the
-Markdown summary (harness.ci_report.summary) written to the artifacts folder."""
+"""The artifacts folder of a run: its figures emptied at the start; at the end, the gate's plan again,
+which targets ran and which did not (and why), and the Markdown summary (harness.ci_report.summary)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,11 @@ class Summary:
 
     def __init__(self, config: pytest.Config, targets: list[Target], gate: Plan | None, pairs: Pairs):
         self.config, self.targets, self.gate, self.pairs = config, targets, gate, pairs
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """The run's figures start empty: the controller (or a run without xdist) removes the last run's."""
+        if not hasattr(self.config, "workerinput"):
+            shutil.rmtree(options.figures_dir(self.config), ignore_errors=True)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.gate is not None:
