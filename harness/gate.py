@@ -194,13 +194,20 @@ def _how_changed(old: Block, new: Block, bindings: tuple[Binding, ...]) -> tuple
 
 
 def scenario_markers(directory: Path | None = None) -> dict[str, dict[str, ast.Call]]:
-    """Per scenario module (relative path): its `pytest.mark.NAME(...)` calls by NAME, read from the
-    source without importing it."""
+    """Per scenario module (relative path): the `pytest.mark.NAME(...)` calls of its `pytestmark` by NAME,
+    read from the source without importing it (a test's own marks, such as a closer `bringups`, are not
+    the module's)."""
     directory = directory or project.current().scenarios
     found: dict[str, dict[str, ast.Call]] = {}
     for path in sorted(directory.glob("test_*.py")):
         calls = found.setdefault(str(path.relative_to(project.current().root)), {})
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        module_marks = [
+            statement.value
+            for statement in ast.parse(path.read_text(), str(path)).body
+            if isinstance(statement, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in statement.targets)
+        ]
+        for node in (node for value in module_marks for node in ast.walk(value)):
             # pytest.mark.NAME(...) only: a module's own `runbook.parts()` is no marker
             if (
                 isinstance(node, ast.Call)

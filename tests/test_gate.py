@@ -119,6 +119,15 @@ def test_every_scenario_module_declares_the_parts_it_runs():
     assert all("setup" in parts for _, parts in declared.values())
 
 
+def test_a_module_s_markers_are_its_pytestmark_s_not_a_test_s_own():
+    """test_synchronous_commit's kills carry a closer `bringups(1)` (each a unit of its own): the
+    module's cost, which mutate orders modules by, stays its pytestmark's 7."""
+    from harness.gate import scenario_markers
+
+    calls = scenario_markers()["scenarios/test_synchronous_commit.py"]
+    assert calls["bringups"].args[0].value == 7 and "parametrize" not in calls
+
+
 def test_an_unknown_base_revision_is_a_clear_error():
     from harness.gate import GateError
 
