@@ -13,25 +13,35 @@ import threading
 import pytest
 
 from harness.failover import fail_over
-from harness.pytest.scheduling import own_pair_ids
 from harness.runbook import StepFailed, edit_block
 
 pytestmark = [pytest.mark.parts("setup", "sync-commit", "sync-commit-off", "failover"), pytest.mark.bringups(7)]
 RUNS = 5
 
 
-@pytest.mark.bringups(3)  # each case a unit of its own (own_pair_ids): the five spread over the workers
-@pytest.mark.parametrize("run", range(1, RUNS + 1), ids=own_pair_ids)
-def test_a_kill_loses_no_acknowledged_transaction(make_pair, figures, run):
-    """A new pair, Step 10, write load, kill -9 of the primary, Step 7: RUNS times, each a test."""
-    pair = make_pair()
-    pair.setup()
-    pair.run("sync-commit")
-    failover = fail_over(pair, crash=True)
-    figures("sync").record(f"run {run}/{RUNS} with synchronous commit:\n{failover.render()}")
-    assert failover.unanswered is not None, f"the writes were not going on at the kill ({failover.writer_error})"
-    assert failover.lost == [], failover.render()
-    figures("sync").record(f"run {run}/{RUNS}: 0 of {len(failover.committed)} acknowledged transactions lost")
+@pytest.fixture(scope="module")
+def kills(make_pair, figures):
+    """RUNS times: a new pair, Step 10, write load, kill -9 of the primary, Step 7."""
+    failovers = []
+    for run in range(1, RUNS + 1):
+        pair = make_pair(replacing=True)
+        pair.setup()
+        pair.run("sync-commit")
+        failover = fail_over(pair, crash=True)
+        figures("sync").record(f"run {run}/{RUNS} with synchronous commit:\n{failover.render()}")
+        failovers.append(failover)
+    return failovers
+
+
+def test_no_kill_loses_an_acknowledged_transaction(kills, figures):
+    assert len(kills) == RUNS
+    for failover in kills:
+        assert failover.unanswered is not None, f"the writes were not going on at the kill ({failover.writer_error})"
+        assert failover.lost == [], failover.render()
+    acknowledged = sum(len(f.committed) for f in kills)
+    figures("sync").record(
+        f"RPO over {RUNS} kills with synchronous commit: 0 of {acknowledged} acknowledged transactions lost"
+    )
 
 
 def commit_while_replay_is_paused(pair) -> None:

@@ -120,12 +120,12 @@ def test_every_scenario_module_declares_the_parts_it_runs():
 
 
 def test_a_module_s_markers_are_its_pytestmark_s_not_a_test_s_own():
-    """test_synchronous_commit's kills carry a closer `bringups(1)` (each a unit of its own): the
-    module's cost, which mutate orders modules by, stays its pytestmark's 7."""
+    """A test's own marks (test_password_history's parametrize) are not the module's: mutate orders
+    modules by the module's `bringups`, the gate selects by its `parts`."""
     from harness.gate import scenario_markers
 
-    calls = scenario_markers()["scenarios/test_synchronous_commit.py"]
-    assert calls["bringups"].args[0].value == 7 and "parametrize" not in calls
+    calls = scenario_markers()["scenarios/test_password_history.py"]
+    assert set(calls) == {"parts", "bringups"} and calls["bringups"].args[0].value == 1
 
 
 def test_an_unknown_base_revision_is_a_clear_error():

@@ -160,11 +160,6 @@ def test_one_worker_runs_a_whole_module_for_a_target(harnessed, dist):
         ("scenarios/test_a.py::test_x[debian-12-docker]", "scenarios/test_a.py@debian-12-docker"),
         ("scenarios/test_a.py::test_x[primary-debian-12-ssh]", "scenarios/test_a.py@debian-12-ssh"),
         ("tests/test_b.py::test_y", "tests/test_b.py"),
-        (  # a test of its own pairs (OWN_PAIR) is a unit of its own
-            "scenarios/test_a.py::test_x[debian-12-docker-own-pair-2]",
-            "scenarios/test_a.py::test_x[debian-12-docker-own-pair-2]@debian-12-docker",
-        ),
-        ("scenarios/test_a.py::test_x[debian-12-docker-run-2]", "scenarios/test_a.py@debian-12-docker"),
     ],
 )
 def test_cluster_group_is_the_module_on_one_target(nodeid, group):

@@ -150,10 +150,3 @@ def test_figures_of_every_process_go_to_the_run_s_artifacts_and_a_run_starts_the
     harnessed.makepyfile(test_figures=FIGURES_TESTS)
     harnessed.runpytest_subprocess(*workers, "-p", "no:cacheprovider").assert_outcomes(passed=2)
     assert sorted(stale.read_text().splitlines()) == ["run 1: 0 lost", "run 2: 0 lost"]
-
-
-def test_a_module_s_reuse_counts_are_summed_over_the_workers_that_ran_it():
-    from harness.pytest.summary import summed_over_workers
-
-    counts = {"debian-12-docker": {("m.py", "gw0"): "1/2", ("m.py", "gw1"): "2/3", ("n.py", ""): "0/1"}}
-    assert summed_over_workers(counts) == {"debian-12-docker": {"m.py": "3/5", "n.py": "0/1"}}

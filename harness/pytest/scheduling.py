@@ -19,32 +19,16 @@ from xdist.scheduler import LoadScopeScheduling
 
 from harness.targets import Target
 
-# A parameter id that starts with this marks a test that makes its own pairs and shares none with
-# its module's other tests (own_pair_ids): on container machines it is a unit of its own, so a module's
-# chain of such tests (test_synchronous_commit's kills) spreads over the workers instead of running
-# one after another on one.
-OWN_PAIR = "own-pair"
-
-
-def own_pair_ids(run: object) -> str:
-    """`ids=` for a parametrized test whose every case makes its own pairs (see OWN_PAIR)."""
-    return f"{OWN_PAIR}-{run}"
-
 
 def cluster_group(nodeid: str, targets: list[Target]) -> str:
-    """The unit one worker runs whole: a module on one target (its module fixtures hold the pairs), a
-    test of its own pairs on one target (OWN_PAIR), or every module of a target whose hosts are shared
-    (one pair of real hosts: two workers would install at once). Read off the node id, whose
-    parameters hold the target's label."""
+    """The unit one worker runs whole: a module on one target (its module fixtures hold the pairs),
+    or every module of a target whose hosts are shared (one pair of real hosts: two workers would
+    install at once). Read off the node id, which ends its parameters with the target's label."""
     module, _, rest = nodeid.partition("::")
     params = rest[rest.find("[") + 1 : -1] if rest.endswith("]") else ""
     for target in sorted(targets, key=lambda t: -len(t.label)):
-        label = target.label
-        if params == label or params.endswith(f"-{label}") or params.startswith(f"{label}-"):
-            if target.shared_hosts:
-                return label
-            own = params.removeprefix(f"{label}-").removesuffix(f"-{label}").startswith(OWN_PAIR)
-            return f"{module}::{rest}@{label}" if own else f"{module}@{label}"
+        if params == target.label or params.endswith(f"-{target.label}") or params.startswith(f"{target.label}-"):
+            return target.label if target.shared_hosts else f"{module}@{target.label}"
     return module
 
 

@@ -62,7 +62,7 @@ class Summary:
         """The Markdown summary of the run, from every test's report."""
         results: dict[str, dict[str, int]] = {}
         steps: dict[str, dict[str, str]] = {}
-        reuse: dict[str, dict[tuple[str, str], str]] = {}
+        reuse: dict[str, dict[str, str]] = {}
         failures = []
         for outcome in OUTCOMES:
             for report in terminalreporter.stats.get(outcome, []):
@@ -74,26 +74,12 @@ class Summary:
                 results.setdefault(target, {}).setdefault(counted, 0)
                 results[target][counted] += 1
                 merge_steps(steps.setdefault(target, {}), decode_steps(props.get(STEPS_PROPERTY, "")))
-                if props.get(REUSE_PROPERTY):  # per worker the module's latest count wins (pairs are made as it goes)
-                    worker = getattr(getattr(report, "node", None), "gateway", None)
-                    key = (report.nodeid.split("::")[0], getattr(worker, "id", ""))
-                    reuse.setdefault(target, {})[key] = props[REUSE_PROPERTY]
+                if props.get(REUSE_PROPERTY):  # the module's latest count wins (pairs are made as it goes)
+                    reuse.setdefault(target, {})[report.nodeid.split("::")[0]] = props[REUSE_PROPERTY]
                 if counted == "failed":
                     failures.append({"test": report.nodeid, "target": target, "message": str(report.longrepr), **props})
         families = {t.label: ImageProfile.load(t.image).family for t in self.targets if t.image is not None}
         plan = self.gate.render() if self.gate else None
         runbook = self.pairs.session_runbook()
-        text = summary(runbook, families, results, skipped_targets, steps, failures, plan, summed_over_workers(reuse))
+        text = summary(runbook, families, results, skipped_targets, steps, failures, plan, reuse)
         return write_summary(text, options.artifacts_dir(self.config))
-
-
-def summed_over_workers(reuse: dict[str, dict[tuple[str, str], str]]) -> dict[str, dict[str, str]]:
-    """Per target and module, "restored/made" summed over the workers that ran its tests (a module's
-    tests of their own pairs, scheduling.OWN_PAIR, run on several)."""
-    summed: dict[str, dict[str, tuple[int, int]]] = {}
-    for target, counts in reuse.items():
-        for (module, _worker), count in counts.items():
-            restored, made = (int(n) for n in count.split("/"))
-            before = summed.setdefault(target, {}).get(module, (0, 0))
-            summed[target][module] = (before[0] + restored, before[1] + made)
-    return {t: {m: f"{r}/{n}" for m, (r, n) in modules.items()} for t, modules in summed.items()}
