@@ -232,15 +232,22 @@ def epoch(rfc3339: str) -> float:
 
 def remove_unused_snapshots(client, *, owner_id: str | None = None, log=print) -> int:
     """Remove this owner's snapshots beyond the budget (see `evictions`); how many went. One that a
-    container still uses, or that another run removes meanwhile, is left."""
+    container still uses, or that another run removes meanwhile, is left; an engine that fails meanwhile
+    leaves the rest to the next run's end (a cache's upkeep never fails the run)."""
+    import docker.errors
+    import requests
+
     from harness.hosts.docker import remove_image  # the Docker SDK only when used
 
-    snapshots = {c.id: c for c in cached(client, owner_id)}
-    removed = [
-        i
-        for i in evictions(snapshots.values(), budget=budget(), now=time.time())
-        if remove_image(client, i, force=False)
-    ]
+    limit = budget()
+    removed: list[str] = []
+    try:
+        snapshots = {c.id: c for c in cached(client, owner_id)}
+        for image_id in evictions(snapshots.values(), budget=limit, now=time.time()):
+            if remove_image(client, image_id, force=False):
+                removed.append(image_id)
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        log(f"step snapshots beyond {BUDGET_VAR} are left to the next run: the engine failed ({exc})")
     if removed:
         freed = sum(snapshots[i].size for i in removed) / 2**20
         log(f"removed {len(removed)} step snapshots used least recently ({freed:.0f} MiB beyond {BUDGET_VAR})")

@@ -156,3 +156,18 @@ def test_the_engines_times_are_read_to_the_microsecond_and_its_zero_time_is_neve
     assert epoch("2026-12-07T19:51:20.167733803Z") == pytest.approx(1796673080.167734)
     assert epoch("2026-12-07T20:51:20+01:00") == 1796673080.0
     assert epoch("0001-01-01T00:00:00Z") == epoch("") == 0.0
+
+
+def test_an_engine_that_fails_during_the_upkeep_fails_no_run():
+    import docker.errors
+
+    from harness.snapshots import remove_unused_snapshots
+
+    def fail(**_):
+        raise docker.errors.APIError("500 Server Error: the engine is restarting")
+
+    said: list[str] = []
+    client = SimpleNamespace(api=SimpleNamespace(images=fail))
+    assert remove_unused_snapshots(client, owner_id="me", log=said.append) == 0
+    [line] = said
+    assert line.startswith(f"step snapshots beyond {BUDGET_VAR} are left to the next run: the engine failed")
