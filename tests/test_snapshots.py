@@ -141,7 +141,7 @@ def test_a_packages_level_stays_while_a_level_over_it_stays_and_goes_after_it():
 
 
 @pytest.mark.parametrize(
-    ("setting", "expected"), [("", 4 * 2**30), ("0", 0), ("500M", 500 * 2**20), ("1.5GiB", 3 * 2**29), ("2048", 2048)]
+    ("setting", "expected"), [("", 8 * 2**30), ("0", 0), ("500M", 500 * 2**20), ("1.5GiB", 3 * 2**29), ("2048", 2048)]
 )
 def test_the_budget_is_a_size_with_an_optional_unit(setting, expected):
     assert budget({BUDGET_VAR: setting}) == expected
