@@ -207,10 +207,8 @@ def cached(client, owner_id: str | None = None) -> list[Cached]:
     from harness.labels import owner
 
     found = inspected_images(client, snapshot_ids(client, owner_id or owner()))
-    sizes = {
-        parent: image["Size"]
-        for parent, image in inspected_images(client, {i["Parent"] for i in found.values() if i["Parent"]}).items()
-    }
+    parents = {i["Parent"] for i in found.values() if i["Parent"] and i["Parent"] not in found}  # the base images
+    sizes = {image_id: image["Size"] for image_id, image in {**found, **inspected_images(client, parents)}.items()}
     return [
         Cached(
             id=image_id,
@@ -236,10 +234,7 @@ def remove_unused_snapshots(client, *, owner_id: str | None = None, log=print) -
     """Remove this owner's snapshots beyond the budget (see `evictions`); how many went. One that a
     container still uses, or that another run removes meanwhile, is left; an engine that fails meanwhile
     leaves the rest to the next run's end (a cache's upkeep never fails the run)."""
-    import docker.errors
-    import requests
-
-    from harness.hosts.docker import remove_image  # the Docker SDK only when used
+    from harness.hosts.docker import ENGINE_FAILURES, remove_image  # the Docker SDK only when used
 
     limit = budget()
     removed: list[str] = []
@@ -248,7 +243,7 @@ def remove_unused_snapshots(client, *, owner_id: str | None = None, log=print) -
         for image_id in evictions(snapshots.values(), budget=limit, now=time.time()):
             if remove_image(client, image_id, force=False):
                 removed.append(image_id)
-    except (docker.errors.DockerException, requests.RequestException) as exc:
+    except ENGINE_FAILURES as exc:
         log(f"step snapshots beyond {BUDGET_VAR} are left to the next run: the engine failed ({exc})")
     if removed:
         freed = sum(snapshots[i].size for i in removed) / 2**20

@@ -93,6 +93,8 @@ DEFAULT_ENGINE = "unix:///var/run/docker.sock"
 # how the docker CLI says that it, not the command it ran, failed (the engine's answer, or none)
 DOCKER_CLI_FAILURES = ("Error response from daemon", "Cannot connect to the Docker daemon")
 NO_INSTALL_VAR = "PGREPL_NO_ENGINE_INSTALL"
+# what the SDK raises when the engine fails or does not answer (not a harness bug)
+ENGINE_FAILURES = (docker.errors.DockerException, requests.RequestException)
 
 
 def engine_script() -> Path:
@@ -116,7 +118,7 @@ def answering_engine() -> docker.DockerClient | None:
     """A client of the engine if one answers now; never installs or starts one (for clean-up)."""
     try:
         return _ping()
-    except (docker.errors.DockerException, requests.RequestException):
+    except ENGINE_FAILURES:
         return None
 
 
@@ -127,13 +129,13 @@ def container_lost(client: docker.DockerClient, name: str) -> str | None:
         state = client.api.inspect_container(name)["State"]
     except docker.errors.NotFound:
         return f"container {name} no longer exists on the Docker engine at {engine_address()} (removed meanwhile)"
-    except (docker.errors.DockerException, requests.RequestException) as exc:
+    except ENGINE_FAILURES as exc:
         return engine_silent(type(exc).__name__)
     if state.get("Running"):
         return None
     try:  # a machine whose entrypoint failed (a mount refused, say) says why as its last words
         last = client.api.logs(name, tail=3).decode(errors="replace").strip()
-    except (docker.errors.DockerException, requests.RequestException):
+    except ENGINE_FAILURES:
         last = ""
     return (
         f"container {name} stopped (status {state.get('Status')}, exit code {state.get('ExitCode')}, at "
@@ -196,7 +198,7 @@ def docker_client() -> docker.DockerClient:
     PGREPL_NO_ENGINE_INSTALL is set); otherwise NoDockerEngine, saying how to start one."""
     try:
         return _ping()
-    except (docker.errors.DockerException, requests.RequestException) as exc:
+    except ENGINE_FAILURES as exc:
         failure = exc
     where = engine_address()
     script = engine_script()
@@ -211,7 +213,7 @@ def docker_client() -> docker.DockerClient:
         _run_engine_script(script)
         try:
             return _ping()
-        except (docker.errors.DockerException, requests.RequestException) as exc:
+        except ENGINE_FAILURES as exc:
             failure = exc
         how = f"{script} did not start one (its output is above; dockerd's log: /var/log/pgrepl-dockerd.log)."
     raise NoDockerEngine(f"no Docker engine answers at {where} ({type(failure).__name__}).\n{how}") from None
