@@ -217,6 +217,38 @@ def worktree(rev: str) -> Path:
     return path
 
 
+class MachineCPU:
+    """The whole machine's busy CPU-seconds (every process: the engine, the containers' servers, ours)
+    over a `with` block, from /proc/stat; `busy` and `share` (of all cores' time) are None where there
+    is no /proc/stat. Why: on our 2-core machine the gate and the suite keep the CPU busy, so their wall
+    time falls only with less work, and this says how close to that floor a run is."""
+
+    def __enter__(self) -> MachineCPU:
+        self.start, self.busy, self.share = self._ticks(), None, None
+        return self
+
+    def __exit__(self, *_) -> None:
+        end = self._ticks()
+        if self.start and end:
+            busy, total = end[0] - self.start[0], end[1] - self.start[1]
+            self.busy = busy / os.sysconf("SC_CLK_TCK")
+            self.share = busy / total if total else None
+
+    @staticmethod
+    def _ticks() -> tuple[int, int] | None:
+        try:
+            fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + fields[4]  # idle, iowait
+        return sum(fields) - idle, sum(fields)
+
+    def columns(self) -> list[str]:
+        if self.busy is None:
+            return ["-", "-"]
+        return [f"{self.busy:.0f}", f"{100 * self.share:.0f}%" if self.share is not None else "-"]
+
+
 def table(columns: list[str], rows: dict[str, list[str]]) -> str:
     width = max(len(k) for k in rows) if rows else 10
     lines = [f"{'':<{width}}  " + "  ".join(f"{c:>14}" for c in columns)]
@@ -311,23 +343,24 @@ def gate_answers(rev: str = "HEAD", cases: tuple[str, ...] = ()) -> str:
             runbook = tree / RUNBOOK
             text = runbook.read_text()
             if text.count(old) < 1:
-                rows[name] = ["-", "-", f"edit not applicable: {old.strip()!r} not in {RUNBOOK}"]
+                rows[name] = ["-", "-", "-", "-", f"edit not applicable: {old.strip()!r} not in {RUNBOOK}"]
                 continue
             runbook.write_text(text.replace(old, new.replace("{unique}", f"edit {time.time_ns()}"), 1))
-            started = time.monotonic()
             artifacts = tree / "artifacts"
             junit = artifacts / "junit.xml"  # the gate's own, here with the captured logs (bring_ups counts them)
             gate = [sys.executable, "-m", "harness", "gate", "--base", rev, "--artifacts", str(artifacts)]
-            done = subprocess.run(
-                [*gate, "--", f"--junit-xml={junit}", "-o", "junit_logging=all"],
-                cwd=tree,
-                env={**os.environ, "PYTHONPATH": str(tree)},
-                capture_output=True,
-                text=True,
-            )
-            wall = time.monotonic() - started
+            with MachineCPU() as cpu:
+                started = time.monotonic()
+                done = subprocess.run(
+                    [*gate, "--", f"--junit-xml={junit}", "-o", "junit_logging=all"],
+                    cwd=tree,
+                    env={**os.environ, "PYTHONPATH": str(tree)},
+                    capture_output=True,
+                    text=True,
+                )
+                wall = time.monotonic() - started
             last = next((line for line in reversed(done.stdout.splitlines()) if " in " in line), "?")
-            rows[name] = [f"{wall:.1f}", str(done.returncode), last.strip("= ")]
+            rows[name] = [f"{wall:.1f}", *cpu.columns(), str(done.returncode), last.strip("= ")]
             modules = bring_ups(junit) if junit.is_file() else {}
             if any(n for _, n, _, _ in modules.values()):
                 costs[name] = modules
@@ -335,10 +368,11 @@ def gate_answers(rev: str = "HEAD", cases: tuple[str, ...] = ()) -> str:
                 kept = Path(tempfile.mkdtemp(prefix="pgrepl-bench-gate-"))
                 shutil.move(artifacts, kept / "artifacts")
                 (kept / "gate.log").write_text(done.stdout + done.stderr)
-                rows[name][2] += f" (evidence: {kept})"
+                rows[name][-1] += f" (evidence: {kept})"
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
-    out = f"== the gate's answer to an edit (--base {rev}), seconds\n" + table(["wall", "exit", "pytest"], rows)
+    out = f"== the gate's answer to an edit (--base {rev}), seconds (CPU s: the machine's busy CPU-seconds)\n"
+    out += table(["wall", "CPU s", "CPU busy", "exit", "pytest"], rows)
     for name, modules in costs.items():
         total = [sum(column) for column in zip(*modules.values(), strict=True)]
         out += f"\n\n== {name}: per module, summed test seconds and bring-ups (of them restored, saved)\n"
