@@ -7,8 +7,10 @@ or rule of a conf block) is deleted in turn. `value`: one value of such a line i
 method or address, one option of a command dropped). For each mutant the scenario modules that run that
 part (their `parts` marker) run on the mutated runbook until one fails: the mutant is killed. The
 modules that killed mutants of the same step before (the ledger, any family or operator: `run_order`)
-run first, then the cheapest; the order changes which module is named and how long a kill takes, never a
-verdict (a survivor has passed every module). A mutant no module notices survives: a line the gate is
+run first, then the cheapest; before them, the very tests that killed mutants of the step (`killing_tests`) run
+on their own, so a kill that history predicts costs those tests, not their module's others before them. The
+order changes which module is named and how long a kill takes, never a verdict (a survivor has passed every
+module, every test). A mutant no module notices survives: a line the gate is
 blind to. A mutant that cannot be observed (a message, a setting equal to its default) is recorded with
 its reason in `<runbook>.explained.toml` and reported as explained, not run; one of a block the image never runs
 (the package steps of a preinstalled image: `not_run_here`) is reported as not run here. The scenario runs of a
@@ -236,6 +238,31 @@ def run_order(chosen: Iterable[str], costs: Mapping[str, int], kills: Mapping[st
     return sorted(chosen, key=lambda module: (-kills.get(module, 0), costs.get(module, 99), module))
 
 
+def killing_tests(verdicts: Iterable[dict], step: str, chosen: Iterable[str]) -> dict[str, list[str]]:
+    """The tests (function names) of the `chosen` modules that killed mutants of `step` before (`verdicts`: the
+    ledger's, any family or operator), per module: the module with most such kills first, its tests likewise."""
+    counts = Counter(
+        (v["by"], v["test"])
+        for v in verdicts
+        if v.get("step") == step and v.get("verdict") == "killed" and v.get("by") in chosen and v.get("test")
+    )
+    tests: dict[str, list[str]] = {}
+    for (module, test), _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        tests.setdefault(module, []).append(test)
+    by_kills = Counter({module: sum(n for (m, _), n in counts.items() if m == module) for module in tests})
+    return {module: tests[module] for module in sorted(tests, key=lambda module: (-by_kills[module], module))}
+
+
+# pytest's short summary line of the first test that failed or errored (with -x, the only one)
+FIRST_FAILED = re.compile(r"^(?:FAILED|ERROR) [^\s:]+::(\w+)", re.MULTILINE)
+
+
+def failed_test(output: str) -> str | None:
+    """The name of the test function a scenario run's output names as failed first (None: none named)."""
+    found = FIRST_FAILED.search(output)
+    return found.group(1) if found else None
+
+
 def step_kills(verdicts: Iterable[dict], step: str) -> Counter[str]:
     """How many mutants of `step` each module killed, in `verdicts` (the ledger's, any family or operator)."""
     return Counter(v["by"] for v in verdicts if v.get("step") == step and v.get("verdict") == "killed" and v.get("by"))
@@ -349,7 +376,7 @@ LEDGER_ABOUT = (
     "`pgrepl-harness mutate --report` writes the report NAME.mutation.md from them. Written by mutate; do not edit."
 )
 # what the report needs of a verdict, and what names it for a reader of the diff
-LEDGER_FIELDS = ("verdict", "by", "tests", "image", "step", "text", "measured", "seconds", "modules")
+LEDGER_FIELDS = ("verdict", "by", "test", "tests", "image", "step", "text", "measured", "seconds", "modules")
 
 
 class Ledger:
@@ -541,9 +568,14 @@ class Mutation:
     modules: tuple[str, ...] = ()
     ledger: Path | None = None  # the committed verdicts; None: the runbook's own (ledger_path)
 
-    def scenario_argv(self, module: str, runbook: Path, artifacts: Path) -> list[str]:
-        """The command that runs one scenario module on a mutated runbook (exit 1: a test failed)."""
-        argv = [sys.executable, "-m", "pytest", module, "-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
+    def scenario_argv(
+        self, module: str, runbook: Path, artifacts: Path, *, only: Iterable[str] = (), skip: Iterable[str] = ()
+    ) -> list[str]:
+        """The command that runs one scenario module on a mutated runbook (exit 1: a test failed): only the test
+        functions named `only`, if any; none of those named `skip` (each with every parameter of it)."""
+        targets = [f"{module}::{test}" for test in only] or [module]
+        argv = [sys.executable, "-m", "pytest", *targets, "-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
+        argv += [arg for test in skip for arg in ("--deselect", f"{module}::{test}[")]  # [: not test_x_y for test_x
         argv += WITHOUT_HYPOTHESIS
         argv += ["--image", self.image, "--backend", "docker", "--runbook", str(runbook)]
         return [*argv, f"--artifacts={artifacts}"]
@@ -666,20 +698,25 @@ class Mutation:
             own = ExitStack()  # a setup mutant's own held session
             try:
                 env = held if mutant.part != "setup" else None
-                for number, module in enumerate(
-                    run_order(chosen, costs, step_kills(list(ledger.verdicts.values()), mutant.step))
-                ):
+                history = list(ledger.verdicts.values())
+                first = killing_tests(history, mutant.step, chosen)
+                runs = [(module, tests, ()) for module, tests in first.items()]
+                runs += [(m, (), first.get(m, ())) for m in run_order(chosen, costs, step_kills(history, mutant.step))]
+                for number, (module, only, skip) in enumerate(runs):
                     if env is None and number == 1:
-                        # a setup mutant's setup is no other mutant's: held from its second module on, which
+                        # a setup mutant's setup is no other mutant's: held from its second run on, which
                         # saves it for the later ones (the first does not: most mutants die there)
                         env = own.enter_context(self.held_session())
-                    done = scenarios.run(self.scenario_argv(module, path, self.workdir / key), root, env)
+                    argv = self.scenario_argv(module, path, self.workdir / key, only=only, skip=skip)
+                    done = scenarios.run(argv, root, env)
                     if done is None:
                         return  # interrupted: no verdict, the next run measures this mutant
                     code, output = done
                     if code == 1:
-                        verdict = {"verdict": "killed", "by": module}
+                        verdict = {"verdict": "killed", "by": module, "test": failed_test(output)}
                         break
+                    if code == 4 and only:  # a test of the ledger's is gone (renamed): its module runs whole next
+                        continue
                     if code not in (0, 5):  # 5: nothing collected (skipped image)
                         verdict = {"verdict": "error", "by": module, "output": output[-2000:]}
                         break

@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 from harness import project
-from harness.mutate import Mutant, MutateError, chosen_parts, explanations, mutants, run_order, step_kills
+from harness.mutate import (
+    Mutant,
+    MutateError,
+    chosen_parts,
+    explanations,
+    failed_test,
+    killing_tests,
+    mutants,
+    run_order,
+    step_kills,
+)
 from harness.mutations import (
     BOOT_VALUES,
     ENUM_VALUES,
@@ -335,3 +345,62 @@ def test_modules_that_killed_mutants_of_the_same_step_run_first_then_the_cheapes
         "scenarios/test_security.py",
     ]
     assert run_order(chosen, costs, step_kills(ledger, "secondary-configure")) == sorted(chosen, key=costs.get)
+
+
+def test_the_tests_that_killed_mutants_of_the_step_come_per_module_most_kills_first():
+    security, rewind, tls = "scenarios/test_security.py", "scenarios/test_rewind.py", "scenarios/test_tls.py"
+    ledger = [
+        {"step": "rejoin-hba", "verdict": "killed", "by": rewind, "test": "test_rewinds"},
+        {"step": "rejoin-hba", "verdict": "killed", "by": security, "test": "test_third_refused"},
+        {"step": "rejoin-hba", "verdict": "killed", "by": security, "test": "test_third_refused"},
+        {"step": "rejoin-hba", "verdict": "killed", "by": security, "test": "test_grants"},
+        {"step": "rejoin-hba", "verdict": "killed", "by": security},  # measured before tests were recorded
+        {"step": "rejoin-hba", "verdict": "killed", "by": tls, "test": "test_tls"},  # not a module of this mutant
+        {"step": "rejoin-hba", "verdict": "survived", "by": None},
+        {"step": "rejoin-start", "verdict": "killed", "by": rewind, "test": "test_other_step"},
+    ]
+    assert killing_tests(ledger, "rejoin-hba", [rewind, security]) == {
+        security: ["test_third_refused", "test_grants"],
+        rewind: ["test_rewinds"],
+    }
+    assert killing_tests(ledger, "rejoin-check", [rewind, security]) == {}
+
+
+def test_the_test_named_first_in_a_scenario_run_s_short_summary():
+    output = (
+        "..F\n=== short test summary info ===\n"
+        "FAILED scenarios/test_security.py::test_third_refused[debian-12-docker] - AssertionError: got in\n"
+        "!!! stopping after 1 failures !!!\n"
+    )
+    assert failed_test(output) == "test_third_refused"
+    assert failed_test("E\nERROR scenarios/test_tls.py::test_tls[el8-pgdg-layout-docker] - StepFailed\n") == "test_tls"
+    assert failed_test("1 passed in 3.0s\n") is None
+
+
+def test_only_the_named_tests_run_and_the_skipped_ones_with_every_parameter_but_no_other(pytester):
+    """The argv scenario_argv builds selects and deselects as meant, in pytest itself: `--deselect MODULE::NAME[`
+    leaves test_probe_more (a name that starts with test_probe) alone."""
+    from harness.mutate import Mutation
+
+    pytester.makepyfile(
+        test_m="""
+        import pytest
+        @pytest.mark.parametrize("image", ["a", "b"])
+        def test_probe(image): pass
+        @pytest.mark.parametrize("image", ["a"])
+        def test_probe_more(image): pass
+        def test_other(): pass
+        """
+    )
+    mutation = Mutation.__new__(Mutation)
+    mutation.image = "debian-12"
+
+    def collected(**selection) -> list[str]:
+        argv = mutation.scenario_argv("test_m.py", Path("r.md"), Path("a"), **selection)
+        targets = argv[argv.index("pytest") + 1 : argv.index("-x")]
+        deselect = [arg for i, arg in enumerate(argv) if i and argv[i - 1] == "--deselect"]
+        result = pytester.runpytest("--collect-only", "-q", *targets, *(f"--deselect={d}" for d in deselect))
+        return [line for line in result.outlines if "::" in line]
+
+    assert collected(only=["test_probe"]) == ["test_m.py::test_probe[a]", "test_m.py::test_probe[b]"]
+    assert collected(skip=["test_probe"]) == ["test_m.py::test_probe_more[a]", "test_m.py::test_other"]

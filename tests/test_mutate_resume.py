@@ -40,18 +40,26 @@ RUNNER = textwrap.dedent(
         calls.write(runbook.name + "\\\\n")
     with open(work / "held.txt", "a") as held:
         held.write(os.environ.get("PGREPL_HELD_SESSION", "-") + "\\\\n")
+    with open(work / "runs.txt", "a") as runs:
+        runs.write(runbook.name + " " + sys.argv[4] + "\\\\n")
     (work / "scenario.pid").write_text(str(os.getpid()))
     if sys.argv[3] == "kill-first-then-hang" and not (work / "first").exists():
         (work / "first").touch()
         sys.exit(1)
     if sys.argv[3] == "kill-first-then-hang":
         time.sleep(600)
+    if sys.argv[3] == "kill-naming-a-test":
+        module, only, _ = sys.argv[4].split("|")
+        if only in ("", "test_stand_in"):  # whole, or only the test that killed before
+            print(f"FAILED {module}::test_stand_in[debian-12-docker] - AssertionError: boom")
+            sys.exit(1)
     sys.exit(2 if sys.argv[3] == "collection-error" else 0)
     '''
 
     class StandIn(Mutation):
-        def scenario_argv(self, module, runbook, artifacts):
-            return [sys.executable, "-c", SCENARIO, str(work), str(runbook), sys.argv[2]]
+        def scenario_argv(self, module, runbook, artifacts, *, only=(), skip=()):
+            run = "|".join((module, ",".join(only), ",".join(skip)))
+            return [sys.executable, "-c", SCENARIO, str(work), str(runbook), sys.argv[2], run]
 
         def snapshots_removed(self):
             return contextlib.nullcontext()
@@ -211,3 +219,63 @@ def test_a_malformed_held_session_is_a_one_line_usage_error():
     assert done.returncode == 4, done.stdout + done.stderr
     assert f"{HELD_SESSION_ENV}='not-a-session': not SESSION:PID" in done.stderr, done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def runs(work: Path) -> list[tuple[str, str, str, str]]:
+    """Each scenario run: (mutant file, module, only these tests, not these)."""
+    path = work / "runs.txt"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [(name, *run.split("|")) for name, run in (line.split(" ", 1) for line in lines)]
+
+
+def killed_naming_a_test(work: Path) -> dict:
+    """A run on debian-12 whose scenario kills every mutant and names its test: the ledger it leaves."""
+    work.mkdir()
+    run = start(work, "kill-naming-a-test")
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == 0, output
+    assert all(only == "" for _, _, only, _ in runs(work)), "no history yet: whole modules"
+    return json.loads((work / "ledger.json").read_text())["verdicts"]
+
+
+def on_el8(work: Path, behaviour: str, ledger: dict) -> tuple[str, list]:
+    """The same part on el8-pgdg-layout (no verdict of its own kept) with `ledger` as history."""
+    work.mkdir()
+    (work / "ledger.json").write_text(json.dumps({"verdicts": ledger}))
+    run = start(work, behaviour, IMAGE="el8-pgdg-layout")
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == 0, output
+    return output, runs(work)
+
+
+def test_the_test_that_killed_mutants_of_a_step_runs_first_on_its_own(tmp_path):
+    """The ledger keeps which test killed a mutant; a mutant of the same step (another image here, so no verdict is
+    kept) runs that test alone first, and when it kills, nothing else runs. Without a test in the ledger (a verdict
+    from before), the modules run whole, as before."""
+    ledger = killed_naming_a_test(tmp_path / "debian")
+    assert ledger and {v["test"] for v in ledger.values()} == {"test_stand_in"}, ledger
+    _, done = on_el8(tmp_path / "el8", "kill-naming-a-test", ledger)
+    assert done and all(only == "test_stand_in" for _, _, only, _ in done), done  # the test alone, once a mutant
+    assert len({name for name, *_ in done}) == len(done)
+
+    for verdict in ledger.values():  # verdicts recorded before tests were: whole modules
+        del verdict["test"]
+    _, done = on_el8(tmp_path / "old", "kill-naming-a-test", ledger)
+    assert done and all(only == "" for _, _, only, _ in done), done
+
+
+def test_when_the_test_that_killed_before_passes_its_module_runs_without_it(tmp_path):
+    """History is a guess: a mutant the named test does not kill goes on through every module, each whole, except
+    that the test already run is deselected from its own module; the verdict is what the modules say."""
+    ledger = killed_naming_a_test(tmp_path / "debian")
+    killer = next(iter(ledger.values()))["by"]
+    count, modules = slot_limit()
+    output, done = on_el8(tmp_path / "el8", "survive", ledger)
+    assert f"killed 0 survived {count}" in output, output
+    assert len(done) == count * (1 + modules), done
+    first_mutant = [(module, only, skip) for _, module, only, skip in done[: 1 + modules]]
+    assert first_mutant[0] == (killer, "test_stand_in", "")
+    book, root = project.current().default_runbook, project.current().root
+    part = part_modules(module_parts(), str(book.resolve().relative_to(root)), "slot-limit")
+    assert {module for module, _, _ in first_mutant[1:]} == set(part)
+    assert all(only == "" and skip == ("test_stand_in" if m == killer else "") for m, only, skip in first_mutant[1:])
