@@ -247,10 +247,11 @@ def killing_tests(verdicts: Iterable[dict], step: str, chosen: Iterable[str]) ->
         if v.get("step") == step and v.get("verdict") == "killed" and v.get("by") in chosen and v.get("test")
     )
     tests: dict[str, list[str]] = {}
-    for (module, test), _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+    kills: Counter[str] = Counter()
+    for (module, test), count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
         tests.setdefault(module, []).append(test)
-    by_kills = Counter({module: sum(n for (m, _), n in counts.items() if m == module) for module in tests})
-    return {module: tests[module] for module in sorted(tests, key=lambda module: (-by_kills[module], module))}
+        kills[module] += count
+    return {module: tests[module] for module in sorted(tests, key=lambda module: (-kills[module], module))}
 
 
 # pytest's short summary line of the first test that failed or errored (with -x, the only one)
