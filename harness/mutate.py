@@ -238,14 +238,15 @@ def run_order(chosen: Iterable[str], costs: Mapping[str, int], kills: Mapping[st
     return sorted(chosen, key=lambda module: (-kills.get(module, 0), costs.get(module, 99), module))
 
 
+def kills_of(verdicts: Iterable[dict], step: str) -> Iterator[dict]:
+    """The verdicts of `verdicts` that a module killed a mutant of `step` in."""
+    return (v for v in verdicts if v.get("step") == step and v.get("verdict") == "killed" and v.get("by"))
+
+
 def killing_tests(verdicts: Iterable[dict], step: str, chosen: Iterable[str]) -> dict[str, list[str]]:
     """The tests (function names) of the `chosen` modules that killed mutants of `step` before (`verdicts`: the
     ledger's, any family or operator), per module: the module with most such kills first, its tests likewise."""
-    counts = Counter(
-        (v["by"], v["test"])
-        for v in verdicts
-        if v.get("step") == step and v.get("verdict") == "killed" and v.get("by") in chosen and v.get("test")
-    )
+    counts = Counter((v["by"], v["test"]) for v in kills_of(verdicts, step) if v["by"] in chosen and v.get("test"))
     tests: dict[str, list[str]] = {}
     kills: Counter[str] = Counter()
     for (module, test), count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
@@ -266,7 +267,7 @@ def failed_test(output: str) -> str | None:
 
 def step_kills(verdicts: Iterable[dict], step: str) -> Counter[str]:
     """How many mutants of `step` each module killed, in `verdicts` (the ledger's, any family or operator)."""
-    return Counter(v["by"] for v in verdicts if v.get("step") == step and v.get("verdict") == "killed" and v.get("by"))
+    return Counter(v["by"] for v in kills_of(verdicts, step))
 
 
 def block_identity(block: Block) -> tuple:
