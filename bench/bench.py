@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -327,7 +328,13 @@ GATE_EDITS = {
     # The same change as a runbook author's new edit: a text no earlier run saved a step snapshot of
     # ({unique}: new for each gate run), so the prefix steps after the packages run again.
     "setup, a real change never gated before": ("wal_level = replica\n", "wal_level = logical  # {unique}\n"),
+    # A change that breaks the runbook where one module alone sees it (pg_rewind needs hint bits in WAL): the
+    # time to the gate's red answer, which a revision without the ledger's order gives only at that module.
+    "setup, a breaking change": ("wal_log_hints = on\n", "wal_log_hints = off\n"),
 }
+# pytest options per edit: -x stops the gate at its first failure, so its wall time is that of the red answer
+GATE_PYTEST_ARGS = {"setup, a breaking change": ("-x",)}
+FIRST_FAILURE = re.compile(r"^gate: first failure after (\d+) s", re.MULTILINE)
 
 
 def gate_answers(rev: str = "HEAD", cases: tuple[str, ...] = ()) -> str:
@@ -343,7 +350,7 @@ def gate_answers(rev: str = "HEAD", cases: tuple[str, ...] = ()) -> str:
             runbook = tree / RUNBOOK
             text = runbook.read_text()
             if text.count(old) < 1:
-                rows[name] = ["-", "-", "-", "-", f"edit not applicable: {old.strip()!r} not in {RUNBOOK}"]
+                rows[name] = ["-", "-", "-", "-", "-", f"edit not applicable: {old.strip()!r} not in {RUNBOOK}"]
                 continue
             runbook.write_text(text.replace(old, new.replace("{unique}", f"edit {time.time_ns()}"), 1))
             artifacts = tree / "artifacts"
@@ -352,7 +359,7 @@ def gate_answers(rev: str = "HEAD", cases: tuple[str, ...] = ()) -> str:
             with MachineCPU() as cpu:
                 started = time.monotonic()
                 done = subprocess.run(
-                    [*gate, "--", f"--junit-xml={junit}", "-o", "junit_logging=all"],
+                    [*gate, "--", f"--junit-xml={junit}", "-o", "junit_logging=all", *GATE_PYTEST_ARGS.get(name, ())],
                     cwd=tree,
                     env={**os.environ, "PYTHONPATH": str(tree)},
                     capture_output=True,
@@ -360,7 +367,9 @@ def gate_answers(rev: str = "HEAD", cases: tuple[str, ...] = ()) -> str:
                 )
                 wall = time.monotonic() - started
             last = next((line for line in reversed(done.stdout.splitlines()) if " in " in line), "?")
-            rows[name] = [f"{wall:.1f}", *cpu.columns(), str(done.returncode), last.strip("= ")]
+            first = FIRST_FAILURE.search(done.stdout)
+            said = first.group(1) if first else "-"
+            rows[name] = [f"{wall:.1f}", *cpu.columns(), said, str(done.returncode), last.strip("= ")]
             modules = bring_ups(junit) if junit.is_file() else {}
             if any(n for _, n, _, _ in modules.values()):
                 costs[name] = modules
@@ -372,7 +381,7 @@ def gate_answers(rev: str = "HEAD", cases: tuple[str, ...] = ()) -> str:
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
     out = f"== the gate's answer to an edit (--base {rev}), seconds (CPU s: the machine's busy CPU-seconds)\n"
-    out += table(["wall", "CPU s", "CPU busy", "exit", "pytest"], rows)
+    out += table(["wall", "CPU s", "CPU busy", "1st failure", "exit", "pytest"], rows)
     for name, modules in costs.items():
         total = [sum(column) for column in zip(*modules.values(), strict=True)]
         out += f"\n\n== {name}: per module, summed test seconds and bring-ups (of them restored, saved)\n"

@@ -67,6 +67,10 @@ class Plan:
     everything: list[str] = field(default_factory=list)  # the changed files that make everything run
     prose: list[str] = field(default_factory=list)  # changed files that run nothing beyond the static gate
     pairs: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # -> reasons
+    # the modules to run first (each with its tests to run first): those that killed mutants of the changed
+    # steps (harness.kills), most kills first - a change that breaks the runbook fails early
+    first: dict[str, list[str]] = field(default_factory=dict)
+    first_note: str = ""  # why there is no such order, when the plan should say so
 
     @property
     def images(self) -> list[str]:
@@ -117,6 +121,13 @@ class Plan:
             why.update(reasons)
         for module, (images, why) in by_module.items():
             lines.append(f"  run {module} on {', '.join(images)} (docker): {'; '.join(sorted(why))}")
+        if self.first:
+            named = [module + (f" ({', '.join(tests)} first)" if tests else "") for module, tests in self.first.items()]
+            lines.append(
+                f"  first, as they killed mutants of the changed steps (the mutation ledger): {', '.join(named)}"
+            )
+        elif self.first_note:
+            lines.append(f"  in the usual order: {self.first_note}")
         return "\n".join(lines)
 
     def _static_scope(self) -> str:
@@ -267,7 +278,27 @@ def plan(base: str, files: Iterable[str] | None = None) -> Plan:
             result.prose.append(path)
         result.changes += found
     result.pairs = select(result.changes, module_parts(), image_families())
+    result.first, result.first_note = likely_killers(result.changes, result.modules)
     return result
+
+
+def likely_killers(changes: Iterable[BlockChange], modules: list[str]) -> tuple[dict[str, list[str]], str]:
+    """Of `modules` (the plan's), those that killed mutants of the steps `changes` run, per their runbooks'
+    ledgers (harness.kills.first_to_run); and why there are none, if a ledger cannot be read."""
+    from harness.kills import UnreadableLedger, first_to_run, ledger_path, read_ledger
+
+    steps: dict[str, set[str]] = {}
+    for change in (c for c in changes if c.runs):
+        steps.setdefault(change.runbook, set()).add(change.step)
+    counted: dict[str, list[str]] = {}
+    for runbook, changed in steps.items():
+        try:
+            verdicts = read_ledger(ledger_path(project.current().root / runbook)).values()
+        except UnreadableLedger as exc:
+            return {}, str(exc)
+        for module, tests in first_to_run(verdicts, sorted(changed), modules).items():
+            counted.setdefault(module, []).extend(tests)
+    return counted, ""
 
 
 def select(

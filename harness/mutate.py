@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 from harness import project
 from harness.errors import HarnessError
 from harness.gate import WITHOUT_HYPOTHESIS, block_text, module_parts, scenario_markers
+from harness.kills import killing_tests, ledger_path, read_ledger, step_kills
 from harness.labels import HELD_SESSION_ENV
 from harness.layout import FAMILIES
 from harness.mutations import VALUE_OPERATORS, changes, runbook_names
@@ -238,23 +239,6 @@ def run_order(chosen: Iterable[str], costs: Mapping[str, int], kills: Mapping[st
     return sorted(chosen, key=lambda module: (-kills.get(module, 0), costs.get(module, 99), module))
 
 
-def kills_of(verdicts: Iterable[dict], step: str) -> Iterator[dict]:
-    """The verdicts of `verdicts` that a module killed a mutant of `step` in."""
-    return (v for v in verdicts if v.get("step") == step and v.get("verdict") == "killed" and v.get("by"))
-
-
-def killing_tests(verdicts: Iterable[dict], step: str, chosen: Iterable[str]) -> dict[str, list[str]]:
-    """The tests (function names) of the `chosen` modules that killed mutants of `step` before (`verdicts`: the
-    ledger's, any family or operator), per module: the module with most such kills first, its tests likewise."""
-    counts = Counter((v["by"], v["test"]) for v in kills_of(verdicts, step) if v["by"] in chosen and v.get("test"))
-    tests: dict[str, list[str]] = {}
-    kills: Counter[str] = Counter()
-    for (module, test), count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
-        tests.setdefault(module, []).append(test)
-        kills[module] += count
-    return {module: tests[module] for module in sorted(tests, key=lambda module: (-kills[module], module))}
-
-
 # pytest's short summary line of the first test that failed or errored (with -x, the only one)
 FIRST_FAILED = re.compile(r"^(?:FAILED|ERROR) [^\s:]+::(\w+)", re.MULTILINE)
 
@@ -263,11 +247,6 @@ def failed_test(output: str) -> str | None:
     """The name of the test function a scenario run's output names as failed first (None: none named)."""
     found = FIRST_FAILED.search(output)
     return found.group(1) if found else None
-
-
-def step_kills(verdicts: Iterable[dict], step: str) -> Counter[str]:
-    """How many mutants of `step` each module killed, in `verdicts` (the ledger's, any family or operator)."""
-    return Counter(v["by"] for v in kills_of(verdicts, step))
 
 
 def block_identity(block: Block) -> tuple:
@@ -368,11 +347,6 @@ def usable(verdict: dict | None, tests: str) -> dict | None:
     return None
 
 
-def ledger_path(runbook: Path) -> Path:
-    """`runbooks/NAME.md` -> `runbooks/NAME.mutation.json`: the committed verdicts behind the report."""
-    return runbook.with_suffix(".mutation.json")
-
-
 LEDGER_ABOUT = (
     "Verdicts of `pgrepl-harness mutate` (killed or survived) by mutant key (harness.mutate.MutantKeys); "
     "`pgrepl-harness mutate --report` writes the report NAME.mutation.md from them. Written by mutate; do not edit."
@@ -407,17 +381,7 @@ class Ledger:
                 os.close(directory)  # releases the flock
 
     def _read(self) -> dict[str, dict]:
-        if not self.path.is_file():
-            return {}
-        try:
-            verdicts = json.loads(self.path.read_text())["verdicts"]
-            if not isinstance(verdicts, dict):
-                raise TypeError("'verdicts' is not an object")
-            return verdicts
-        except (ValueError, KeyError, TypeError) as exc:
-            raise MutateError(
-                f"{self.path}: not a verdict ledger ({exc}); restore it from git (`git checkout -- {self.path.name}`)"
-            ) from None
+        return read_ledger(self.path)
 
     def get(self, key: str) -> dict | None:
         return self.verdicts.get(key)

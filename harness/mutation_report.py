@@ -21,6 +21,7 @@ from pathlib import Path
 from harness import project
 from harness.gate import module_parts
 from harness.images import ImageProfile
+from harness.kills import ledger_path
 from harness.mutate import (
     CLASSES,
     NOT_RUN,
@@ -28,7 +29,6 @@ from harness.mutate import (
     Mutant,
     MutantKeys,
     explanations,
-    ledger_path,
     module_costs,
     mutants,
     not_run_here,

@@ -8,16 +8,15 @@ from pathlib import Path
 import pytest
 
 from harness import project
+from harness.kills import killing_tests, step_kills
 from harness.mutate import (
     Mutant,
     MutateError,
     chosen_parts,
     explanations,
     failed_test,
-    killing_tests,
     mutants,
     run_order,
-    step_kills,
 )
 from harness.mutations import (
     BOOT_VALUES,

@@ -18,7 +18,8 @@ import pytest
 from harness import project
 from harness.gate import module_parts
 from harness.images import ImageProfile
-from harness.mutate import NOT_RUN, Ledger, Mutant, MutantKeys, ledger_path, mutants, part_modules, scenario_digest
+from harness.kills import ledger_path
+from harness.mutate import NOT_RUN, Ledger, Mutant, MutantKeys, mutants, part_modules, scenario_digest
 from harness.mutation_report import (
     REGENERATE,
     Cell,

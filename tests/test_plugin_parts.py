@@ -8,8 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.pytest.reporting import lost_first
+from harness.pytest.reporting import FirstFailure, lost_first
 from harness.pytest.scheduling import ClusterScheduling
+from harness.pytest.selection import killers_first
 from harness.targets import make_target
 
 pytest_plugins = ["pytester"]
@@ -150,3 +151,46 @@ def test_figures_of_every_process_go_to_the_run_s_artifacts_and_a_run_starts_the
     harnessed.makepyfile(test_figures=FIGURES_TESTS)
     harnessed.runpytest_subprocess(*workers, "-p", "no:cacheprovider").assert_outcomes(passed=2)
     assert sorted(stale.read_text().splitlines()) == ["run 1: 0 lost", "run 2: 0 lost"]
+
+
+def test_killers_first_moves_their_modules_and_then_their_tests_ahead_keeping_the_rest_in_order():
+    def item(nodeid: str) -> SimpleNamespace:
+        name = nodeid.split("::")[1]
+        return SimpleNamespace(nodeid=nodeid, originalname=name.split("[")[0], name=name)
+
+    items = [
+        item("scenarios/test_long.py::test_a[d12]"),
+        item("scenarios/test_long.py::test_b[d12]"),
+        item("scenarios/test_rewind.py::test_setup[d12]"),
+        item("scenarios/test_rewind.py::test_rewinds[d12]"),
+        item("scenarios/test_rewind.py::test_setup[d13]"),
+        item("scenarios/test_rewind.py::test_rewinds[d13]"),
+        item("scenarios/test_other.py::test_c[d12]"),
+    ]
+    order = [i.nodeid for i in killers_first(items, {"scenarios/test_rewind.py": ["test_rewinds"]})]
+    assert order == [
+        "scenarios/test_rewind.py::test_rewinds[d12]",
+        "scenarios/test_rewind.py::test_rewinds[d13]",
+        "scenarios/test_rewind.py::test_setup[d12]",
+        "scenarios/test_rewind.py::test_setup[d13]",
+        "scenarios/test_long.py::test_a[d12]",
+        "scenarios/test_long.py::test_b[d12]",
+        "scenarios/test_other.py::test_c[d12]",
+    ]
+    assert killers_first(items, {}) == items
+
+
+def test_the_first_failure_is_said_at_once_with_its_runbook_line_and_only_once():
+    written: list[str] = []
+    terminal = SimpleNamespace(ensure_newline=lambda: None, write_line=lambda line, **_: written.append(line))
+    config = SimpleNamespace(pluginmanager=SimpleNamespace(get_plugin=lambda name: terminal))
+    part = FirstFailure(config)
+    passed = SimpleNamespace(failed=False, nodeid="scenarios/test_a.py::test_ok", user_properties=[])
+    where = [("runbook_file", "runbooks/r.md"), ("runbook_line", "361"), ("runbook_step", "primary-wal-log-hints")]
+    failed = SimpleNamespace(failed=True, nodeid="scenarios/test_rewind.py::test_rewinds[d12]", user_properties=where)
+    for report in (passed, failed, failed):
+        part.pytest_runtest_logreport(report)
+    assert len(written) == 1 and written[0].startswith("gate: first failure after ")
+    assert written[0].endswith(
+        "s: scenarios/test_rewind.py::test_rewinds[d12] (runbook runbooks/r.md:361, step primary-wal-log-hints)"
+    )

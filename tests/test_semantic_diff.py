@@ -287,3 +287,53 @@ def test_a_comment_edit_runs_every_images_checks_of_its_block_and_no_other_block
     others = set(narrowed) - set(per_block) - set(runbook_wide)
     assert all("checker" in test for test in others), sorted(others)[:5]  # the checkers' own cases
     assert len(narrowed) < len(everything) / 10, (len(narrowed), len(everything))
+
+
+# --- the modules that killed mutants of a changed step run first (harness.kills, the mutation ledger) ------
+
+REWIND = "scenarios/test_rewind.py"
+COLLECT = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:randomly"]
+
+
+def test_a_change_to_a_step_runs_first_the_module_that_killed_its_mutants(project):
+    """wal_log_hints off breaks only pg_rewind: test_rewind, which killed that line's mutants, goes first, not
+    last (it brings up the fewest pairs, and the usual order is longest first)."""
+    project.edit("primary-wal-log-hints", "debian", "wal_log_hints = on", "wal_log_hints = off")
+    chosen = plan("HEAD")
+    assert list(chosen.first)[:1] == [REWIND] and set(chosen.first) <= set(chosen.modules)
+    assert f"first, as they killed mutants of the changed steps (the mutation ledger): {REWIND}" in chosen.render()
+
+
+def test_without_a_ledger_the_plan_keeps_the_usual_order_and_a_broken_one_is_named_not_fatal(project):
+    project.edit("primary-wal-log-hints", "debian", "wal_log_hints = on", "wal_log_hints = off")
+    ledger = project.runbook.with_suffix(".mutation.json")
+    ledger.unlink()
+    assert plan("HEAD").first == {}
+    ledger.write_text("{not json")
+    chosen = plan("HEAD")
+    assert chosen.first == {} and chosen.pairs, "an unreadable ledger only loses the order"
+    assert "in the usual order:" in chosen.render() and "not a verdict ledger" in chosen.render()
+
+
+def test_through_pytest_the_killing_module_is_collected_first_and_without_the_ledger_last(project):
+    root = project.root
+    (root / "conftest.py").write_text('pytest_plugins = ["harness.pytest.plugin"]\n')
+    for args in (("add", "."), ("commit", "-q", "-m", "the plugin")):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e.invalid", *args], cwd=root, check=True)
+    project.edit("primary-wal-log-hints", "debian", "wal_log_hints = on", "wal_log_hints = off")
+
+    def scenario_order() -> list[str]:
+        done = subprocess.run(
+            [*COLLECT, "scenarios", "--gate-base=HEAD", "--image", "debian-12", "--backend", "docker"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return list(dict.fromkeys(line.split("::")[0] for line in done.stdout.splitlines() if "::" in line))
+
+    order = scenario_order()
+    assert order[0] == REWIND and len(order) > 10, order
+    project.runbook.with_suffix(".mutation.json").unlink()  # the negative control: no history, the usual order
+    usual = scenario_order()
+    assert usual.index(REWIND) > len(usual) // 2, usual

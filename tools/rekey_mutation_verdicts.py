@@ -25,7 +25,8 @@ from pathlib import Path
 from harness import project
 from harness.gate import module_parts
 from harness.images import ImageProfile
-from harness.mutate import CLASSES, Ledger, MutantKeys, current_keys, ledger_path, mutants
+from harness.kills import ledger_path
+from harness.mutate import CLASSES, Ledger, MutantKeys, current_keys, mutants
 from harness.runbook import RunbookError
 
 

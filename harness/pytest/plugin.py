@@ -18,7 +18,7 @@ from harness.gate import WORKERS, plan
 from harness.pytest import fixtures, options
 from harness.pytest.annotations import Annotations
 from harness.pytest.fixtures import PAIRS, Pairs
-from harness.pytest.reporting import Reporting
+from harness.pytest.reporting import FirstFailure, Reporting
 from harness.pytest.scheduling import Scheduling
 from harness.pytest.selection import Selection
 from harness.pytest.session import Session
@@ -64,6 +64,8 @@ def pytest_configure(config: pytest.Config) -> None:
     register(fixtures, "pgrepl-fixtures")  # a module: its module- and session-scoped fixtures
     register(Reporting(config, pairs, session), "pgrepl-reporting")
     register(Summary(config, targets, gate, pairs), "pgrepl-summary")
+    if gate is not None and gate.pairs and FirstFailure.wanted(config):
+        register(FirstFailure(config), "pgrepl-first-failure")
     if Annotations.wanted():
         register(Annotations(), "pgrepl-annotations")
     if Scheduling.wanted(config):

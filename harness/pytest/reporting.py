@@ -9,6 +9,7 @@ strings inside are masked.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import pytest
@@ -134,3 +135,34 @@ class Reporting:
         if not lost and self.session.engine_used and answering_engine() is None:
             lost.append(engine_silent())
         return "\n".join(lost)
+
+
+class FirstFailure:
+    """Registered as `pgrepl-first-failure` on the process that reports a gate run's scenarios (xdist's
+    controller, or the only one): the moment a test fails, one line says which, after how long, and the runbook
+    line it names - the gate's answer to a breaking change, while the run goes on for the rest (`-x` stops it)."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.started = time.monotonic()
+        self.said = False
+
+    @staticmethod
+    def wanted(config: pytest.Config) -> bool:
+        return not hasattr(config, "workerinput")
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.said or not report.failed:
+            return
+        self.said = True
+        found = dict(report.user_properties)
+        where = (
+            f" (runbook {found['runbook_file']}:{found['runbook_line']}, step {found['runbook_step']})"
+            if {"runbook_file", "runbook_line", "runbook_step"} <= found.keys()
+            else ""
+        )
+        line = f"gate: first failure after {time.monotonic() - self.started:.0f} s: {report.nodeid}{where}"
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None:
+            terminal.ensure_newline()
+            terminal.write_line(line, red=True, bold=True)

@@ -1,5 +1,6 @@
 """Which tests run, on which targets, in which order: scenario modules parametrised by target
-(`debian-12-docker`, `inventory-ssh`, ...), the gate's selection (`--gate-base`), longest first;
+(`debian-12-docker`, `inventory-ssh`, ...), the gate's selection (`--gate-base`), longest first - in a
+gate run, the modules and tests that killed mutants of the changed steps before them (Plan.first);
 with --pgrepl-reverse each module's tests in reverse order (a test that relies on an earlier one
 then fails: the order a module needs must be in its fixtures)."""
 
@@ -35,6 +36,23 @@ def reversed_within_modules(items: list[pytest.Item]) -> list[pytest.Item]:
     return [item for tests in modules.values() for item in reversed(tests)]
 
 
+def killers_first(items: list[pytest.Item], first: dict[str, list[str]]) -> list[pytest.Item]:
+    """`items` with the modules of `first` ahead of the others, in its order, and in each of them its tests
+    ahead of the module's others (Plan.first); otherwise in the order they were."""
+    modules = list(first)
+
+    def rank(numbered: tuple[int, pytest.Item]) -> tuple[int, int, int]:
+        index, item = numbered
+        module = item.nodeid.split("::")[0]
+        if module not in first:
+            return len(modules), 0, index
+        tests = first[module]
+        name = getattr(item, "originalname", item.name)
+        return modules.index(module), tests.index(name) if name in tests else len(tests), index
+
+    return [item for _, item in sorted(enumerate(items), key=rank)]
+
+
 def bringups(item: pytest.Item) -> int:
     marker = item.get_closest_marker("bringups")
     return int(marker.args[0]) if marker else 0
@@ -61,7 +79,7 @@ class Selection:
         if self.gate is not None and not self.gate.everything:
             kept = [item for item in items if self._gate_selects(item)]
             config.hook.pytest_deselected(items=[item for item in items if item not in kept])
-            items[:] = kept
+            items[:] = killers_first(kept, self.gate.first)
         for item in items:
             if (target := item_target(item)) is not None:
                 item.user_properties.append((TARGET_PROPERTY, target.label))
