@@ -334,7 +334,7 @@ GATE_EDITS = {
 }
 # pytest options per edit: -x stops the gate at its first failure, so its wall time is that of the red answer
 GATE_PYTEST_ARGS = {"setup, a breaking change": ("-x",)}
-FIRST_FAILURE = re.compile(r"^gate: first failure after (\d+) s", re.MULTILINE)
+FIRST_FAILURE = re.compile(r"gate: first failure after (\d+) s")
 
 
 def gate_answers(rev: str = "HEAD", cases: tuple[str, ...] = ()) -> str:

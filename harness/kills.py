@@ -47,29 +47,34 @@ def kills_of(verdicts: Iterable[dict], step: str) -> Iterator[dict]:
     return (v for v in verdicts if v.get("step") == step and v.get("verdict") == "killed" and v.get("by"))
 
 
-def step_kills(verdicts: Iterable[dict], step: str) -> Counter[str]:
-    """How many mutants of `step` each module killed, in `verdicts` (the ledger's, any family or operator)."""
-    return Counter(v["by"] for v in kills_of(verdicts, step))
+def line_of(verdict: dict) -> str:
+    """The runbook line a verdict's mutant changed: its text is mutate's `Mutant.what`, the line and, for a value
+    mutant, `  [operator: change]` after it."""
+    return verdict.get("text", "").split("  [")[0]
 
 
-def first_to_run(verdicts: Iterable[dict], steps: Iterable[str], chosen: Iterable[str]) -> dict[str, list[str]]:
+def first_to_run(
+    verdicts: Iterable[dict], steps: Iterable[str], chosen: Iterable[str], *, line: str | None = None
+) -> dict[str, list[str]]:
     """The `chosen` modules that killed mutants of any of `steps` before (`verdicts`: the ledger's, any family or
-    operator), most kills first, each with the tests (function names) that did, most first: none for kills
-    measured before the ledger named tests."""
+    operator), each with the tests (function names) that did: none for kills measured before the ledger named
+    tests. Most kills first; with `line`, kills of mutants of that very line before any other (two lines of one
+    step may well be seen by different tests)."""
     verdicts, chosen = list(verdicts), set(chosen)
-    kills: Counter[str] = Counter()
-    tests: Counter[tuple[str, str]] = Counter()
+    kills: Counter[tuple[str, str]] = Counter()  # (module, "") and (module, test)
+    of_line: Counter[tuple[str, str]] = Counter()  # the same, of mutants of `line` only
     for step in steps:
         for verdict in kills_of(verdicts, step):
-            if verdict["by"] in chosen:
-                kills[verdict["by"]] += 1
-                if verdict.get("test"):
-                    tests[(verdict["by"], verdict["test"])] += 1
-    named = sorted(tests, key=lambda pair: (-tests[pair], pair))
-    return {module: [t for m, t in named if m == module] for module in sorted(kills, key=lambda m: (-kills[m], m))}
+            if verdict["by"] not in chosen:
+                continue
+            found = [(verdict["by"], "")] + ([(verdict["by"], verdict["test"])] if verdict.get("test") else [])
+            kills.update(found)
+            if line is not None and line_of(verdict) == line:
+                of_line.update(found)
 
+    def rank(key: tuple[str, str]) -> tuple[int, int, tuple[str, str]]:
+        return -of_line[key], -kills[key], key
 
-def killing_tests(verdicts: Iterable[dict], step: str, chosen: Iterable[str]) -> dict[str, list[str]]:
-    """The tests of the `chosen` modules that killed mutants of `step` before, per module (first_to_run's order),
-    for the modules whose kills the ledger names a test of."""
-    return {module: tests for module, tests in first_to_run(verdicts, [step], chosen).items() if tests}
+    modules = [module for module, _ in sorted((key for key in kills if not key[1]), key=rank)]
+    tests = sorted((key for key in kills if key[1]), key=rank)
+    return {module: [test for m, test in tests if m == module] for module in modules}

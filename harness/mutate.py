@@ -6,8 +6,8 @@ or rule of a conf block) is deleted in turn. `value`: one value of such a line i
 (harness.mutations: a setting to its default or another of its values, a name misspelt, an hba rule's
 method or address, one option of a command dropped). For each mutant the scenario modules that run that
 part (their `parts` marker) run on the mutated runbook until one fails: the mutant is killed. The
-modules that killed mutants of the same step before (the ledger, any family or operator: `run_order`)
-run first, then the cheapest; before them, the very tests that killed mutants of the step (`killing_tests`) run
+modules that killed mutants of the same step before (the ledger, any family or operator; mutants of the same
+line first: harness.kills) run first, then the cheapest; before them, the very tests that killed them run
 on their own, so a kill that history predicts costs those tests, not their module's others before them. The
 order changes which module is named and how long a kill takes, never a verdict (a survivor has passed every
 module, every test). A mutant no module notices survives: a line the gate is
@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 from harness import project
 from harness.errors import HarnessError
 from harness.gate import WITHOUT_HYPOTHESIS, block_text, module_parts, scenario_markers
-from harness.kills import killing_tests, ledger_path, read_ledger, step_kills
+from harness.kills import first_to_run, ledger_path, read_ledger
 from harness.labels import HELD_SESSION_ENV
 from harness.layout import FAMILIES
 from harness.mutations import VALUE_OPERATORS, changes, runbook_names
@@ -233,10 +233,11 @@ def module_costs() -> dict[str, int]:
     }
 
 
-def run_order(chosen: Iterable[str], costs: Mapping[str, int], kills: Mapping[str, int]) -> list[str]:
-    """The modules to run on a mutant, in order: those that killed mutants of its step before (`kills`:
-    module -> how many), most first, then by cost (`module_costs`), then by name."""
-    return sorted(chosen, key=lambda module: (-kills.get(module, 0), costs.get(module, 99), module))
+def run_order(chosen: Iterable[str], costs: Mapping[str, int], first: Iterable[str]) -> list[str]:
+    """The modules to run on a mutant, in order: `first` (those that killed mutants of its step before, as
+    harness.kills.first_to_run orders them), then the others by cost (`module_costs`), then by name."""
+    ahead = [module for module in first if module in chosen]
+    return ahead + sorted(set(chosen) - set(ahead), key=lambda module: (costs.get(module, 99), module))
 
 
 # pytest's short summary line of the first test that failed or errored (with -x, the only one)
@@ -665,9 +666,9 @@ class Mutation:
             try:
                 env = held if mutant.part != "setup" else None
                 history = list(ledger.verdicts.values())
-                first = killing_tests(history, mutant.step, chosen)
-                runs = [(module, tests, ()) for module, tests in first.items()]
-                runs += [(m, (), first.get(m, ())) for m in run_order(chosen, costs, step_kills(history, mutant.step))]
+                first = first_to_run(history, [mutant.step], chosen, line=mutant.headline)
+                runs = [(module, tests, ()) for module, tests in first.items() if tests]
+                runs += [(m, (), first.get(m, ())) for m in run_order(chosen, costs, first)]
                 for number, (module, only, skip) in enumerate(runs):
                     if env is None and number == 1:
                         # a setup mutant's setup is no other mutant's: held from its second run on, which

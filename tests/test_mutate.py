@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness import project
-from harness.kills import killing_tests, step_kills
+from harness.kills import first_to_run
 from harness.mutate import (
     Mutant,
     MutateError,
@@ -334,16 +334,17 @@ def test_modules_that_killed_mutants_of_the_same_step_run_first_then_the_cheapes
         {"step": "primary-configure", "verdict": "survived", "by": None},
         {"step": "primary-hba", "verdict": "killed", "by": "scenarios/test_security.py"},
     ]
-    kills = step_kills(ledger, "primary-configure")
-    assert kills == {"scenarios/test_archive_durability.py": 2, "scenarios/test_install.py": 1}
     chosen = ["scenarios/test_install.py", "scenarios/test_security.py", "scenarios/test_archive_durability.py"]
+    first = first_to_run(ledger, ["primary-configure"], chosen)
+    assert first == {"scenarios/test_archive_durability.py": [], "scenarios/test_install.py": []}
     costs = {"scenarios/test_install.py": 1, "scenarios/test_security.py": 2, "scenarios/test_archive_durability.py": 3}
-    assert run_order(chosen, costs, kills) == [
+    assert run_order(chosen, costs, first) == [
         "scenarios/test_archive_durability.py",
         "scenarios/test_install.py",
         "scenarios/test_security.py",
     ]
-    assert run_order(chosen, costs, step_kills(ledger, "secondary-configure")) == sorted(chosen, key=costs.get)
+    none = first_to_run(ledger, ["secondary-configure"], chosen)
+    assert none == {} and run_order(chosen, costs, none) == sorted(chosen, key=costs.get)
 
 
 def test_the_tests_that_killed_mutants_of_the_step_come_per_module_most_kills_first():
@@ -358,11 +359,24 @@ def test_the_tests_that_killed_mutants_of_the_step_come_per_module_most_kills_fi
         {"step": "rejoin-hba", "verdict": "survived", "by": None},
         {"step": "rejoin-start", "verdict": "killed", "by": rewind, "test": "test_other_step"},
     ]
-    assert killing_tests(ledger, "rejoin-hba", [rewind, security]) == {
+    assert first_to_run(ledger, ["rejoin-hba"], [rewind, security]) == {
         security: ["test_third_refused", "test_grants"],
         rewind: ["test_rewinds"],
     }
-    assert killing_tests(ledger, "rejoin-check", [rewind, security]) == {}
+    assert first_to_run(ledger, ["rejoin-check"], [rewind, security]) == {}
+
+
+def test_kills_of_the_mutant_s_own_line_come_before_the_step_s_other_lines():
+    """A step's lines may be seen by different tests: the history of the very line wins over the step's."""
+    security, rewind = "scenarios/test_security.py", "scenarios/test_rewind.py"
+    hba = "host replication replica_user 192.168.1.20/32 scram-sha-256"
+    ledger = [
+        {"step": "rejoin-hba", "verdict": "killed", "by": security, "test": "test_third_refused", "text": "other"},
+        {"step": "rejoin-hba", "verdict": "killed", "by": security, "test": "test_third_refused", "text": "other"},
+        {"step": "rejoin-hba", "verdict": "killed", "by": rewind, "test": "test_rewinds", "text": f"{hba}  [x: y]"},
+    ]
+    assert list(first_to_run(ledger, ["rejoin-hba"], [rewind, security], line=hba)) == [rewind, security]
+    assert list(first_to_run(ledger, ["rejoin-hba"], [rewind, security])) == [security, rewind]
 
 
 def test_the_test_named_first_in_a_scenario_run_s_short_summary():

@@ -182,7 +182,7 @@ def test_killers_first_moves_their_modules_and_then_their_tests_ahead_keeping_th
 
 def test_the_first_failure_is_said_at_once_with_its_runbook_line_and_only_once():
     written: list[str] = []
-    terminal = SimpleNamespace(ensure_newline=lambda: None, write_line=lambda line, **_: written.append(line))
+    terminal = SimpleNamespace(write=written.append, write_line=lambda line, **_: written.append(line))
     config = SimpleNamespace(pluginmanager=SimpleNamespace(get_plugin=lambda name: terminal))
     part = FirstFailure(config)
     passed = SimpleNamespace(failed=False, nodeid="scenarios/test_a.py::test_ok", user_properties=[])
@@ -190,7 +190,7 @@ def test_the_first_failure_is_said_at_once_with_its_runbook_line_and_only_once()
     failed = SimpleNamespace(failed=True, nodeid="scenarios/test_rewind.py::test_rewinds[d12]", user_properties=where)
     for report in (passed, failed, failed):
         part.pytest_runtest_logreport(report)
-    assert len(written) == 1 and written[0].startswith("gate: first failure after ")
-    assert written[0].endswith(
+    assert len(written) == 2 and written[0] == "\n" and written[1].startswith("gate: first failure after ")
+    assert written[1].endswith(
         "s: scenarios/test_rewind.py::test_rewinds[d12] (runbook runbooks/r.md:361, step primary-wal-log-hints)"
     )

@@ -163,6 +163,6 @@ class FirstFailure:
         )
         line = f"gate: first failure after {time.monotonic() - self.started:.0f} s: {report.nodeid}{where}"
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
-        if terminal is not None:
-            terminal.ensure_newline()
+        if terminal is not None:  # on a line of its own: progress characters may precede it on the current one
+            terminal.write("\n")
             terminal.write_line(line, red=True, bold=True)
