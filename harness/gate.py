@@ -285,9 +285,9 @@ def plan(base: str, files: Iterable[str] | None = None) -> Plan:
 def likely_killers(changes: Iterable[BlockChange], modules: list[str]) -> tuple[dict[str, list[str]], str]:
     """Of `modules` (the plan's), for each step `changes` run, the one that killed most of its mutants, per its
     runbook's ledger (harness.kills.first_to_run), with its killing tests; and why there are none, if a ledger
-    cannot be read. One module a step: each goes ahead on every image, and a passing change's gate pays for what
-    runs ahead of the longest modules (every killer of primary-configure ahead, 16 short groups, made the
-    setup-change gate 715 s instead of 659 s)."""
+    cannot be read. One module a step: each goes ahead on every image, so the order stays as close as it can to
+    longest first, which keeps a passing change's gate short (bench --gate: 715-740 s with killers ahead,
+    659-788 s without; single runs vary that much)."""
     from harness.kills import UnreadableLedger, first_to_run, ledger_path, read_ledger
 
     steps: dict[str, set[str]] = {}
