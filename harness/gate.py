@@ -22,6 +22,7 @@ from pathlib import Path
 
 from harness import project
 from harness.errors import HarnessError
+from harness.kills import UnreadableLedger, first_to_run, ledger_path, read_ledger
 from harness.runbook import Binding, Block, Runbook, parse_text
 from harness.runbook.meaning import meaning
 
@@ -288,20 +289,20 @@ def likely_killers(changes: Iterable[BlockChange], modules: list[str]) -> tuple[
     cannot be read. One module a step: each goes ahead on every image, so the order stays as close as it can to
     longest first, which keeps a passing change's gate short (bench --gate: 715-740 s with killers ahead,
     659-788 s without; single runs vary that much)."""
-    from harness.kills import UnreadableLedger, first_to_run, ledger_path, read_ledger
-
     steps: dict[str, set[str]] = {}
     for change in (c for c in changes if c.runs):
         steps.setdefault(change.runbook, set()).add(change.step)
     counted: dict[str, list[str]] = {}
     for runbook, changed in steps.items():
         try:
-            verdicts = read_ledger(ledger_path(project.current().root / runbook)).values()
+            verdicts = list(read_ledger(ledger_path(project.current().root / runbook)).values())
         except UnreadableLedger as exc:
             return {}, str(exc)
         for step in sorted(changed):
-            for module, tests in list(first_to_run(verdicts, [step], modules).items())[:1]:
-                counted.setdefault(module, []).extend(t for t in tests if t not in counted.get(module, []))
+            top = next(iter(first_to_run(verdicts, [step], modules).items()), None)
+            if top is not None:
+                tests = counted.setdefault(top[0], [])
+                tests += [test for test in top[1] if test not in tests]
     return counted, ""
 
 

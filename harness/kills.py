@@ -47,10 +47,13 @@ def kills_of(verdicts: Iterable[dict], step: str) -> Iterator[dict]:
     return (v for v in verdicts if v.get("step") == step and v.get("verdict") == "killed" and v.get("by"))
 
 
+# between a verdict's line and, for a value mutant, `[operator: change]` (mutate's Mutant.what writes it)
+CHANGE_MARK = "  ["
+
+
 def line_of(verdict: dict) -> str:
-    """The runbook line a verdict's mutant changed: its text is mutate's `Mutant.what`, the line and, for a value
-    mutant, `  [operator: change]` after it."""
-    return verdict.get("text", "").split("  [")[0]
+    """The runbook line a verdict's mutant changed (its text is mutate's `Mutant.what`)."""
+    return verdict.get("text", "").split(CHANGE_MARK)[0]
 
 
 def first_to_run(

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 from harness import project
 from harness.errors import HarnessError
 from harness.gate import WITHOUT_HYPOTHESIS, block_text, module_parts, scenario_markers
-from harness.kills import first_to_run, ledger_path, read_ledger
+from harness.kills import CHANGE_MARK, first_to_run, ledger_path, read_ledger
 from harness.labels import HELD_SESSION_ENV
 from harness.layout import FAMILIES
 from harness.mutations import VALUE_OPERATORS, changes, runbook_names
@@ -90,7 +90,7 @@ class Mutant:
     @property
     def what(self) -> str:
         """The line, and for a value mutant what changes in it: how the listing and the report name it."""
-        return f"{self.headline}  [{self.operator}: {self.change}]" if self.change else self.headline
+        return f"{self.headline}{CHANGE_MARK}{self.operator}: {self.change}]" if self.change else self.headline
 
     @property
     def key(self) -> tuple[str, str, str, str]:
