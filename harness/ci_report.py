@@ -20,6 +20,7 @@ from typing import Any
 from harness import project
 from harness.gate import block_text
 from harness.runbook import Runbook, StepFailed
+from harness.runbook.meaning import Unreadable, settings_meaning
 from harness.secrets import redact
 
 STEPS_PROPERTY = "pgrepl_steps"  # JSON {step: outcome} of the pairs that ran the unmodified runbook
@@ -49,12 +50,39 @@ def failure_properties(error: BaseException) -> list[tuple[str, str]]:
 
 
 def likely_cause(error: StepFailed) -> tuple[int, str] | None:
-    """(line, step) of the block that most likely broke a step, when the output names it."""
-    if "no pg_hba.conf entry" in str(error) and error.book is not None:
-        rule = next((b for b in error.book.blocks if (b.file or "").endswith("pg_hba.conf")), None)
-        if rule is not None:
-            return rule.line, rule.step
+    """(line, step) of the block that most likely broke a step, when its output names it: the `pg_hba.conf`
+    block behind a refused connection, or the block of the same OS family setting a parameter the output
+    names (pg_rewind's `"wal_log_hints = on"`). None when the failing block is that block itself."""
+    if error.book is None:
+        return None
+    output = error.result.tail(40) if error.result is not None else ""
+    family = [b for b in error.book.blocks if set(b.os) & set(error.block.os) and b != error.block]
+    if "no pg_hba.conf entry" in str(error):
+        rule = next((b for b in family if (b.file or "").endswith("pg_hba.conf")), None)
+        return (rule.line, rule.step) if rule is not None else None
+    settings = [b for b in family if b.kind == "conf" and not (b.file or "").endswith("pg_hba.conf")]
+    for block in sorted(settings, key=lambda b: b.host != error.block.host):  # the failing host's own first
+        try:
+            names = {name for name, _ in settings_meaning(block.body)}
+        except Unreadable:
+            continue
+        if any(re.search(rf"(?<![\w.]){re.escape(name)}(?![\w.])", output) for name in names):
+            return block.line, block.step
     return None
+
+
+CHANGE_PROPERTY = "runbook_change"  # in a gate run: the changed blocks a failure may come from, `FILE:LINE:STEP;...`
+
+
+def change_property(changes: Iterable[Any]) -> list[tuple[str, str]]:
+    """The property naming `changes` (harness.gate.BlockChange), none for none."""
+    named = ";".join(f"{c.runbook}:{c.line}:{c.step}" for c in changes)
+    return [(CHANGE_PROPERTY, named)] if named else []
+
+
+def places(value: str) -> list[tuple[str, str, str]]:
+    """(file, line, step) of each `FILE:LINE:STEP` in a `runbook_cause` or `runbook_change` value."""
+    return [tuple(item.rsplit(":", 2)) for item in value.split(";") if item]  # type: ignore[misc]
 
 
 def _escape(text: str, *, property_value: bool = False) -> str:
@@ -63,21 +91,27 @@ def _escape(text: str, *, property_value: bool = False) -> str:
 
 
 def annotations(props: Mapping[str, str], test: str, message: str) -> list[str]:
-    """GitHub workflow commands marking the runbook line(s) of a failed step."""
-    if "runbook_file" not in props:
-        return []
+    """GitHub workflow commands marking the runbook line(s) of a failed step, its likely cause, and in a gate
+    run the changed lines it may come from."""
     first = message.strip().splitlines()[0] if message.strip() else "failed"
-    lines = [
-        f"::error file={_escape(props['runbook_file'], property_value=True)},line={props['runbook_line']},"
-        f"title={_escape('step ' + props['runbook_step'], property_value=True)}::{_escape(redact(f'{test}: {first}'))}"
-    ]
-    if "runbook_cause" in props:
-        file, line, step = props["runbook_cause"].rsplit(":", 2)
+    lines = []
+    if "runbook_file" in props:
         lines.append(
-            f"::error file={_escape(file, property_value=True)},line={line},"
-            f"title={_escape('likely cause: step ' + step, property_value=True)}::"
-            + _escape(f"{test}: step {props['runbook_step']} failed because of this block ({first})")
+            f"::error file={_escape(props['runbook_file'], property_value=True)},line={props['runbook_line']},"
+            f"title={_escape('step ' + props['runbook_step'], property_value=True)}::"
+            + _escape(redact(f"{test}: {first}"))
         )
+    failed = f"step {props['runbook_step']} failed" if "runbook_file" in props else "failed"
+    for key, title, because in (
+        ("runbook_cause", "likely cause", "because of this block"),
+        (CHANGE_PROPERTY, "changed in this diff", "after this change"),
+    ):
+        for file, line, step in places(props.get(key, "")):
+            lines.append(
+                f"::error file={_escape(file, property_value=True)},line={line},"
+                f"title={_escape(f'{title}: step {step}', property_value=True)}::"
+                + _escape(redact(f"{test}: {failed} {because} ({first})"))
+            )
     return lines
 
 
@@ -218,6 +252,9 @@ def summary(
             lines += [f"### {first['test']} (not a runbook step)", ""]
         if "runbook_cause" in first:
             lines.append(f"- likely cause: `{first['runbook_cause']}`")
+        if CHANGE_PROPERTY in first:
+            changed = ", ".join(f"`{file}:{line}` step `{step}`" for file, line, step in places(first[CHANGE_PROPERTY]))
+            lines.append(f"- changed in this diff, and run on this OS family: {changed}")
         lines += [f"- failed: {f['test']} ({f.get('target', '')})" for f in group[:20]]
         if len(group) > 20:
             lines.append(f"- and {len(group) - 20} more tests")

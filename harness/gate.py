@@ -72,6 +72,17 @@ class Plan:
     # most of its mutants (harness.kills) - a change that breaks the runbook fails early
     first: dict[str, list[str]] = field(default_factory=dict)
     first_note: str = ""  # why there is no such order, when the plan should say so
+    families: dict[str, str] = field(default_factory=dict)  # image -> OS family, of the images it selects from
+
+    def changes_behind(self, step: str | None, image: str | None) -> list[BlockChange]:
+        """The changed blocks a failure of a test on `image` (at runbook step `step`, if one failed) may come
+        from: those that run on the image's family, unless the failed step is one of them - its own line then
+        names the change. In runbook order, at most three."""
+        family = self.families.get(image or "")
+        suspects = [c for c in self.changes if c.runs and (family is None or family in c.families)]
+        if step is not None and any(c.step == step for c in suspects):
+            return []
+        return sorted(suspects, key=lambda c: (c.runbook, c.line))[:3]
 
     @property
     def images(self) -> list[str]:
@@ -278,7 +289,8 @@ def plan(base: str, files: Iterable[str] | None = None) -> Plan:
         if not found:
             result.prose.append(path)
         result.changes += found
-    result.pairs = select(result.changes, module_parts(), image_families())
+    result.families = image_families()
+    result.pairs = select(result.changes, module_parts(), result.families)
     result.first, result.first_note = likely_killers(result.changes, result.modules)
     return result
 

@@ -274,3 +274,61 @@ def test_evidence_of_a_removed_pair_is_its_transcript_alone(tmp_path):
     written = collect_evidence([(removed, False)], tmp_path)
     assert [p.name for p in written] == ["transcript.txt"]
     assert (tmp_path / "pair-1" / "transcript.txt").read_text() == "step ok"
+
+
+def _rewind_failed(output: str, family: str = "debian"):
+    """StepFailed of the runbook's own `rejoin-rewind` block for `family`, having printed `output`."""
+    from types import SimpleNamespace
+
+    from harness.hosts.base import Result
+    from harness.runbook import StepFailed
+
+    book = parse_runbook(project.current().default_runbook)
+    block = next(b for b in book.blocks if b.step == "rejoin-rewind" and family in b.os)
+    host = SimpleNamespace(name="primary", url="docker://primary")
+    return book, StepFailed(block, "here", host, block.body, Result(1, "", output), "exit status 1", book)
+
+
+def test_the_likely_cause_is_the_block_setting_the_parameter_the_output_names():
+    """pg_rewind refuses a target without `wal_log_hints = on`: the cause named is the block of the same
+    family that sets it, not the rewind step that failed; output naming no setting names no cause."""
+    from harness.ci_report import likely_cause
+
+    refusal = 'pg_rewind: error: target server needs to use either data checksums or "wal_log_hints = on"'
+    for family in ("debian", "el8", "el7"):
+        book, error = _rewind_failed(refusal, family)
+        line, step = likely_cause(error)
+        block = next(b for b in book.blocks if b.line == line)
+        assert family in block.os and block.kind == "conf" and "wal_log_hints" in block.body, (family, step)
+    assert likely_cause(_rewind_failed("pg_rewind: error: could not connect to server")[1]) is None
+    assert likely_cause(_rewind_failed("max_wal_senders_x is not a setting")[1]) is None  # a whole name only
+
+
+def _changed_plan(how: str = "changed") -> Plan:
+    from harness.gate import BlockChange
+
+    conf = BlockChange(BOOK, "primary-wal-log-hints", "setup", ("debian",), 363, how)
+    el8 = BlockChange(BOOK, "primary-wal-log-hints", "setup", ("el8",), 564, how)
+    return Plan("HEAD", changes=[el8, conf], families={"debian-12": "debian", "el8-pgdg-layout": "el8"})
+
+
+def test_a_gate_failure_names_the_changed_blocks_of_its_family_it_may_come_from():
+    behind = _changed_plan().changes_behind("rejoin-rewind", "debian-12")
+    assert [(c.line, c.step) for c in behind] == [(363, "primary-wal-log-hints")]
+    assert [c.line for c in _changed_plan().changes_behind(None, None)] == [363, 564]  # a real host: either
+    assert _changed_plan().changes_behind("primary-wal-log-hints", "debian-12") == []  # its own line says it
+    assert _changed_plan("comment only").changes_behind("rejoin-rewind", "debian-12") == []
+
+
+def test_annotations_and_summary_mark_the_changed_line_a_failure_came_after():
+    props = {"runbook_change": "runbooks/x.md:363:primary-wal-log-hints;runbooks/x.md:370:primary-hba"}
+    marks = annotations(props, "scenarios/test_rewind.py::test_a", "AssertionError: rewound\nmore")
+    assert [m.split("::")[1] for m in marks] == [
+        "error file=runbooks/x.md,line=363,title=changed in this diff%3A step primary-wal-log-hints",
+        "error file=runbooks/x.md,line=370,title=changed in this diff%3A step primary-hba",
+    ]
+    assert marks[0].endswith("scenarios/test_rewind.py::test_a: failed after this change (AssertionError: rewound)")
+    text = summary(parse_text(TEXT, BOOK), {}, {}, {}, {}, [{"test": "t::x", "message": "boom", **props}])
+    assert (
+        "- changed in this diff, and run on this OS family: `runbooks/x.md:363` step `primary-wal-log-hints`, " in text
+    )

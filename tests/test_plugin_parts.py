@@ -194,3 +194,19 @@ def test_the_first_failure_is_said_at_once_with_its_runbook_line_and_only_once()
     assert written[1].endswith(
         "s: scenarios/test_rewind.py::test_rewinds[d12] (runbook runbooks/r.md:361, step primary-wal-log-hints)"
     )
+
+
+def test_the_first_failure_names_the_likely_cause_and_the_changed_line_once_each():
+    written: list[str] = []
+    terminal = SimpleNamespace(write=written.append, write_line=lambda line, **_: written.append(line))
+    part = FirstFailure(SimpleNamespace(pluginmanager=SimpleNamespace(get_plugin=lambda name: terminal)))
+    where = [("runbook_file", "r.md"), ("runbook_line", "1972"), ("runbook_step", "rejoin-rewind")]
+    same = [*where, ("runbook_cause", "r.md:363:hints"), ("runbook_change", "r.md:363:hints;r.md:400:hba")]
+    part.pytest_runtest_logreport(SimpleNamespace(failed=True, nodeid="t::a", user_properties=same))
+    assert written[1].endswith(
+        "(runbook r.md:1972, step rejoin-rewind); changed in this diff: r.md:363 (hints), r.md:400 (hba)"
+    )
+    part = FirstFailure(SimpleNamespace(pluginmanager=SimpleNamespace(get_plugin=lambda name: terminal)))
+    other = [*where, ("runbook_cause", "r.md:300:conf"), ("runbook_change", "r.md:363:hints")]
+    part.pytest_runtest_logreport(SimpleNamespace(failed=True, nodeid="t::a", user_properties=other))
+    assert written[-1].endswith("; likely cause: r.md:300 (conf); changed in this diff: r.md:363 (hints)")

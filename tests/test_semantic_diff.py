@@ -344,3 +344,42 @@ def test_through_pytest_the_killing_module_is_collected_first_and_without_the_le
     project.runbook.with_suffix(".mutation.json").unlink()  # the negative control: no history, the usual order
     usual = scenario_order()
     assert usual.index(REWIND) > len(usual) // 2, usual
+
+
+def test_a_failure_in_a_gate_run_names_the_change_it_came_after_on_its_report(project):
+    """wal_log_hints off fails pg_rewind's step: the report names the rewind step's line, the block setting the
+    parameter pg_rewind names (the likely cause) and the changed line of the diff - on a debian target; an el8
+    target's failure is not pinned on a debian change, and without a gate plan nothing is said of changes."""
+    from types import SimpleNamespace
+
+    from harness.hosts.base import Result
+    from harness.pytest.reporting import Reporting
+    from harness.runbook import StepFailed
+
+    project.edit("primary-wal-log-hints", "debian", "wal_log_hints = on", "wal_log_hints = off")
+    book = parse_text(project.runbook.read_text(), project.runbook)
+    hints = next(b for b in book.blocks if b.step == "primary-wal-log-hints" and "debian" in b.os)
+    rewind = next(b for b in book.blocks if b.step == "rejoin-rewind" and "debian" in b.os)
+    refusal = Result(
+        1, "", 'pg_rewind: error: target server needs to use either data checksums or "wal_log_hints = on"'
+    )
+    error = StepFailed(rewind, "here", SimpleNamespace(name="primary", url="docker://p"), "", refusal, "exit 1", book)
+
+    def properties(gate, image: str) -> dict[str, str]:
+        item = SimpleNamespace(
+            getparent=lambda cls: None,
+            callspec=SimpleNamespace(params={"target": SimpleNamespace(image=image, label=image)}),
+        )
+        item.user_properties = []
+        report = SimpleNamespace(failed=True, when="call", user_properties=[])
+        pairs = SimpleNamespace(made={})
+        Reporting(None, pairs, None, gate)._report_runbook(item, report, SimpleNamespace(value=error))
+        return dict(report.user_properties)
+
+    found = properties(plan("HEAD"), "debian-12")
+    runbook = str(project.runbook.relative_to(project.root))
+    assert found["runbook_line"] == str(rewind.line)
+    assert found["runbook_cause"].endswith(f":{hints.line}:primary-wal-log-hints")
+    assert found["runbook_change"] == f"{runbook}:{hints.line}:primary-wal-log-hints"
+    assert "runbook_change" not in properties(plan("HEAD"), "el8-pgdg-layout")
+    assert "runbook_change" not in properties(None, "debian-12")

@@ -62,7 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
     register(session, "pgrepl-session")
     register(Selection(targets, gate, reverse=bool(options.value(config, "--pgrepl-reverse"))), "pgrepl-selection")
     register(fixtures, "pgrepl-fixtures")  # a module: its module- and session-scoped fixtures
-    register(Reporting(config, pairs, session), "pgrepl-reporting")
+    register(Reporting(config, pairs, session, gate), "pgrepl-reporting")
     register(Summary(config, targets, gate, pairs), "pgrepl-summary")
     if gate is not None and gate.pairs and FirstFailure.wanted(config):
         register(FirstFailure(config), "pgrepl-first-failure")

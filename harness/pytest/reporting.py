@@ -14,13 +14,25 @@ from typing import Any
 
 import pytest
 
-from harness.ci_report import STEPS_PROPERTY, collect_evidence, encode_steps, failure_properties, relative, safe_name
+from harness.ci_report import (
+    CHANGE_PROPERTY,
+    STEPS_PROPERTY,
+    change_property,
+    collect_evidence,
+    encode_steps,
+    failure_properties,
+    places,
+    relative,
+    safe_name,
+)
 from harness.ci_report import step_outcomes as steps_of
 from harness.errors import HarnessError
+from harness.gate import Plan
 from harness.hosts.docker import answering_engine, engine_silent
 from harness.pytest import options
 from harness.pytest.fixtures import ModuleKey, Pairs, module_key
 from harness.pytest.session import Session
+from harness.runbook import StepFailed
 from harness.runstate import RESTORED_NOTE
 from harness.secrets import redact, redact_sections
 
@@ -77,8 +89,8 @@ def lost_first(longrepr: Any, lost: str) -> Any:
 class Reporting:
     """Registered as `pgrepl-reporting` in a run of the project."""
 
-    def __init__(self, config: pytest.Config, pairs: Pairs, session: Session):
-        self.config, self.pairs, self.session = config, pairs, session
+    def __init__(self, config: pytest.Config, pairs: Pairs, session: Session, gate: Plan | None = None):
+        self.config, self.pairs, self.session, self.gate = config, pairs, session, gate
         self.evidence: set[ModuleKey] = set()  # collected once per module and target
 
     @pytest.hookimpl(wrapper=True)
@@ -111,6 +123,11 @@ class Reporting:
         if report.failed:
             if excinfo is not None:
                 added += failure_properties(excinfo.value)
+            if self.gate is not None:
+                error = excinfo.value if excinfo is not None else None
+                step = error.block.step if isinstance(error, StepFailed) else None
+                target = getattr(getattr(item, "callspec", None), "params", {}).get("target")
+                added += change_property(self.gate.changes_behind(step, getattr(target, "image", None)))
             if made:
                 folder = options.artifacts_dir(self.config) / "evidence" / safe_name(f"{key[0]}-{key[1]}")
                 if key not in self.evidence:  # a failed module fixture fails every test of the module: once
@@ -161,7 +178,13 @@ class FirstFailure:
             if {"runbook_file", "runbook_line", "runbook_step"} <= found.keys()
             else ""
         )
-        line = f"gate: first failure after {time.monotonic() - self.started:.0f} s: {report.nodeid}{where}"
+        changed = ", ".join(f"{file}:{line} ({step})" for file, line, step in places(found.get(CHANGE_PROPERTY, "")))
+        cause = next((f"{file}:{line} ({step})" for file, line, step in places(found.get("runbook_cause", ""))), "")
+        line = (
+            f"gate: first failure after {time.monotonic() - self.started:.0f} s: {report.nodeid}{where}"
+            + (f"; likely cause: {cause}" if cause and cause not in changed else "")
+            + (f"; changed in this diff: {changed}" if changed else "")
+        )
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
         if terminal is not None:  # on a line of its own: progress characters may precede it on the current one
             terminal.write("\n")
