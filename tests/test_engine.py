@@ -160,3 +160,26 @@ def test_the_lock_is_never_a_planted_link_followed_or_a_file_truncated(tmp_path)
 def test_root_takes_its_lock_where_only_root_creates_names():
     text = SCRIPT.read_text()
     assert "/tmp/pgrepl-engine.lock" not in text and "default_lock=/run/pgrepl-engine.lock" in text
+
+
+def test_a_process_asks_an_engine_its_api_version_once_then_names_it_to_each_new_client(monkeypatch):
+    """A client made without a version asks GET /version, which dockerd answers by running two processes: the
+    first client of an engine asks, later ones (docker.from_env, testcontainers') are given its answer."""
+    from types import SimpleNamespace
+
+    made: list[dict] = []
+
+    def from_env(**kwargs):
+        made.append(kwargs)
+        return SimpleNamespace(api=SimpleNamespace(api_version=kwargs.get("version", "1.41")))
+
+    monkeypatch.setattr(backend.docker, "from_env", from_env)
+    monkeypatch.setattr(backend, "_API_VERSIONS", {})
+    monkeypatch.setenv("DOCKER_HOST", "unix:///one.sock")
+    backend.from_env()
+    backend.from_env()
+    assert "version" not in made[0] and made[1]["version"] == "1.41"
+    assert backend.client_kwargs()["version"] == "1.41"
+    monkeypatch.setenv("DOCKER_HOST", "unix:///another.sock")  # another engine is asked again
+    assert "version" not in backend.client_kwargs()
+    assert backend.client_kwargs()["environment"]["DOCKER_HOST"] == "unix:///another.sock"

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -152,9 +153,18 @@ def engine_url() -> str:
     return engine_connection(engine).socket_url() if engine.startswith("ssh://") else engine
 
 
-def client_environment() -> dict[str, str]:
-    """The environment the Docker SDK (docker.from_env) reads, with the engine at engine_url()."""
-    return {**os.environ, "DOCKER_HOST": engine_url()}
+# engine URL -> the API version its engine gave this process's first client: a client made without a version asks
+# GET /version, which dockerd answers by running `runc --version` and `docker-init --version` (two processes per
+# client; a bring-up makes several clients through testcontainers)
+_API_VERSIONS: dict[str, str] = {}
+
+
+def client_kwargs() -> dict[str, Any]:
+    """What each Docker SDK client (docker.from_env, testcontainers' docker_client_kw) is made with: the
+    environment with the engine at engine_url(), and that engine's API version once this process knows it."""
+    url = engine_url()
+    known = _API_VERSIONS.get(url)
+    return {"environment": {**os.environ, "DOCKER_HOST": url}, **({"version": known} if known else {})}
 
 
 def docker_cli() -> list[str]:
@@ -164,8 +174,11 @@ def docker_cli() -> list[str]:
 
 
 def from_env() -> docker.DockerClient:
-    """docker.from_env at engine_url()."""
-    return docker.from_env(environment=client_environment())
+    """docker.from_env at engine_url(), at the API version the engine answered first (client_kwargs)."""
+    kwargs = client_kwargs()
+    client = docker.from_env(**kwargs)
+    _API_VERSIONS.setdefault(kwargs["environment"]["DOCKER_HOST"], client.api.api_version)
+    return client
 
 
 def _ping() -> docker.DockerClient:
@@ -315,7 +328,7 @@ class DockerLab:
         network_kw: dict = {"labels": self.labels}
         if subnet is not None:
             network_kw["ipam"] = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
-        self.network = Network(docker_client_kw={"environment": client_environment()}, docker_network_kw=network_kw)
+        self.network = Network(docker_client_kw=client_kwargs(), docker_network_kw=network_kw)
         self.network.name = f"pgrepl-{self.run_id}"
         self.network.create()
 
@@ -342,7 +355,7 @@ class DockerLab:
         put in the login user's authorized_keys before boot, as an ECS key pair is (no `docker exec`)."""
         endpoint = docker.types.EndpointConfig(self.client.api.api_version, ipv4_address=address)
         container = (
-            DockerContainer(image, docker_client_kw={"environment": client_environment()})
+            DockerContainer(image, docker_client_kw=client_kwargs())
             .with_name(f"pgrepl-{self.run_id}-{name}")
             .with_tmpfs_mount("/run")
             .with_tmpfs_mount("/run/lock")
@@ -490,7 +503,7 @@ def start_neighbour(host: Host, name: str = "third") -> DockerHost:
     network = next(iter(wrapped.attrs["NetworkSettings"]["Networks"]))
     labels = {k: v for k, v in wrapped.labels.items() if not k.startswith("org.testcontainers")}  # its own
     container = (
-        DockerContainer(wrapped.attrs["Config"]["Image"], docker_client_kw={"environment": client_environment()})
+        DockerContainer(wrapped.attrs["Config"]["Image"], docker_client_kw=client_kwargs())
         .with_name(f"{wrapped.name.rsplit('-', 1)[0]}-{name}-{next(_NEIGHBOURS)}")  # a second one's name is free
         .with_kwargs(entrypoint=["sleep", "infinity"], hostname=name, labels=labels, network=network)
     )
