@@ -12,24 +12,26 @@ import threading
 
 import pytest
 
-from harness.failover import fail_over
+from harness.failover import Failover, fail_over
 from harness.runbook import StepFailed, edit_block
 
 pytestmark = [pytest.mark.parts("setup", "sync-commit", "sync-commit-off", "failover"), pytest.mark.bringups(7)]
 RUNS = 5
 
 
+def killed_under_load(pair) -> Failover:
+    """Step 10, write load, kill -9 of the primary, Step 7."""
+    pair.setup()
+    pair.run("sync-commit")
+    return fail_over(pair, crash=True)
+
+
 @pytest.fixture(scope="module")
 def kills(make_pair, figures):
-    """RUNS times: a new pair, Step 10, write load, kill -9 of the primary, Step 7."""
-    failovers = []
-    for run in range(1, RUNS + 1):
-        pair = make_pair(replacing=True)
-        pair.setup()
-        pair.run("sync-commit")
-        failover = fail_over(pair, crash=True)
+    """RUNS new pairs, two at a time where the hosts are containers, each killed under load."""
+    failovers = make_pair.each(RUNS, killed_under_load)
+    for run, failover in enumerate(failovers, 1):
         figures("sync").record(f"run {run}/{RUNS} with synchronous commit:\n{failover.render()}")
-        failovers.append(failover)
     return failovers
 
 

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from harness.pytest.fixtures import PairFactory
 from harness.pytest.reporting import FirstFailure, lost_first
 from harness.pytest.scheduling import ClusterScheduling
 from harness.pytest.selection import killers_first
@@ -210,3 +211,50 @@ def test_the_first_failure_names_the_likely_cause_and_the_changed_line_once_each
     other = [*where, ("runbook_cause", "r.md:300:conf"), ("runbook_change", "r.md:363:hints")]
     part.pytest_runtest_logreport(SimpleNamespace(failed=True, nodeid="t::a", user_properties=other))
     assert written[-1].endswith("; likely cause: r.md:300 (conf); changed in this diff: r.md:363 (hints)")
+
+
+class FakeFactory(PairFactory):
+    """PairFactory.each over pairs that are numbers: `made` records each call's `replacing`."""
+
+    def __init__(self, shared_hosts: bool):
+        self.target = SimpleNamespace(shared_hosts=shared_hosts)
+        self.made: list[bool] = []
+
+    def __call__(self, book=None, *, replacing: bool = False, **_):
+        self.made.append(replacing)
+        return len(self.made)
+
+
+@pytest.mark.parametrize("shared_hosts, widest", [(False, 2), (True, 1)], ids=["containers", "shared-hosts"])
+def test_each_runs_two_pairs_side_by_side_on_containers_and_one_on_shared_hosts(shared_hosts, widest):
+    import threading
+    import time
+
+    factory, lock, busy, seen = FakeFactory(shared_hosts), threading.Lock(), [0], []
+
+    def work(pair: int) -> int:
+        with lock:
+            busy[0] += 1
+            seen.append(busy[0])
+        time.sleep(0.05)  # long enough for a second thread of the same turn to start meanwhile
+        with lock:
+            busy[0] -= 1
+        return pair * 10
+
+    assert factory.each(5, work) == [10, 20, 30, 40, 50]  # in run order
+    assert max(seen) == widest
+    assert factory.made == ([True, False, True, False, True] if widest == 2 else [True] * 5)
+
+
+def test_each_raises_a_failure_once_its_turn_is_done():
+    factory, finished = FakeFactory(False), []
+
+    def work(pair: int) -> int:
+        if pair == 1:
+            raise AssertionError("the first pair lost a transaction")
+        finished.append(pair)
+        return pair
+
+    with pytest.raises(AssertionError, match="lost a transaction"):
+        factory.each(5, work)
+    assert finished == [2] and factory.made == [True, False]  # its turn's other pair ran; no later turn began

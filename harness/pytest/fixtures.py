@@ -9,8 +9,10 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pytest
 
@@ -27,6 +29,7 @@ from harness.runstate import same_setup
 from harness.targets import Target
 
 log = logging.getLogger("pgrepl")
+T = TypeVar("T")
 logging.getLogger("sh").setLevel(logging.WARNING)
 # a module (node id) on a target (label): the unit whose pairs live and are reported together
 ModuleKey = tuple[str, str]
@@ -100,6 +103,20 @@ class PairFactory:
         stack.callback(setattr, made, "live", False)  # on the way out: no evidence from its hosts after
         self.made.append(made)
         return pair
+
+    def each(self, runs: int, work: Callable[[ReplicationPair], T], *, at_once: int = 2) -> list[T]:
+        """`work` on each of `runs` new pairs (made as `make_pair(replacing=True)` makes them), its results in
+        run order. On containers `at_once` pairs live and work side by side, each in a thread of its own: a
+        chain of bring-ups and failovers waits mostly on the hosts, so two halve its wall time where cores are
+        free. On shared hosts one pair at a time. A failure is raised once the other pairs of its turn are done."""
+        width = 1 if self.target.shared_hosts else max(1, at_once)
+        results: list[T] = []
+        for start in range(0, runs, width):
+            turn = [self(replacing=index == 0) for index in range(min(width, runs - start))]
+            with ThreadPoolExecutor(len(turn), thread_name_prefix="pair") as pool:
+                done = [pool.submit(work, pair) for pair in turn]
+            results += [future.result() for future in done]
+        return results
 
     @contextmanager
     def test_scope(self, kept: Callable[[], bool]) -> Iterator[None]:
