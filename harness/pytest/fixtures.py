@@ -29,8 +29,8 @@ from harness.runstate import same_setup
 from harness.targets import Target
 
 log = logging.getLogger("pgrepl")
-T = TypeVar("T")
 logging.getLogger("sh").setLevel(logging.WARNING)
+T = TypeVar("T")
 # a module (node id) on a target (label): the unit whose pairs live and are reported together
 ModuleKey = tuple[str, str]
 
@@ -106,9 +106,10 @@ class PairFactory:
 
     def each(self, runs: int, work: Callable[[ReplicationPair], T], *, at_once: int = 2) -> list[T]:
         """`work` on each of `runs` new pairs (made as `make_pair(replacing=True)` makes them), its results in
-        run order. On containers `at_once` pairs live and work side by side, each in a thread of its own: a
-        chain of bring-ups and failovers waits mostly on the hosts, so two halve its wall time where cores are
-        free. On shared hosts one pair at a time. A failure is raised once the other pairs of its turn are done."""
+        run order. On containers `at_once` pairs live and work side by side, each in a thread of its own: much
+        of a bring-up and a failover is waiting on the hosts (test_synchronous_commit alone on debian-12, -n 2:
+        52.0 s against 57.1 s one at a time). On shared hosts one pair at a time. A failure is raised once the
+        other pairs of its turn are done."""
         width = 1 if self.target.shared_hosts else max(1, at_once)
         results: list[T] = []
         for start in range(0, runs, width):
