@@ -74,9 +74,12 @@ def likely_cause(error: StepFailed) -> tuple[int, str] | None:
 CHANGE_PROPERTY = "runbook_change"  # in a gate run: the changed blocks a failure may come from, `FILE:LINE:STEP;...`
 
 
+REMOVED = " (removed, its line at the base)"  # after the step of a removed block: no line of today's runbook
+
+
 def change_property(changes: Iterable[Any]) -> list[tuple[str, str]]:
     """The property naming `changes` (harness.gate.BlockChange), none for none."""
-    named = ";".join(f"{c.runbook}:{c.line}:{c.step}" for c in changes)
+    named = ";".join(f"{c.runbook}:{c.line}:{c.step}{REMOVED if c.how == 'removed' else ''}" for c in changes)
     return [(CHANGE_PROPERTY, named)] if named else []
 
 
@@ -107,6 +110,8 @@ def annotations(props: Mapping[str, str], test: str, message: str) -> list[str]:
         (CHANGE_PROPERTY, "changed in this diff", "after this change"),
     ):
         for file, line, step in places(props.get(key, "")):
+            if step.endswith(REMOVED):  # an annotation marks a line of the changed file, which has no such block
+                continue
             lines.append(
                 f"::error file={_escape(file, property_value=True)},line={line},"
                 f"title={_escape(f'{title}: step {step}', property_value=True)}::"

@@ -318,6 +318,10 @@ def test_a_gate_failure_names_the_changed_blocks_of_its_family_it_may_come_from(
     assert [c.line for c in _changed_plan().changes_behind(None, None)] == [363, 564]  # a real host: either
     assert _changed_plan().changes_behind("primary-wal-log-hints", "debian-12") == []  # its own line says it
     assert _changed_plan("comment only").changes_behind("rejoin-rewind", "debian-12") == []
+    from harness.ci_report import change_property
+
+    removed = change_property(_changed_plan("removed").changes_behind("rejoin-rewind", "debian-12"))
+    assert removed == [("runbook_change", f"{BOOK}:363:primary-wal-log-hints (removed, its line at the base)")]
 
 
 def test_annotations_and_summary_mark_the_changed_line_a_failure_came_after():
@@ -328,6 +332,8 @@ def test_annotations_and_summary_mark_the_changed_line_a_failure_came_after():
         "error file=runbooks/x.md,line=370,title=changed in this diff%3A step primary-hba",
     ]
     assert marks[0].endswith("scenarios/test_rewind.py::test_a: failed after this change (AssertionError: rewound)")
+    removed = {"runbook_change": "runbooks/x.md:363:primary-wal-log-hints (removed, its line at the base)"}
+    assert annotations(removed, "t::a", "boom") == []  # no line of today's file to mark
     text = summary(parse_text(TEXT, BOOK), {}, {}, {}, {}, [{"test": "t::x", "message": "boom", **props}])
     assert (
         "- changed in this diff, and run on this OS family: `runbooks/x.md:363` step `primary-wal-log-hints`, " in text
