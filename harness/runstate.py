@@ -172,10 +172,11 @@ class RunStates:
             }
 
     def abandon(self, claim: Claim) -> None:
-        """A claim to save that was not saved (the bring-up failed): free for another process."""
+        """A claim to save that was not saved (the bring-up failed): free for another process. Nothing to free
+        when the session's registry is gone already (an interrupted run's controller removed it first)."""
         if self.directory is None or not claim.saves:
             return
-        with self._registry() as data:
+        with contextlib.suppress(FileNotFoundError), self._registry() as data:
             entry = data.get(claim.key)
             if entry and entry["owner"] == os.getpid() and not entry.get("images"):
                 del data[claim.key]

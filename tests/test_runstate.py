@@ -183,3 +183,15 @@ def test_a_held_session_names_its_holder_whose_end_orphans_the_set_up_states():
         assert labels.session_holder() == os.getpid()
     finally:
         labels.join_session(before[0], holder=before[1])
+
+
+def test_a_claim_abandoned_after_its_session_s_registry_is_gone_is_no_error(sessions):
+    """An interrupted run: the controller removes the session's registry while a bring-up still unwinds."""
+    import shutil
+
+    states = RunStates()
+    states.open("s9", recurring=True)
+    claim = states.claim("k")
+    shutil.rmtree(sessions / "s9")
+    states.abandon(claim)
+    assert not (sessions / "s9").exists()  # and nothing made again
