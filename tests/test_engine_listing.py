@@ -182,3 +182,24 @@ def test_a_running_container_is_not_lost():
     from harness.hosts.docker import container_lost
 
     assert container_lost(_client(InspectingApi({"Running": True})), "c1") is None
+
+
+def test_an_image_another_worker_removed_meanwhile_is_left_though_the_engine_says_500():
+    """dockerd 20.10: deleting an image another client removed after its lookup is a 500 "unrecognized image
+    ID", not a 404 (seen when two workers swept a killed run's set-up states at once)."""
+    from harness.hosts.docker import Listed, remove_listed
+
+    response = requests.Response()
+    response.status_code = 500
+    gone = docker.errors.APIError("500", response=response, explanation="unrecognized image ID sha256:dfb4a7")
+
+    class Api:
+        def remove_image(self, image, force):
+            raise gone
+
+    client = type("Client", (), {"api": Api()})()
+    assert remove_listed(client, Listed("images", "sha256:dfb4a7", "", {})) == 0
+    other = docker.errors.APIError("500", response=response, explanation="driver failed")
+    Api.remove_image = lambda self, image, force: (_ for _ in ()).throw(other)
+    with pytest.raises(docker.errors.APIError, match="driver failed"):
+        remove_listed(client, Listed("images", "sha256:dfb4a7", "", {}))

@@ -558,9 +558,14 @@ def listed(client: docker.DockerClient, kind: str, filters: dict | None = None) 
     return [Listed(kind, rid, name, dict(labels or {})) for rid, name, labels in rows]
 
 
+# dockerd 20.10 answers 500, not 404, for an image another client removed between its lookup and the delete
+GONE_MEANWHILE = "unrecognized image ID"
+
+
 def remove_listed(client: docker.DockerClient, resource: Listed, *, force: bool = True) -> int:
-    """Remove one listed resource (1), or leave it (0): gone already (404), being removed by another
-    run or still in use (409), or a network still in use by a container being started (403), left to its run."""
+    """Remove one listed resource (1), or leave it (0): gone already (404, or GONE_MEANWHILE), being removed by
+    another run or still in use (409), or a network still in use by a container being started (403), left to its
+    run."""
     api = client.api
     try:
         if resource.kind == "containers":
@@ -573,7 +578,7 @@ def remove_listed(client: docker.DockerClient, resource: Listed, *, force: bool 
             api.remove_image(resource.id, force=force)
         return 1
     except docker.errors.APIError as exc:
-        if exc.status_code in (403, 404, 409):
+        if exc.status_code in (403, 404, 409) or GONE_MEANWHILE in str(exc.explanation or ""):
             return 0
         raise
 
